@@ -1,0 +1,81 @@
+import AsyncHTTPClient
+import Logging
+import NIOCore
+import NIOHTTP1
+
+extension BlitlineClient {
+    /// Submits one job (`POST {api}/job`, form field `json` holding the job object).
+    public func submit(_ job: BlitlineJob) async -> SubmitOutcome {
+        await self.submit([job], isBatch: false)[0]
+    }
+
+    /// Submits several jobs in one request (form field `json` holding a JSON array); the outcomes
+    /// are in the order of `jobs`. An empty batch sends nothing.
+    public func submit(_ jobs: [BlitlineJob]) async -> [SubmitOutcome] {
+        guard !jobs.isEmpty else { return [] }
+        return await self.submit(jobs, isBatch: true)
+    }
+
+    private func submit(_ jobs: [BlitlineJob], isBatch: Bool) async -> [SubmitOutcome] {
+        let payload: JSONValue = isBatch ? .array(jobs.map(\.json)) : jobs[0].json
+        var request = HTTPClientRequest(url: self.configuration.apiURL + "/job")
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
+        request.headers.add(name: "Accept", value: "application/json")
+        let body = FormEncoding.encode([("json", payload.jsonBytes)])
+        request.body = .bytes(ByteBuffer(bytes: body))
+
+        var logger = self.logger
+        logger[metadataKey: "blitline.jobs"] = "\(jobs.count)"
+        logger.debug("submitting to Blitline", metadata: ["url": "\(request.url)", "body.bytes": "\(body.count)"])
+        logger.trace("submit body", metadata: ["json": "\(jobs.map(\.redactedJSONString))"])
+
+        let started = ContinuousClock.now
+        let outcomes: [SubmitOutcome]
+        do {
+            let response = try await self.httpClient.execute(
+                request,
+                timeout: TimeAmount(self.configuration.submitTimeout),
+                logger: self.logger
+            )
+            let reply = try await response.body.collect(upTo: self.configuration.maxReplyBytes)
+            outcomes = SubmitReply.classify(
+                status: Int(response.status.code),
+                retryAfter: SubmitReply.retryAfter(response.headers.first(name: "Retry-After")),
+                body: Array(buffer: reply),
+                jobCount: jobs.count,
+                isBatch: isBatch
+            )
+            logger.debug(
+                "Blitline answered submit",
+                metadata: ["http.status": "\(response.status.code)", "duration": "\(ContinuousClock.now - started)"]
+            )
+        } catch {
+            let failure = Self.transportFailure(error, timeout: self.configuration.submitTimeout)
+            logger.warning("submit to Blitline failed", metadata: ["error": "\(failure.message)"])
+            outcomes = Array(repeating: .transient(failure), count: jobs.count)
+        }
+        return outcomes
+    }
+
+    /// Describes an error thrown while talking to Blitline as a transient failure.
+    static func transportFailure(_ error: any Error, timeout: Duration) -> SubmitFailure {
+        if error is CancellationError || Task.isCancelled {
+            return SubmitFailure(kind: .cancelled, message: "the request was cancelled")
+        }
+        if let error = error as? HTTPClientError {
+            switch error {
+            case .deadlineExceeded, .readTimeout, .writeTimeout:
+                return SubmitFailure(kind: .timeout, message: "no answer from Blitline within \(timeout)")
+            case .connectTimeout:
+                return SubmitFailure(kind: .timeout, message: "connecting to Blitline timed out")
+            default:
+                return SubmitFailure(kind: .connection, message: "HTTP error talking to Blitline: \(error)")
+            }
+        }
+        if let error = error as? NIOTooManyBytesError {
+            return SubmitFailure(kind: .malformedReply, message: "Blitline's reply is too large (\(error))")
+        }
+        return SubmitFailure(kind: .connection, message: "could not reach Blitline: \(error)")
+    }
+}

@@ -1,0 +1,110 @@
+/// Classifies Blitline's answer to a submit: the one place that decides accepted, rejected or
+/// transient.
+///
+/// A Blitline `error` is a refusal whatever the status; without one, HTTP 429, 408 and 5xx are
+/// transient, other non-2xx statuses are refusals that name the status, and a 2xx reply is matched
+/// to the submitted jobs by position.
+enum SubmitReply {
+    static func classify(
+        status: Int,
+        retryAfter: Duration?,
+        body: [UInt8],
+        jobCount: Int,
+        isBatch: Bool
+    ) -> [SubmitOutcome] {
+        let results = Self.results(in: body)
+        if let error = Self.error(in: results) {
+            return Array(repeating: .rejected(message: "Blitline refused the job: \(error)"), count: jobCount)
+        }
+        if status == 429 {
+            let failure = SubmitFailure(
+                kind: .rateLimited,
+                message: "Blitline answered HTTP 429 (too many requests)",
+                retryAfter: retryAfter
+            )
+            return Array(repeating: .transient(failure), count: jobCount)
+        }
+        if status >= 500 || status == 408 {
+            let failure = SubmitFailure(
+                kind: .serverError,
+                message: "Blitline answered HTTP \(status) without an error message",
+                retryAfter: retryAfter
+            )
+            return Array(repeating: .transient(failure), count: jobCount)
+        }
+        guard (200..<300).contains(status) else {
+            let note = (300..<400).contains(status) ? " (redirects are not followed)" : ""
+            let message = "Blitline answered HTTP \(status) without an error message\(note)"
+            return Array(repeating: .rejected(message: message), count: jobCount)
+        }
+        return Self.matchAccepted(results, jobCount: jobCount, isBatch: isBatch)
+    }
+
+    private static func matchAccepted(_ results: JSONValue?, jobCount: Int, isBatch: Bool) -> [SubmitOutcome] {
+        let entries: [JSONValue]? =
+            switch results {
+            case .array(let elements) where isBatch || elements.count == 1: elements
+            case .object where !isBatch: [results!]
+            default: nil
+            }
+        guard let entries, entries.count == jobCount else {
+            let failure = SubmitFailure(
+                kind: .malformedReply,
+                message: "Blitline's reply does not hold \(jobCount) job result(s)"
+            )
+            return Array(repeating: .transient(failure), count: jobCount)
+        }
+        return entries.map(Self.outcome(of:))
+    }
+
+    private static func outcome(of entry: JSONValue) -> SubmitOutcome {
+        if let error = Self.error(in: entry) {
+            return .rejected(message: "Blitline refused the job: \(error)")
+        }
+        let jobID: String? =
+            switch entry["job_id"] {
+            case .string(let id) where !id.isEmpty: id
+            case .number(let lexeme): lexeme
+            default: nil
+            }
+        guard let jobID else {
+            return .transient(SubmitFailure(kind: .malformedReply, message: "Blitline's reply has no `job_id`"))
+        }
+        let images = (entry["images"]?.arrayValue ?? []).compactMap { image -> AnnouncedImage? in
+            guard let identifier = image["image_identifier"]?.stringValue else { return nil }
+            return AnnouncedImage(imageIdentifier: identifier, url: JobResult.destinationURL(of: image))
+        }
+        return .accepted(jobID: jobID, images: images)
+    }
+
+    /// `results` of the reply (decoded a second time when it is JSON text), or the whole body
+    /// when it has no `results`.
+    private static func results(in body: [UInt8]) -> JSONValue? {
+        guard let document = try? JSONValue(parsing: body) else { return nil }
+        guard let results = document["results"] else { return document }
+        if case .string(let text) = results, let inner = try? JSONValue(parsing: text) { return inner }
+        return results
+    }
+
+    /// A Blitline `error` (string, or `errors` array) in an object; `nil` for anything else.
+    private static func error(in value: JSONValue?) -> String? {
+        guard let value, value.isObject else { return nil }
+        switch value["error"] {
+        case .string(let message): return message.isEmpty ? "(no message)" : message
+        case .some(let other) where !other.isNull && other != .bool(false): return other.jsonString
+        default: break
+        }
+        if value["job_id"] == nil, let errors = value["errors"]?.arrayValue, !errors.isEmpty {
+            return errors.map { $0.stringValue ?? $0.jsonString }.joined(separator: "; ")
+        }
+        return nil
+    }
+
+    /// Parses `Retry-After` given as delta-seconds (an HTTP date gives `nil`).
+    static func retryAfter(_ header: String?) -> Duration? {
+        guard let header, let seconds = Int(header.filter { $0 != " " && $0 != "\t" }), seconds >= 0 else {
+            return nil
+        }
+        return .seconds(seconds)
+    }
+}
