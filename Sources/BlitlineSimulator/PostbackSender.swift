@@ -1,0 +1,81 @@
+import AsyncHTTPClient
+import Blitline
+import Logging
+import NIOCore
+
+/// Delivers a finished job's result to its `postback_url` the way Blitline does: JSON
+/// `{"results": …}` with the job's `postback_headers` for `v` above 1.17, the legacy form field
+/// `results` otherwise; retried on Blitline's schedule when the job asks for it.
+struct PostbackSender: Sendable {
+    /// Blitline's retry delays (1 s, 3 s, 15 s, 10 min), before scaling by the speed factor.
+    static let retrySchedule: [Duration] = [.seconds(1), .seconds(3), .seconds(15), .seconds(600)]
+
+    let httpClient: HTTPClient
+    let speedFactor: Double
+    let timeout: Duration
+    let statistics: StatisticsRecorder
+    let logger: Logger
+
+    /// Sends the postback, retrying per schedule; returns whether any attempt got a 2xx.
+    func deliver(_ job: SimulatedJob, results: JSONValue) async -> Bool {
+        guard let url = job.postbackURL else { return false }
+        let request = Self.request(for: job, url: url, results: results)
+        let delays = job.retriesPostback ? Self.retrySchedule : []
+        for attempt in 0...delays.count {
+            if attempt > 0 {
+                guard (try? await Task.sleep(for: delays[attempt - 1] * self.speedFactor)) != nil else { return false }
+            }
+            self.statistics.count { $0.postbacksSent += 1 }
+            let status = await self.send(request)
+            self.logger.info(
+                "postback",
+                metadata: [
+                    "job_id": "\(job.jobID)", "attempt": "\(attempt + 1)",
+                    "status": "\(status.map(String.init) ?? "no answer")",
+                ]
+            )
+            if let status, (200..<300).contains(status) {
+                self.statistics.count { $0.postbacksAcknowledged += 1 }
+                return true
+            }
+            self.statistics.count { $0.postbacksFailedAttempts += 1 }
+        }
+        self.statistics.count { $0.postbacksGivenUp += 1 }
+        return false
+    }
+
+    private func send(_ request: HTTPClientRequest) async -> Int? {
+        do {
+            let response = try await self.httpClient.execute(request, timeout: TimeAmount.nanoseconds(Int64(self.timeout.seconds * 1e9)))
+            _ = try await response.body.collect(upTo: 1 << 20)
+            return Int(response.status.code)
+        } catch {
+            return nil
+        }
+    }
+
+    static func request(for job: SimulatedJob, url: String, results: JSONValue) -> HTTPClientRequest {
+        var request = HTTPClientRequest(url: url)
+        request.method = .POST
+        request.headers.add(name: "User-Agent", value: "blitline-simulator")
+        if job.postsJSON {
+            request.headers.add(name: "Content-Type", value: "application/json")
+            for header in job.postbackHeaders { request.headers.add(name: header.name, value: header.value) }
+            let body = JSONValue.object([.init(key: "results", value: results)]).jsonBytes
+            request.body = .bytes(ByteBuffer(bytes: body))
+        } else {
+            request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
+            var fields: [(name: String, value: [UInt8])] = [("results", results.jsonBytes)]
+            let failed = results["images"]?.arrayValue?.contains { $0["error"] != nil } ?? false
+            if failed { fields.append(("error", Array("true".utf8))) }
+            request.body = .bytes(ByteBuffer(bytes: FormEncoding.encode(fields)))
+        }
+        return request
+    }
+}
+
+extension Duration {
+    static func * (lhs: Duration, rhs: Double) -> Duration {
+        .nanoseconds(Int64((lhs.seconds * rhs * 1e9).rounded()))
+    }
+}

@@ -1,0 +1,45 @@
+import ArgumentParser
+import BlitlineSimulator
+
+extension SimulatorCommand {
+    var simulatorConfiguration: BlitlineSimulator.Configuration {
+        var faults = FaultPlan()
+        faults.failSubmits = self.failSubmits
+        faults.failSubmitFraction = self.failSubmitFraction
+        faults.failSubmitStatus = self.failSubmitStatus
+        faults.retryAfterSeconds = self.retryAfter
+        faults.submitLatency = self.submitLatency
+        faults.hangSubmits = self.hangSubmits
+        faults.hangDuration = self.hangDuration
+        faults.dropPostbacks = self.dropPostbacks
+        faults.dropPostbackFraction = self.dropPostbackFraction
+        faults.duplicatePostbacks = self.duplicatePostbacks
+        faults.duplicatePostbackFraction = self.duplicatePostbackFraction
+        faults.postbackDelay = self.postbackDelay
+        return BlitlineSimulator.Configuration(
+            host: self.host,
+            port: self.port,
+            processingDelay: self.processingDelay,
+            retrySpeedFactor: self.retrySpeed,
+            postbackTimeout: self.postbackTimeout,
+            pollWait: self.pollWait,
+            pollRate: self.pollRate,
+            resultRetention: self.resultRetention,
+            allowedApplicationIDs: self.applicationIDs.isEmpty ? nil : Set(self.applicationIDs),
+            maxJobCharacters: self.maxJobCharacters,
+            faults: faults
+        )
+    }
+}
+
+/// Parses `250ms`, `30s`, `10m`, `1h` or bare seconds (fractions allowed).
+func parseDuration(_ text: String) throws -> Duration {
+    let units: [(suffix: String, nanoseconds: Double)] = [("ms", 1e6), ("s", 1e9), ("m", 60e9), ("h", 3600e9)]
+    for unit in units where text.hasSuffix(unit.suffix) {
+        if let value = Double(text.dropLast(unit.suffix.count)), value >= 0 {
+            return .nanoseconds(Int64(value * unit.nanoseconds))
+        }
+    }
+    if let value = Double(text), value >= 0 { return .nanoseconds(Int64(value * 1e9)) }
+    throw ValidationError("'\(text)' is not a duration; use 250ms, 30s, 10m, 1h or bare seconds")
+}
