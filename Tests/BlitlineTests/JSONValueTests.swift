@@ -1,0 +1,80 @@
+import Blitline
+import Testing
+
+@Suite("JSONValue")
+struct JSONValueTests {
+    @Test("numbers, key order, escapes and unicode survive a round trip")
+    func roundTrip() throws {
+        let text = #"{"z":1.220,"a":12345678901234567890,"neg":-0.5e-7,"s":"caf\u00e9 \"q\" \n \ud83d\ude00","arr":[true,false,null,{}],"a":2}"#
+        let value = try JSONValue(parsing: text)
+        #expect(value.objectMembers?.map(\.key) == ["z", "a", "neg", "s", "arr", "a"])
+        #expect(value["z"] == .number("1.220"))
+        #expect(value["a"] == .number("12345678901234567890"))
+        #expect(value["s"]?.stringValue == "café \"q\" \n 😀")
+        let again = try JSONValue(parsing: value.jsonBytes)
+        #expect(again == value)
+        #expect(value.jsonString.contains(#""z":1.220,"a":12345678901234567890,"neg":-0.5e-7"#))
+    }
+
+    @Test("malformed documents throw", arguments: [
+        "", " ", "{", "[1,]", "{\"a\":}", "01", "1.", "-", "1e", "\"abc", "\"\\x\"", "tru", "nul", "[1 2]",
+        "{\"a\" 1}", "\"\\ud800\"", "1 2", "{'a':1}", "\u{01}",
+    ])
+    func malformed(_ text: String) {
+        #expect(throws: JSONParsingError.self) { try JSONValue(parsing: text) }
+    }
+
+    @Test("invalid UTF-8 is reported as such")
+    func invalidUTF8() {
+        #expect {
+            try JSONValue(parsing: [UInt8(ascii: "\""), 0xC3, 0x28, UInt8(ascii: "\"")])
+        } throws: { ($0 as? JSONParsingError)?.isInvalidUTF8 == true }
+    }
+
+    @Test("nesting beyond the limit throws instead of exhausting the stack")
+    func deepNesting() throws {
+        let deep = String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000)
+        #expect(throws: JSONParsingError.self) { try JSONValue(parsing: deep) }
+        let fine = String(repeating: "[", count: JSONValue.maximumDepth) + String(repeating: "]", count: JSONValue.maximumDepth)
+        _ = try JSONValue(parsing: fine)
+    }
+
+    @Test("every truncation of a job and random bytes throw or parse, never crash")
+    func fuzz() throws {
+        let job = Array(
+            #"{"application_id":"x","src":"https://e.com/a.jpg","v":1.22,"functions":[{"name":"resize_to_fit","params":{"width":800,"only_shrink_larger":true},"save":{"image_identifier":"large","s3_destination":{"bucket":"b","key":"k\u00e9.jpg"}}}]}"#
+                .utf8
+        )
+        for length in 0..<job.count {
+            #expect(throws: JSONParsingError.self) { try JSONValue(parsing: job[0..<length]) }
+        }
+        var generator = SeededGenerator(seed: 42)
+        let alphabet = Array(#"{}[],:"\ 0123456789.eE+-truefalsnul"#.utf8) + [0xC3, 0xA9, 0xFF, 0x00]
+        var parsed = 0
+        for _ in 0..<20_000 {
+            let length = Int.random(in: 0..<40, using: &generator)
+            var bytes = (0..<length).map { _ in alphabet[Int.random(in: 0..<alphabet.count, using: &generator)] }
+            if Bool.random(using: &generator), !bytes.isEmpty {
+                bytes[Int.random(in: 0..<bytes.count, using: &generator)] = UInt8.random(in: 0...255, using: &generator)
+            }
+            if let value = try? JSONValue(parsing: bytes) {
+                parsed += 1
+                #expect(try JSONValue(parsing: value.jsonBytes) == value)
+            }
+        }
+        #expect(parsed > 0)
+    }
+}
+
+/// A deterministic generator (SplitMix64), so that a fuzz failure can be reproduced.
+struct SeededGenerator: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { self.state = seed }
+    mutating func next() -> UInt64 {
+        self.state &+= 0x9E37_79B9_7F4A_7C15
+        var z = self.state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

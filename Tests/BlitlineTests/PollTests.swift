@@ -1,0 +1,64 @@
+import Blitline
+import BlitlineSimulator
+import Testing
+
+@Suite("BlitlineClient.poll against the simulator")
+struct PollTests {
+    @Test("a long poll is held open until the job ends, then returns its result")
+    func longPoll() async throws {
+        try await withSimulator { $0.processingDelay = .milliseconds(300) } _: { client, _ in
+            guard case .accepted(let jobID, _) = await client.submit(job()) else {
+                Issue.record("not accepted")
+                return
+            }
+            let started = ContinuousClock.now
+            let outcome = await client.poll(jobID: jobID)
+            #expect(ContinuousClock.now - started >= .milliseconds(200))
+            guard case .result(let result) = outcome else {
+                Issue.record("expected a result, got \(outcome)")
+                return
+            }
+            #expect(result.jobID == jobID && result.isCompleted)
+            let original = try #require(result.original)
+            #expect(result.images.first?.width == 100)
+            #expect(result.images.first?.height == Int((Double(original.height) * 100 / Double(original.width)).rounded()))
+        }
+    }
+
+    @Test("legacy jobs (v 1.17) publish results as JSON text, decoded twice; failures carry Blitline's message")
+    func legacyPoll() async throws {
+        try await withSimulator { client, _ in
+            let legacy = BlitlineJob(
+                json: try JSONValue(parsing: #"{"application_id":"a","src":"https://e.com/x.jpg","v":1.17,"functions":[{"name":"blu3r","save":{"image_identifier":"t"}}]}"#)
+            )!
+            guard case .accepted(let jobID, _) = await client.submit(legacy) else {
+                Issue.record("not accepted")
+                return
+            }
+            guard case .result(let result) = await client.poll(jobID: jobID) else {
+                Issue.record("no result")
+                return
+            }
+            #expect(result.errors == ["Image processing failed. Unknown function named 'blu3r'"])
+            #expect(result.failedImageIdentifiers == ["t"])
+            #expect(!result.isCompleted)
+        }
+    }
+
+    @Test("the server's wait limit gives pending; polling faster than the rate gives 429 with Retry-After")
+    func pendingAndRateLimited() async throws {
+        try await withSimulator {
+            $0.pollWait = .milliseconds(200)
+            $0.pollRate = 1
+        } _: { client, _ in
+            let first = await client.poll(jobID: "unknownjob")
+            #expect(first == .pending)
+            let second = await client.poll(jobID: "unknownjob")
+            guard case .failed(let failure) = second else {
+                Issue.record("expected failed, got \(second)")
+                return
+            }
+            #expect(failure.kind == .rateLimited && failure.retryAfter == .seconds(1))
+        }
+    }
+}

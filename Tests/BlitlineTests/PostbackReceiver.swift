@@ -1,0 +1,66 @@
+import Hummingbird
+import Logging
+import Synchronization
+
+/// A postback endpoint for tests: records each request and answers with scripted statuses.
+final class PostbackReceiver: Sendable {
+    struct Received: Sendable {
+        var at: ContinuousClock.Instant
+        var contentType: String?
+        var headers: [String: String]
+        var body: [UInt8]
+    }
+
+    private let received = Mutex<[Received]>([])
+    private let statuses: Mutex<[HTTPResponse.Status]>
+
+    /// Answers `statuses` in turn, then 200.
+    init(statuses: [HTTPResponse.Status] = []) {
+        self.statuses = Mutex(statuses)
+    }
+
+    var requests: [Received] { self.received.withLock { $0 } }
+
+    /// Serves on 127.0.0.1 port 0 while `body` runs, passing the postback URL.
+    func serve<T: Sendable>(_ body: (String) async throws -> T) async throws -> T {
+        let router = Router()
+        router.post("/postback") { request, _ -> Response in
+            var request = request
+            let bytes = Array(buffer: try await request.collectBody(upTo: 1 << 20))
+            var headers: [String: String] = [:]
+            for field in request.headers { headers[field.name.canonicalName] = field.value }
+            self.received.withLock {
+                $0.append(Received(at: .now, contentType: request.headers[.contentType], headers: headers, body: bytes))
+            }
+            let status = self.statuses.withLock { $0.isEmpty ? .ok : $0.removeFirst() }
+            return Response(status: status)
+        }
+        let (ports, continuation) = AsyncStream<Int>.makeStream()
+        let application = Application(
+            router: router,
+            configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+            onServerRunning: { continuation.yield($0.localAddress?.port ?? 0) },
+            logger: Logger(label: "receiver", factory: { _ in SwiftLogNoOpLogHandler() })
+        )
+        let server = Task { try await application.run() }
+        var iterator = ports.makeAsyncIterator()
+        let port = await iterator.next() ?? 0
+        let result: Result<T, any Error>
+        do {
+            result = .success(try await body("http://127.0.0.1:\(port)/postback"))
+        } catch {
+            result = .failure(error)
+        }
+        server.cancel()
+        _ = await server.result
+        return try result.get()
+    }
+
+    /// Waits until `count` requests have arrived or `timeout` passes.
+    func waitFor(_ count: Int, timeout: Duration = .seconds(5)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while self.requests.count < count, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+    }
+}

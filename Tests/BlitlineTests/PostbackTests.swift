@@ -1,0 +1,104 @@
+import Blitline
+import BlitlineSimulator
+import Hummingbird
+import Testing
+
+@Suite("Simulator postbacks")
+struct PostbackTests {
+    @Test("a JSON postback carries results and postback_headers, and decodes")
+    func jsonPostback() async throws {
+        let receiver = PostbackReceiver()
+        try await receiver.serve { url in
+            try await withSimulator { client, port in
+                let outcome = await client.submit(job(#","postback_url":"\#(url)","postback_headers":{"X-Token":"s3cret"}"#))
+                guard case .accepted(let jobID, _) = outcome else {
+                    Issue.record("not accepted: \(outcome)")
+                    return
+                }
+                try await receiver.waitFor(1)
+                let received = try #require(receiver.requests.first)
+                #expect(received.contentType == "application/json")
+                #expect(received.headers["x-token"] == "s3cret")
+                let result = try JobResult.decode(postbackBody: received.body, contentType: received.contentType)
+                #expect(result.jobID == jobID && result.isCompleted && result.images.first?.width == 100)
+                #expect(try await stats(port)["postbacks_acknowledged"] == .number(1))
+            }
+        }
+    }
+
+    @Test("v 1.17 postbacks use the legacy form field results=")
+    func legacyPostback() async throws {
+        let receiver = PostbackReceiver()
+        try await receiver.serve { url in
+            try await withSimulator { client, _ in
+                let legacy = BlitlineJob(
+                    json: try JSONValue(parsing: #"{"application_id":"a","src":"https://e.com/x.jpg","v":1.17,"postback_url":"\#(url)","functions":[{"name":"crop_to_square","save":{"image_identifier":"sq"}}]}"#)
+                )!
+                guard case .accepted(let jobID, _) = await client.submit(legacy) else {
+                    Issue.record("not accepted")
+                    return
+                }
+                try await receiver.waitFor(1)
+                let received = try #require(receiver.requests.first)
+                #expect(received.contentType == "application/x-www-form-urlencoded")
+                #expect(received.body.starts(with: Array("results=".utf8)))
+                let result = try JobResult.decode(postbackBody: received.body, contentType: received.contentType)
+                #expect(result.jobID == jobID)
+                let image = try #require(result.images.first)
+                #expect(image.width == image.height)
+            }
+        }
+    }
+
+    @Test("failed deliveries are retried at 1 s, 3 s, 15 s times the speed factor; any 2xx ends it")
+    func retrySchedule() async throws {
+        let receiver = PostbackReceiver(statuses: [.internalServerError, .serviceUnavailable, .notFound, .accepted])
+        try await receiver.serve { url in
+            try await withSimulator { $0.retrySpeedFactor = 0.05 } _: { client, port in
+                _ = await client.submit(job(#","postback_url":"\#(url)","retry_postback":true"#))
+                try await receiver.waitFor(4)
+                try await Task.sleep(for: .milliseconds(200))
+                let times = receiver.requests.map(\.at)
+                try #require(times.count == 4)
+                let gaps = zip(times.dropFirst(), times).map { $0 - $1 }
+                for (gap, expected) in zip(gaps, [Duration.milliseconds(50), .milliseconds(150), .milliseconds(750)]) {
+                    #expect(gap >= expected * 0.9 && gap < expected + .milliseconds(250), "gap \(gap), expected \(expected)")
+                }
+                let counters = try await stats(port)
+                #expect(counters["postbacks_sent"] == .number(4))
+                #expect(counters["postbacks_acknowledged"] == .number(1))
+            }
+        }
+    }
+
+    @Test("without retry_postback a failed postback is sent once")
+    func noRetry() async throws {
+        let receiver = PostbackReceiver(statuses: [.internalServerError, .internalServerError])
+        try await receiver.serve { url in
+            try await withSimulator { $0.retrySpeedFactor = 0.01 } _: { client, port in
+                _ = await client.submit(job(#","postback_url":"\#(url)""#))
+                try await receiver.waitFor(1)
+                try await Task.sleep(for: .milliseconds(300))
+                #expect(receiver.requests.count == 1)
+                #expect(try await stats(port)["postbacks_given_up"] == .number(1))
+            }
+        }
+    }
+
+    @Test("injected faults: a dropped postback never arrives, a duplicated one arrives twice")
+    func dropAndDuplicate() async throws {
+        let receiver = PostbackReceiver()
+        try await receiver.serve { url in
+            try await withSimulator { client, port in
+                try await control(port, #"{"drop_postbacks":1,"duplicate_postbacks":1}"#)
+                _ = await client.submit(job(#","postback_url":"\#(url)""#))
+                _ = await client.submit(job(#","postback_url":"\#(url)""#))
+                try await receiver.waitFor(2)
+                try await Task.sleep(for: .milliseconds(200))
+                let ids = try receiver.requests.map { try JobResult.decode(postbackBody: $0.body, contentType: $0.contentType).jobID }
+                #expect(ids.count == 2 && Set(ids).count == 1)
+                #expect(try await stats(port)["postbacks_dropped"] == .number(1))
+            }
+        }
+    }
+}
