@@ -1,0 +1,101 @@
+// swift-tools-version: 6.2
+import PackageDescription
+
+let package = Package(
+    name: "blitline-bridge",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "blitline-bridge", targets: ["blitline-bridge"]),
+        .executable(name: "blitline-simulator", targets: ["blitline-simulator"]),
+        .executable(name: "amqp-bench", targets: ["amqp-bench"]),
+        .executable(name: "amqp-bench-c", targets: ["amqp-bench-c"]),
+        .library(name: "AMQP", targets: ["AMQP"]),
+        .library(name: "Blitline", targets: ["Blitline"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+    ],
+    targets: [
+        // The only module that touches C: librabbitmq (Debian's librabbitmq-dev) and a shim for
+        // what Swift cannot call directly.
+        .systemLibrary(
+            name: "CRabbitMQ",
+            pkgConfig: "librabbitmq",
+            providers: [.apt(["librabbitmq-dev"])]
+        ),
+        // AMQP 0-9-1 over librabbitmq: connections, channels, confirms, consumers. No C type leaks out.
+        .target(
+            name: "AMQP",
+            dependencies: [
+                "CRabbitMQ",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Blitline's HTTP API: jobs, submission, results, long polling. Knows nothing of AMQP.
+        .target(
+            name: "Blitline",
+            dependencies: [
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
+        // A faithful local Blitline: submit, processing, postbacks, long poll, fault injection.
+        .target(
+            name: "BlitlineSimulator",
+            dependencies: [
+                "Blitline",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "blitline-simulator",
+            dependencies: [
+                "BlitlineSimulator",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "blitline-bridge",
+            dependencies: [
+                "AMQP",
+                "Blitline",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Benchmarks: the Swift wrapper against the same workload driven by C directly.
+        .executableTarget(
+            name: "amqp-bench",
+            dependencies: ["AMQP"]
+        ),
+        .executableTarget(
+            name: "amqp-bench-c",
+            dependencies: ["CRabbitMQ"]
+        ),
+        .testTarget(
+            name: "AMQPTests",
+            dependencies: ["AMQP"]
+        ),
+        .testTarget(
+            name: "BlitlineTests",
+            dependencies: [
+                "Blitline",
+                "BlitlineSimulator",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+    ]
+)

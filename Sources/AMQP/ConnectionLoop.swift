@@ -1,0 +1,311 @@
+import CRabbitMQ
+import Foundation
+import Logging
+import Synchronization
+
+/// The one thread that owns a librabbitmq connection.
+///
+/// librabbitmq is synchronous and does nothing in the background: heartbeats, confirms, returns and
+/// broker-initiated closes are handled only while a thread is inside a library call, and a
+/// connection must never be used by two threads at once. So every connection gets a dedicated
+/// thread that stays in the library: Swift tasks post `Command`s to its mailbox and are answered
+/// through continuations; deliveries leave through `AsyncThrowingStream`s.
+final class ConnectionLoop: @unchecked Sendable {
+    /// Work for the owner thread. `fail` answers the caller if the connection closes first.
+    struct Command: Sendable {
+        let isPublish: Bool
+        let run: @Sendable (ConnectionLoop) -> Void
+        let fail: @Sendable (AMQPError) -> Void
+    }
+
+    private struct Mailbox {
+        var commands: [Command] = []
+        var sleeping = false
+        var closeReason: AMQPError?
+        var closeWaiters: [CheckedContinuation<AMQPError, Never>] = []
+        var blocked = false
+    }
+
+    let configuration: AMQPConnection.Configuration
+    let logger: Logger
+    private let mailbox = Mutex(Mailbox())
+    /// A pipe whose write end wakes the owner thread from `poll`.
+    private let wakeFDs: (read: Int32, write: Int32)
+    /// When the owner thread entered a library call that can block without bound (0: not in one).
+    private let blockingCallStartedAt = Atomic<UInt64>(0)
+    private let socketFD = Atomic<Int32>(-1)
+
+    // Owner thread only.
+    var state: amqp_connection_state_t?
+    var channels: [UInt16: ChannelState] = [:]
+    var nextChannelID: UInt64 = 1
+    let arena = CArena()
+    private var deferredPublishes: [Command] = []
+    private var blocked = false
+    private var lastInbound = ContinuousClock.now
+    private(set) var heartbeat: Duration = .zero
+    private var closing: AMQPError?
+
+    init(configuration: AMQPConnection.Configuration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+        var fds: [Int32] = [-1, -1]
+        precondition(pipe(&fds) == 0, "cannot create a pipe")
+        for fd in fds {
+            _ = fcntl(fd, F_SETFL, O_NONBLOCK)
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        }
+        self.wakeFDs = (fds[0], fds[1])
+    }
+
+    deinit {
+        close(wakeFDs.read)
+        close(wakeFDs.write)
+    }
+
+    // MARK: Any thread
+
+    /// Starts the owner thread, which opens the connection; returns once it is open.
+    func start() async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let thread = Thread { [self] in
+                do {
+                    try open()
+                } catch {
+                    finish(error as? AMQPError ?? AMQPError(.connectionFailed, "\(error)"))
+                    continuation.resume(throwing: error)
+                    return
+                }
+                continuation.resume()
+                startWatchdog()
+                runLoop()
+            }
+            thread.name = "amqp \(configuration.host):\(configuration.port)"
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+    }
+
+    /// Posts a command; fails it at once if the connection is already closed.
+    func submit(_ command: Command) {
+        let (accepted, wake, reason) = mailbox.withLock { box -> (Bool, Bool, AMQPError?) in
+            if let reason = box.closeReason { return (false, false, reason) }
+            box.commands.append(command)
+            let wake = box.sleeping
+            box.sleeping = false
+            return (true, wake, nil)
+        }
+        if !accepted {
+            command.fail(reason!)
+        } else if wake {
+            var one: UInt8 = 1
+            _ = write(wakeFDs.write, &one, 1)
+        }
+    }
+
+    /// Runs `body` on the owner thread and returns its result.
+    func perform<T: Sendable>(
+        _ body: @escaping @Sendable (ConnectionLoop) throws(AMQPError) -> T
+    ) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            submit(
+                Command(
+                    isPublish: false,
+                    run: { loop in continuation.resume(with: Result { () throws(AMQPError) in try body(loop) }) },
+                    fail: { continuation.resume(throwing: $0) }))
+        }
+    }
+
+    var closeReason: AMQPError? { mailbox.withLock { $0.closeReason } }
+    var isBlocked: Bool { mailbox.withLock { $0.blocked } }
+
+    /// Waits until the connection is closed and returns why.
+    func closed() async -> AMQPError {
+        await withCheckedContinuation { continuation in
+            let reason = mailbox.withLock { box -> AMQPError? in
+                if let reason = box.closeReason { return reason }
+                box.closeWaiters.append(continuation)
+                return nil
+            }
+            if let reason { continuation.resume(returning: reason) }
+        }
+    }
+
+    /// Asks the owner thread to close the connection with `reason`.
+    func requestClose(_ reason: AMQPError) {
+        submit(Command(isPublish: false, run: { $0.closing = $0.closing ?? reason }, fail: { _ in }))
+    }
+
+    // MARK: Owner thread
+
+    private func runLoop() {
+        // TLS can hold decrypted records that poll() cannot see: wake often to read them.
+        let base = Duration.milliseconds(configuration.tls == nil ? 200 : 10)
+        let tick = heartbeat > .zero ? min(base, heartbeat / 4) : base
+        while closing == nil {
+            if !blocked, !deferredPublishes.isEmpty {
+                let deferred = deferredPublishes
+                deferredPublishes.removeAll()
+                for command in deferred { execute(command) }
+            }
+            let commands = mailbox.withLock { box -> [Command] in
+                let commands = box.commands
+                box.commands.removeAll(keepingCapacity: true)
+                return commands
+            }
+            for command in commands { execute(command) }
+            drainFrames()
+            guard closing == nil, let state else { break }
+            amqp_maybe_release_buffers(state)
+
+            let idle =
+                amqp_frames_enqueued(state) == 0 && amqp_data_in_buffer(state) == 0
+                && mailbox.withLock { box in
+                    box.sleeping = box.commands.isEmpty
+                    return box.sleeping
+                }
+            waitForActivity(timeout: idle ? tick : .zero)
+            if idle { mailbox.withLock { $0.sleeping = false } }
+            if ContinuousClock.now - lastInbound > heartbeat * 2 + .seconds(1), heartbeat > .zero {
+                closing = AMQPError(
+                    .heartbeatTimeout, "no data from the broker for two heartbeat intervals")
+            }
+        }
+        finish(closing ?? AMQPError(.connectionClosed, "connection closed"))
+    }
+
+    private func execute(_ command: Command) {
+        guard closing == nil else {
+            command.fail(closing!)
+            return
+        }
+        if command.isPublish, blocked || !deferredPublishes.isEmpty {
+            deferredPublishes.append(command)
+        } else {
+            command.run(self)
+        }
+    }
+
+    /// Waits on the socket and the wake-up pipe; any readable byte counts as life from the peer.
+    private func waitForActivity(timeout: Duration) {
+        guard let state else { return }
+        var fds = [
+            pollfd(fd: amqp_get_sockfd(state), events: Int16(POLLIN), revents: 0),
+            pollfd(fd: wakeFDs.read, events: Int16(POLLIN), revents: 0),
+        ]
+        let milliseconds = Int32(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        guard poll(&fds, 2, milliseconds) > 0 else { return }
+        if fds[0].revents != 0 { lastInbound = .now }
+        if fds[1].revents != 0 {
+            var drain = (UInt64(0), UInt64(0))
+            _ = withUnsafeMutableBytes(of: &drain) { read(wakeFDs.read, $0.baseAddress, $0.count) }
+        }
+    }
+
+    /// Takes every frame that is ready without blocking and dispatches it.
+    private func drainFrames() {
+        guard let state else { return }
+        var frame = amqp_frame_t()
+        var immediately = timeval(tv_sec: 0, tv_usec: 0)
+        while closing == nil {
+            let status = amqp_simple_wait_frame_noblock(state, &frame, &immediately)
+            if status == AMQP_STATUS_TIMEOUT.rawValue { return }
+            guard status == AMQP_STATUS_OK.rawValue else {
+                closing = libraryError(status, while: "reading from the broker")
+                return
+            }
+            lastInbound = .now
+            handle(frame)
+        }
+    }
+
+    /// Tears the connection down and fails everything still waiting on it.
+    private func finish(_ reason: AMQPError) {
+        socketFD.store(-1, ordering: .relaxed)
+        if let state {
+            // 0.11's destroy does not send connection.close; a close the broker started was
+            // already answered with close-ok, and a dead socket has no one to tell.
+            if reason == .closedByApplication {
+                var timeout = timeval(tv_sec: 2, tv_usec: 0)
+                amqp_set_rpc_timeout(state, &timeout)
+                _ = amqp_connection_close(state, Int32(AMQP_REPLY_SUCCESS))
+            }
+            amqp_destroy_connection(state)
+            self.state = nil
+        }
+        for channel in channels.values { channel.fail(reason) }
+        channels.removeAll()
+        let (commands, waiters) = mailbox.withLock { box in
+            box.closeReason = box.closeReason ?? reason
+            defer {
+                box.commands.removeAll()
+                box.closeWaiters.removeAll()
+            }
+            return (box.commands, box.closeWaiters)
+        }
+        for command in deferredPublishes + commands { command.fail(reason) }
+        deferredPublishes.removeAll()
+        for waiter in waiters { waiter.resume(returning: reason) }
+        if reason != .closedByApplication {
+            logger.warning("AMQP connection closed", metadata: ["reason": "\(reason)"])
+        }
+    }
+
+    func setBlocked(_ blocked: Bool, reason: String) {
+        self.blocked = blocked
+        mailbox.withLock { $0.blocked = blocked }
+        logger.warning(
+            blocked ? "broker blocked publishing" : "broker unblocked publishing",
+            metadata: blocked ? ["reason": "\(reason)"] : [:])
+    }
+
+    /// Marks the connection as closing; the loop tears it down before its next wait.
+    func closeConnection(_ reason: AMQPError) {
+        if closing == nil { closing = reason }
+    }
+
+    var isClosing: Bool { closing != nil }
+
+    // MARK: Blocking calls and the watchdog
+
+    /// Runs a library call that 0.11 may never return from (a publish on a dead or blocked
+    /// socket); the watchdog shuts the socket down if it takes longer than two heartbeats.
+    func blockingCall<T>(_ body: () -> T) -> T {
+        blockingCallStartedAt.store(Self.monotonicNanoseconds(), ordering: .relaxed)
+        defer { blockingCallStartedAt.store(0, ordering: .relaxed) }
+        return body()
+    }
+
+    private func startWatchdog() {
+        guard let state else { return }
+        socketFD.store(amqp_get_sockfd(state), ordering: .relaxed)
+        let limit = UInt64(max(heartbeat, .seconds(2)).components.seconds) * 2_000_000_000
+        let thread = Thread { [self] in
+            while true {
+                usleep(250_000)
+                let fd = socketFD.load(ordering: .relaxed)
+                guard fd >= 0 else { return }
+                let started = blockingCallStartedAt.load(ordering: .relaxed)
+                if started != 0, Self.monotonicNanoseconds() - started > limit {
+                    logger.error("AMQP call stuck for two heartbeats; shutting the socket down")
+                    shutdown(fd, Int32(SHUT_RDWR))
+                    return
+                }
+            }
+        }
+        thread.name = "amqp watchdog"
+        thread.stackSize = 64 << 10
+        thread.start()
+    }
+
+    static func monotonicNanoseconds() -> UInt64 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+    }
+
+    func setNegotiatedHeartbeat(_ seconds: Int32) {
+        heartbeat = .seconds(Int(seconds))
+        lastInbound = .now
+    }
+}

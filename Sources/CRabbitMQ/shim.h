@@ -1,0 +1,37 @@
+#ifndef CRABBITMQ_SHIM_H
+#define CRABBITMQ_SHIM_H
+
+// amqp.h uses struct timeval without including it.
+#include <sys/time.h>
+#include <amqp.h>
+#include <amqp_framing.h>
+#include <amqp_tcp_socket.h>
+#include <amqp_ssl_socket.h>
+
+// Swift cannot call C variadic functions: amqp_login_with_properties is wrapped here with the
+// SASL PLAIN arguments spelled out.
+static inline amqp_rpc_reply_t crmq_login_plain(amqp_connection_state_t state,
+                                                const char *vhost,
+                                                int channel_max,
+                                                int frame_max,
+                                                int heartbeat,
+                                                const amqp_table_t *properties,
+                                                const char *user,
+                                                const char *password) {
+    return amqp_login_with_properties(state, vhost, channel_max, frame_max, heartbeat, properties,
+                                      AMQP_SASL_METHOD_PLAIN, user, password);
+}
+
+// The same with SASL EXTERNAL, for TLS client certificates.
+static inline amqp_rpc_reply_t crmq_login_external(amqp_connection_state_t state,
+                                                   const char *vhost,
+                                                   int channel_max,
+                                                   int frame_max,
+                                                   int heartbeat,
+                                                   const amqp_table_t *properties,
+                                                   const char *identity) {
+    return amqp_login_with_properties(state, vhost, channel_max, frame_max, heartbeat, properties,
+                                      AMQP_SASL_METHOD_EXTERNAL, identity);
+}
+
+#endif

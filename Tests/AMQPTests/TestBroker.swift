@@ -1,0 +1,64 @@
+import AMQP
+import Foundation
+import Testing
+
+/// The throwaway RabbitMQ node that deploy/test.sh starts for the tests.
+enum TestBroker {
+    /// `AMQP_TEST_URL`, set by deploy/test.sh.
+    static var url: String {
+        get throws {
+            try #require(
+                ProcessInfo.processInfo.environment["AMQP_TEST_URL"],
+                "AMQP_TEST_URL is not set: run the tests with deploy/test.sh, which starts a broker")
+        }
+    }
+
+    static func connect(heartbeat: Int? = nil) async throws -> AMQPConnection {
+        var configuration = try AMQPConnection.Configuration(url: url)
+        if let heartbeat { configuration.heartbeat = .seconds(heartbeat) }
+        return try await AMQPConnection.connect(configuration)
+    }
+
+    /// A queue or exchange name no other test uses.
+    static func uniqueName(_ prefix: String) -> String {
+        "test.\(prefix).\(UInt32.random(in: 0...UInt32.max))"
+    }
+
+    /// Runs deploy/rabbitmq-node.sh with `arguments` (e.g. `restart`, `ctl stop_app`).
+    @discardableResult
+    static func control(_ arguments: String...) throws -> String {
+        let script = try #require(
+            ProcessInfo.processInfo.environment["AMQP_TEST_BROKER"], "AMQP_TEST_BROKER is not set")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: script)
+        process.arguments = arguments
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let text = String(decoding: data, as: UTF8.self)
+        try #require(process.terminationStatus == 0, "rabbitmq-node.sh \(arguments) failed: \(text)")
+        return text
+    }
+
+    /// The broker's process id, for freezing it with SIGSTOP.
+    static func pid() throws -> pid_t {
+        let directory = try #require(ProcessInfo.processInfo.environment["BROKER_DIR"])
+        let text = try String(contentsOfFile: directory + "/rabbitmq.pid", encoding: .utf8)
+        return try #require(pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)))
+    }
+}
+
+/// Waits for `condition` up to `timeout`, polling.
+func eventually(
+    timeout: Duration = .seconds(10), _ condition: () async throws -> Bool
+) async rethrows -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return true }
+        try? await Task.sleep(for: .milliseconds(50))
+    }
+    return try await condition()
+}

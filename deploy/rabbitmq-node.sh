@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# A throwaway RabbitMQ node of the project's own, for tests, benchmarks and the demo: its own node
+# name, AMQP port, distribution port, epmd port, Erlang cookie and data folder, so that it never
+# touches another broker on the machine.
+#
+#   deploy/rabbitmq-node.sh start        start the node and wait until it serves AMQP
+#   deploy/rabbitmq-node.sh stop         stop it (and its epmd)
+#   deploy/rabbitmq-node.sh restart      stop the node and start it again (connections drop)
+#   deploy/rabbitmq-node.sh kill         kill -9 the node, as a crash would, then start it again
+#   deploy/rabbitmq-node.sh ctl ARGS…    run rabbitmqctl against it
+#   deploy/rabbitmq-node.sh url          print its AMQP URL
+#
+# Settings (environment): BROKER_DIR (required: a folder the rabbitmq user can write; created
+# with mktemp -d by the callers), BROKER_NODE (blitline-bridge-test), BROKER_PORT (5682),
+# BROKER_DIST_PORT (25682), BROKER_EPMD_PORT (4382).
+set -euo pipefail
+
+dir=${BROKER_DIR:?BROKER_DIR must name the node\'s data folder}
+node="${BROKER_NODE:-blitline-bridge-test}@localhost"
+port=${BROKER_PORT:-5682}
+dist_port=${BROKER_DIST_PORT:-25682}
+epmd_port=${BROKER_EPMD_PORT:-4382}
+bin=/usr/lib/rabbitmq/bin
+
+as_rabbitmq() {
+    local runas=()
+    if [ "$(id -u)" = 0 ]; then runas=(runuser -u rabbitmq --); fi
+    "${runas[@]}" env HOME="$dir" ERL_EPMD_PORT="$epmd_port" \
+        RABBITMQ_NODENAME="$node" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT="$port" \
+        RABBITMQ_DIST_PORT="$dist_port" RABBITMQ_MNESIA_BASE="$dir/mnesia" \
+        RABBITMQ_LOG_BASE="$dir/log" RABBITMQ_PID_FILE="$dir/rabbitmq.pid" \
+        RABBITMQ_CONFIG_FILE="$dir/rabbitmq.conf" RABBITMQ_ADVANCED_CONFIG_FILE="$dir/advanced.config" \
+        RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins" \
+        RABBITMQ_CONF_ENV_FILE="$dir/rabbitmq-env.conf" "$@"
+}
+
+ctl() { as_rabbitmq "$bin/rabbitmqctl" -n "$node" "$@"; }
+
+start() {
+    mkdir -p "$dir/log" "$dir/mnesia"
+    [ -f "$dir/rabbitmq.conf" ] || cat > "$dir/rabbitmq.conf" <<CONF
+listeners.tcp.default = 127.0.0.1:$port
+log.console = false
+log.file.level = warning
+disk_free_limit.absolute = 50MB
+CONF
+    [ -f "$dir/advanced.config" ] || echo "[]." > "$dir/advanced.config"
+    [ -f "$dir/enabled_plugins" ] || echo "[${BROKER_PLUGINS:-}]." > "$dir/enabled_plugins"
+    touch "$dir/rabbitmq-env.conf"
+    if [ "$(id -u)" = 0 ]; then chown -R rabbitmq:rabbitmq "$dir"; fi
+    setsid bash -c "$(declare -f as_rabbitmq); dir='$dir' node='$node' port='$port' \
+        dist_port='$dist_port' epmd_port='$epmd_port' as_rabbitmq $bin/rabbitmq-server" \
+        >> "$dir/log/startup.log" 2>&1 < /dev/null &
+    for _ in $(seq 1 120); do
+        if ctl -q await_startup --timeout 2 > /dev/null 2>&1; then return 0; fi
+        sleep 0.5
+    done
+    echo "RabbitMQ node $node did not start; its log:" >&2
+    tail -n 40 "$dir/log/startup.log" "$dir"/log/*.log >&2 || true
+    return 1
+}
+
+stop() {
+    ctl -q stop > /dev/null 2>&1 || true
+    as_rabbitmq epmd -port "$epmd_port" -kill > /dev/null 2>&1 || true
+}
+
+case "${1:-}" in
+    start) start ;;
+    stop) stop ;;
+    restart) ctl -q stop > /dev/null 2>&1 || true; start ;;
+    kill)
+        kill -9 "$(cat "$dir/rabbitmq.pid")" 2>/dev/null || true
+        sleep 0.5
+        start ;;
+    ctl) shift; ctl "$@" ;;
+    url) echo "amqp://guest:guest@127.0.0.1:$port/%2F" ;;
+    *) echo "usage: $0 start|stop|restart|kill|ctl ARGS…|url" >&2; exit 2 ;;
+esac
