@@ -8,30 +8,41 @@ struct SimulatorCommand: AsyncParsableCommand {
         commandName: "blitline-simulator",
         abstract: "A local stand-in for Blitline's API: submit, processing, postbacks, long polls, fault injection.",
         discussion: """
-            Endpoints:
-              POST /job              Blitline's submit: form field `json=` (documented), an application/json
-                                     body {"json": …}, or a bare job object. One job (object) or a batch (array);
-                                     the reply mirrors it. Refusals carry {"results":{"error":…}} with a 4xx.
-              GET  /listen/{job_id}  Long poll for jobs without postback_url: held open up to --poll-wait,
-                                     then an empty 200; the result document as text/plain once done.
-                                     HTTP 429 beyond --poll-rate per application id.
-              POST /_control         Change faults at run time. JSON body, every key optional:
-                                     fail_submits, fail_submit_fraction, fail_submit_status, retry_after_seconds,
-                                     submit_latency_ms, hang_submits, hang_ms, drop_postbacks,
-                                     drop_postback_fraction, duplicate_postbacks, duplicate_postback_fraction,
-                                     postback_delay_ms, reset_stats (true clears the counters).
-                                     Answers {"faults": {…}} with the plan in force (GET /_control shows it).
-              GET  /_control/stats   Counters: submit_requests, submit_faults, jobs_accepted, jobs_rejected,
-                                     jobs_completed, jobs_failed, postbacks_sent, postbacks_acknowledged,
-                                     postbacks_failed_attempts, postbacks_given_up, postbacks_dropped,
-                                     postbacks_duplicated, polls, polls_answered, polls_rate_limited.
+            ENDPOINTS
+            POST /job  Blitline's submit. Form field json= (documented), an
+              application/json body {"json": ...}, or a bare job object; one job
+              (object) or a batch (array), and the reply mirrors it. A missing or
+              not-allowed application_id, or job JSON over --max-job-characters,
+              gets {"results":{"error":...}} with a 4xx (per element in a batch).
+            GET /listen/{job_id}  Long poll, for jobs without postback_url. Held
+              open up to --poll-wait, then an empty 200; once done, the result as
+              text/plain ("results" is JSON text for v <= 1.18). Results are kept
+              for --result-retention; HTTP 429 (Retry-After: 1) beyond --poll-rate
+              per application id.
+            POST /_control  Change faults at run time; JSON body, every key
+              optional: fail_submits, fail_submit_fraction, fail_submit_status,
+              retry_after_seconds, submit_latency_ms, hang_submits, hang_ms,
+              drop_postbacks, drop_postback_fraction, duplicate_postbacks,
+              duplicate_postback_fraction, postback_delay_ms, reset_stats.
+              Answers {"faults":{...}}, the plan in force (also GET /_control).
+            GET /_control/stats  Counters: submit_requests, submit_faults,
+              jobs_accepted, jobs_rejected, jobs_completed, jobs_failed,
+              postbacks_sent, postbacks_acknowledged, postbacks_failed_attempts,
+              postbacks_given_up, postbacks_dropped, postbacks_duplicated, polls,
+              polls_answered, polls_rate_limited.
 
-            Processing: unknown function names fail with "Image processing failed. Unknown function named 'X'";
-            every `save` yields an image whose size follows the functions' params applied to the source's size
-            (read from a PNG/JPEG/GIF given as a local path, file:// URL or loopback http URL; otherwise derived
-            from the URL). Postbacks are JSON for v > 1.17 (with postback_headers), the legacy form `results=`
-            otherwise; retried at 1 s, 3 s, 15 s, 10 min (times --retry-speed) when retry_postback is true and
-            v >= 1.2. Durations accept 250ms, 30s, 10m, 1h or bare seconds. Each request is logged in one line.
+            PROCESSING
+            Unknown function names fail with "Image processing failed. Unknown
+            function named 'X'". Each save yields an image sized by its functions'
+            params applied to the source: the real size of a PNG, JPEG or GIF
+            given as a local path, file:// URL or loopback http URL, else a size
+            derived from the URL. Postbacks are JSON for v > 1.17 (with
+            postback_headers), the legacy form results= otherwise; retried at 1s,
+            3s, 15s, 10m (times --retry-speed) when retry_postback is true and
+            v >= 1.2. Any 2xx is a delivery.
+
+            Durations accept 250ms, 30s, 10m, 1h or bare seconds. Each request is
+            logged in one line at info.
             """
     )
 
