@@ -1,29 +1,19 @@
 #!/usr/bin/env bash
 # The test command (README): installs what is missing, starts a throwaway RabbitMQ node of the
-# project's own (deploy/rabbitmq-node.sh), runs the whole test suite against it, stops the node
-# even when tests fail, and exits with the tests' status.
+# project's own (its own name, ports and data folder; see deploy/rabbitmq-node.sh), runs the whole
+# test suite against it, stops the node even when tests fail, and exits with the tests' status.
 #
-# Tests that stop, kill or freeze the broker, or raise its memory alarm, run in a second pass,
-# one at a time; everything else runs in parallel first. Extra arguments go to both passes of
-# `swift test` (e.g. --filter AMQPTests).
+# Suites named …FaultTests stop, kill or freeze the broker or raise its memory alarm: they run in
+# a second pass, one test at a time, after everything else has run in parallel. Extra arguments go
+# to both passes of `swift test` (e.g. --filter AMQPTests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-deploy/install-deps.sh
+if [ -z "${BROKER_URL:-}" ]; then
+    exec deploy/with-broker.sh "$0" "$@"
+fi
 
-export BROKER_DIR=$(mktemp -d /tmp/blitline-bridge-test.XXXXXX)
-chmod 755 "$BROKER_DIR"
-cleanup() {
-    deploy/rabbitmq-node.sh stop || true
-    rm -rf "$BROKER_DIR"
-}
-trap cleanup EXIT
-
-deploy/rabbitmq-node.sh start
-export AMQP_TEST_URL=$(deploy/rabbitmq-node.sh url)
-export AMQP_TEST_BROKER="$PWD/deploy/rabbitmq-node.sh"
-echo "test broker: $AMQP_TEST_URL (data in $BROKER_DIR)"
-
+export AMQP_TEST_URL="$BROKER_URL" AMQP_TEST_BROKER="$BROKER_CONTROL"
 swift build --build-tests
 status=0
 swift test --skip-build --skip 'FaultTests' "$@" || status=$?

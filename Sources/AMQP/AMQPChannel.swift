@@ -172,23 +172,13 @@ public struct AMQPChannel: Sendable, Hashable {
         try await loop.perform { loop throws(AMQPError) in try loop.closeChannel(self) }
     }
 
-    func ack(_ tag: UInt64, multiple: Bool) async throws {
-        try await loop.perform { loop throws(AMQPError) in
-            try loop.settleDelivery(self) { amqp_basic_ack(loop.state, number, tag, multiple ? 1 : 0) }
-        }
-    }
-
-    func nack(_ tag: UInt64, multiple: Bool, requeue: Bool) async throws {
-        try await loop.perform { loop throws(AMQPError) in
-            try loop.settleDelivery(self) {
-                amqp_basic_nack(loop.state, number, tag, multiple ? 1 : 0, requeue ? 1 : 0)
-            }
-        }
-    }
-
-    func reject(_ tag: UInt64, requeue: Bool) async throws {
-        try await loop.perform { loop throws(AMQPError) in
-            try loop.settleDelivery(self) { amqp_basic_reject(loop.state, number, tag, requeue ? 1 : 0) }
-        }
+    /// Sends an ack, nack or reject without waiting: the broker never answers them, and one on a
+    /// channel that has closed meanwhile is moot (the broker has put the message back already).
+    func settle(_ send: @escaping @Sendable (amqp_connection_state_t) -> Int32) {
+        loop.submit(
+            ConnectionLoop.Command(
+                isPublish: false,
+                run: { loop in loop.settleDelivery(self, send) },
+                fail: { _ in }))
     }
 }

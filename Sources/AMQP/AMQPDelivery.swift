@@ -1,3 +1,5 @@
+import CRabbitMQ
+
 /// A message delivered to a consumer (or taken with `get`), to be acknowledged on its channel.
 public struct AMQPDelivery: Sendable {
     public let body: [UInt8]
@@ -12,20 +14,25 @@ public struct AMQPDelivery: Sendable {
     public let channel: AMQPChannel
 
     /// Acknowledges this delivery (and, with `multiple`, every earlier one on the channel).
-    /// Acknowledging on a channel that has closed throws `channelClosed`: the broker has already
-    /// put the message back.
-    public func ack(multiple: Bool = false) async throws {
-        try await channel.ack(deliveryTag, multiple: multiple)
+    ///
+    /// Acknowledgements are sent in order without waiting, as the protocol has no reply for them.
+    /// One on a channel that has closed meanwhile is dropped: the broker has already put the
+    /// message back for redelivery.
+    public func ack(multiple: Bool = false) {
+        let tag = deliveryTag
+        channel.settle { amqp_basic_ack($0, channel.number, tag, multiple ? 1 : 0) }
     }
 
     /// Negatively acknowledges; without `requeue` the message is dead-lettered (or dropped).
-    public func nack(multiple: Bool = false, requeue: Bool) async throws {
-        try await channel.nack(deliveryTag, multiple: multiple, requeue: requeue)
+    public func nack(multiple: Bool = false, requeue: Bool) {
+        let tag = deliveryTag
+        channel.settle { amqp_basic_nack($0, channel.number, tag, multiple ? 1 : 0, requeue ? 1 : 0) }
     }
 
     /// Rejects this delivery; without `requeue` the message is dead-lettered (or dropped).
-    public func reject(requeue: Bool) async throws {
-        try await channel.reject(deliveryTag, requeue: requeue)
+    public func reject(requeue: Bool) {
+        let tag = deliveryTag
+        channel.settle { amqp_basic_reject($0, channel.number, tag, requeue ? 1 : 0) }
     }
 }
 
@@ -37,9 +44,26 @@ public struct AMQPConsumer: AsyncSequence, Sendable {
     /// The consumer tag the broker assigned.
     public let tag: String
     let channel: AMQPChannel
-    let stream: AsyncThrowingStream<AMQPDelivery, any Error>
+    let batches: ConsumerSink.Batches
 
-    public func makeAsyncIterator() -> AsyncThrowingStream<AMQPDelivery, any Error>.AsyncIterator {
-        stream.makeAsyncIterator()
+    public func makeAsyncIterator() -> Iterator {
+        Iterator(batches: batches.makeAsyncIterator())
+    }
+
+    /// Yields deliveries one by one from the batches the connection's thread hands over.
+    public struct Iterator: AsyncIteratorProtocol {
+        var batches: ConsumerSink.Batches.AsyncIterator
+        var batch: [AMQPDelivery] = []
+        var index = 0
+
+        public mutating func next() async throws -> AMQPDelivery? {
+            if index == batch.count {
+                guard let next = try await batches.next() else { return nil }
+                batch = next
+                index = 0
+            }
+            defer { index += 1 }
+            return batch[index]
+        }
     }
 }

@@ -18,7 +18,7 @@ final class ChannelState {
     var nextPublishSequence: UInt64 = 1
     var lowestUnconfirmed: UInt64 = 1
     var pending: [UInt64: PendingPublish] = [:]
-    var consumers: [String: AsyncThrowingStream<AMQPDelivery, any Error>.Continuation] = [:]
+    var consumers: [String: ConsumerSink] = [:]
 
     init(number: UInt16, id: UInt64) {
         self.number = number

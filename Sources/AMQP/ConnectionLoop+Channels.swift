@@ -130,8 +130,8 @@ extension ConnectionLoop {
             return String(amqpBytes: ok.pointee.consumer_tag)
         }
         guard let tag else { throw AMQPError(.protocolError, "no consumer tag from basic.consume-ok") }
-        let (stream, continuation) = AsyncThrowingStream.makeStream(of: AMQPDelivery.self)
-        try channel(handle).consumers[tag] = continuation
+        let (stream, continuation) = ConsumerSink.Batches.makeStream()
+        try channel(handle).consumers[tag] = ConsumerSink(continuation)
         let loop = self
         continuation.onTermination = { termination in
             if case .cancelled = termination {
@@ -141,7 +141,7 @@ extension ConnectionLoop {
                         fail: { _ in }))
             }
         }
-        return AMQPConsumer(tag: tag, channel: handle, stream: stream)
+        return AMQPConsumer(tag: tag, channel: handle, batches: stream)
     }
 
     func cancelConsumer(_ handle: AMQPChannel, tag: String) throws(AMQPError) {
@@ -175,13 +175,11 @@ extension ConnectionLoop {
     }
 
     /// ack, nack and reject: no reply comes; errors arrive later as a channel close.
-    func settleDelivery(_ handle: AMQPChannel, status: () -> Int32) throws(AMQPError) {
-        _ = try channel(handle)
-        let result = status()
-        guard result == AMQP_STATUS_OK.rawValue else {
-            let error = libraryError(result, while: "acknowledging")
-            closeConnection(error)
-            throw error
+    func settleDelivery(_ handle: AMQPChannel, _ send: (amqp_connection_state_t) -> Int32) {
+        guard let state, let channel = channels[handle.number], channel.id == handle.id else { return }
+        let status = send(state)
+        if status != AMQP_STATUS_OK.rawValue {
+            closeConnection(libraryError(status, while: "acknowledging"))
         }
     }
 }

@@ -62,7 +62,7 @@ extension ConnectionLoop {
             _ = amqp_basic_reject(state, number, deliver.delivery_tag, 1)
             return
         }
-        consumer.yield(
+        let first = consumer.append(
             AMQPDelivery(
                 body: [UInt8](amqpBytes: message.body),
                 properties: AMQPProperties(message.properties),
@@ -70,6 +70,7 @@ extension ConnectionLoop {
                 redelivered: deliver.redelivered != 0, deliveryTag: deliver.delivery_tag,
                 consumerTag: consumerTag,
                 channel: AMQPChannel(loop: self, number: number, id: channel.id)))
+        if first { sinksToFlush.append(consumer) }
     }
 
     private func returned(_ method: amqp_basic_return_t, on number: UInt16) {

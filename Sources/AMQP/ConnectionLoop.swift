@@ -45,6 +45,8 @@ final class ConnectionLoop: @unchecked Sendable {
     private var lastInbound = ContinuousClock.now
     private(set) var heartbeat: Duration = .zero
     private var closing: AMQPError?
+    /// Consumers holding deliveries from the current pass over the socket.
+    var sinksToFlush: [ConsumerSink] = []
 
     init(configuration: AMQPConnection.Configuration, logger: Logger) {
         self.configuration = configuration
@@ -155,6 +157,7 @@ final class ConnectionLoop: @unchecked Sendable {
             }
             for command in commands { execute(command) }
             drainFrames()
+            flushDeliveries()
             guard closing == nil, let state else { break }
             amqp_maybe_release_buffers(state)
 
@@ -216,12 +219,29 @@ final class ConnectionLoop: @unchecked Sendable {
             }
             lastInbound = .now
             handle(frame)
+            // Stop before a read that would only find the socket empty; poll() tells when to read.
+            if amqp_data_in_buffer(state) == 0, amqp_frames_enqueued(state) == 0 { return }
         }
+    }
+
+    private func flushDeliveries() {
+        for sink in sinksToFlush { sink.flush() }
+        sinksToFlush.removeAll(keepingCapacity: true)
     }
 
     /// Tears the connection down and fails everything still waiting on it.
     private func finish(_ reason: AMQPError) {
         socketFD.store(-1, ordering: .relaxed)
+        // The reason is visible before any caller learns of the failure.
+        let (commands, waiters) = mailbox.withLock { box in
+            box.closeReason = box.closeReason ?? reason
+            defer {
+                box.commands.removeAll()
+                box.closeWaiters.removeAll()
+            }
+            return (box.commands, box.closeWaiters)
+        }
+        flushDeliveries()
         if let state {
             // 0.11's destroy does not send connection.close; a close the broker started was
             // already answered with close-ok, and a dead socket has no one to tell.
@@ -235,14 +255,6 @@ final class ConnectionLoop: @unchecked Sendable {
         }
         for channel in channels.values { channel.fail(reason) }
         channels.removeAll()
-        let (commands, waiters) = mailbox.withLock { box in
-            box.closeReason = box.closeReason ?? reason
-            defer {
-                box.commands.removeAll()
-                box.closeWaiters.removeAll()
-            }
-            return (box.commands, box.closeWaiters)
-        }
         for command in deferredPublishes + commands { command.fail(reason) }
         deferredPublishes.removeAll()
         for waiter in waiters { waiter.resume(returning: reason) }

@@ -27,7 +27,7 @@ import Testing
         }
         let consuming = Task { () -> (any Error)? in
             do {
-                for try await delivery in consumer { try await delivery.ack() }
+                for try await delivery in consumer { delivery.ack() }
                 return nil
             } catch { return error }
         }

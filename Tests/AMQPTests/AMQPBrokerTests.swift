@@ -36,7 +36,7 @@ import Testing
         #expect(delivery.routingKey == queue)
         #expect(delivery.exchange == "")
         #expect(!delivery.redelivered)
-        try await delivery.ack()
+        delivery.ack()
     }
 
     @Test func tenThousandMessagesArriveOnceEach() async throws {
@@ -63,7 +63,7 @@ import Testing
             let id = try #require(delivery.properties.messageID)
             if !seen.insert(id).inserted { duplicates += 1 }
             #expect(delivery.body == Array("message \(id)".utf8))
-            if seen.count % 50 == 0 || seen.count == count { try await delivery.ack(multiple: true) }
+            if seen.count % 50 == 0 || seen.count == count { delivery.ack(multiple: true) }
             if seen.count == count { break }
         }
         #expect(seen.count == count)
@@ -92,14 +92,14 @@ import Testing
         var requeuedOnce = false
         for try await delivery in try await channel.consume(queue: queue, prefetch: 10) {
             switch delivery.properties.messageID {
-            case "nacked": try await delivery.nack(requeue: false)
-            case "rejected": try await delivery.reject(requeue: false)
+            case "nacked": delivery.nack(requeue: false)
+            case "rejected": delivery.reject(requeue: false)
             case "requeued" where !requeuedOnce:
                 requeuedOnce = true
-                try await delivery.nack(requeue: true)
+                delivery.nack(requeue: true)
             default:
                 #expect(delivery.redelivered, "a requeued message comes back marked redelivered")
-                try await delivery.ack()
+                delivery.ack()
             }
             if requeuedOnce, delivery.redelivered { break }
         }
@@ -109,7 +109,7 @@ import Testing
             try await eventually {
                 if let message = try await channel.get(queue: dead) {
                     deadLettered[message.properties.messageID ?? ""] = message
-                    try await message.ack()
+                    message.ack()
                 }
                 return deadLettered.count == 2
             })
@@ -217,7 +217,7 @@ import Testing
             queue: stream, prefetch: 10, arguments: ["x-stream-offset": .int64(3)])
         {
             bodies.append(String(decoding: delivery.body, as: UTF8.self))
-            try await delivery.ack()
+            delivery.ack()
             if bodies.count == 2 { break }
         }
         #expect(bodies == ["3", "4"])
