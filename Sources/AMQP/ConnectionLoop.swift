@@ -22,7 +22,9 @@ final class ConnectionLoop: @unchecked Sendable {
         var commands: [Command] = []
         var sleeping = false
         var closeReason: AMQPError?
-        var closeWaiters: [CheckedContinuation<AMQPError, Never>] = []
+        var closeWaiters: [Int: CheckedContinuation<AMQPError, Never>] = [:]
+        var cancelledWaiters: Set<Int> = []
+        var nextWaiter = 0
         var blocked = false
     }
 
@@ -121,15 +123,31 @@ final class ConnectionLoop: @unchecked Sendable {
     var closeReason: AMQPError? { mailbox.withLock { $0.closeReason } }
     var isBlocked: Bool { mailbox.withLock { $0.blocked } }
 
-    /// Waits until the connection is closed and returns why.
+    /// Waits until the connection is closed and returns why. Cancelling the wait returns at once.
     func closed() async -> AMQPError {
-        await withCheckedContinuation { continuation in
-            let reason = mailbox.withLock { box -> AMQPError? in
-                if let reason = box.closeReason { return reason }
-                box.closeWaiters.append(continuation)
-                return nil
+        let id = mailbox.withLock { box in
+            box.nextWaiter += 1
+            return box.nextWaiter
+        }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let reason = mailbox.withLock { box -> AMQPError? in
+                    if let reason = box.closeReason { return reason }
+                    if box.cancelledWaiters.remove(id) != nil {
+                        return AMQPError(.connectionClosed, "stopped waiting for the connection to close")
+                    }
+                    box.closeWaiters[id] = continuation
+                    return nil
+                }
+                if let reason { continuation.resume(returning: reason) }
             }
-            if let reason { continuation.resume(returning: reason) }
+        } onCancel: {
+            let waiter = mailbox.withLock { box in
+                let waiter = box.closeWaiters.removeValue(forKey: id)
+                if waiter == nil, box.closeReason == nil { box.cancelledWaiters.insert(id) }
+                return waiter
+            }
+            waiter?.resume(returning: AMQPError(.connectionClosed, "stopped waiting for the connection to close"))
         }
     }
 
@@ -257,7 +275,7 @@ final class ConnectionLoop: @unchecked Sendable {
         channels.removeAll()
         for command in deferredPublishes + commands { command.fail(reason) }
         deferredPublishes.removeAll()
-        for waiter in waiters { waiter.resume(returning: reason) }
+        for waiter in waiters.values { waiter.resume(returning: reason) }
         if reason != .closedByApplication {
             logger.warning("AMQP connection closed", metadata: ["reason": "\(reason)"])
         }

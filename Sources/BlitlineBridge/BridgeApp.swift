@@ -1,0 +1,92 @@
+import AsyncHTTPClient
+import Blitline
+import Logging
+import ServiceLifecycle
+
+/// The whole worker: the bridge's service and its HTTP listener under one service group, with
+/// graceful shutdown on SIGTERM and SIGINT within `SHUTDOWN_TIMEOUT`.
+///
+/// On shutdown the group stops the services in reverse order: first the bridge, which stops taking
+/// requests and lets those in hand finish while the listener still answers postbacks, then the
+/// listener.
+public struct BridgeApp: Sendable {
+    let configuration: BridgeConfiguration
+    let logger: Logger
+    let metricsText: @Sendable () -> String
+    let onListening: @Sendable (Int) async -> Void
+
+    /// - Parameters:
+    ///   - metricsText: renders the metrics for `GET /metrics` (the executable owns the backend).
+    ///   - onListening: told the listener's bound port once it accepts connections.
+    public init(
+        configuration: BridgeConfiguration, logger: Logger,
+        metricsText: @escaping @Sendable () -> String,
+        onListening: @escaping @Sendable (Int) async -> Void = { _ in }
+    ) {
+        self.configuration = configuration
+        self.logger = logger
+        self.metricsText = metricsText
+        self.onListening = onListening
+    }
+
+    /// Runs until a graceful shutdown completes; throws on an unrecoverable start-up error.
+    public func run() async throws {
+        let blitline = BlitlineClient.Configuration(
+            apiURL: configuration.blitlineAPIURL, pollURL: configuration.blitlinePollURL)
+        let httpClient = HTTPClient(
+            eventLoopGroupProvider: .singleton, configuration: blitline.httpClientConfiguration)
+        do {
+            try await run(client: BlitlineClient(httpClient: httpClient, configuration: blitline, logger: logger))
+        } catch {
+            try? await httpClient.shutdown()
+            throw error
+        }
+        try await httpClient.shutdown()
+    }
+
+    private func run(client: BlitlineClient) async throws {
+        let metrics = BridgeMetrics()
+        let topology = Topology(
+            jobsQueue: configuration.jobsQueue, eventsExchange: configuration.eventsExchange,
+            jobTimeout: configuration.jobTimeout)
+        let session = BrokerSession()
+        let submitter = JobSubmitter(client: client)
+        let ledger = OutcomeLedger(window: configuration.jobTimeout + PollProcessor.lateWindow + .seconds(600))
+        let bridge = BridgeService(
+            configuration: configuration, topology: topology, session: session, ledger: ledger,
+            submitter: submitter,
+            requests: RequestProcessor(
+                configuration: configuration, topology: topology, submitter: submitter,
+                ledger: ledger, metrics: metrics, logger: logger),
+            timeouts: TimeoutProcessor(configuration: configuration, ledger: ledger, metrics: metrics, logger: logger),
+            polls: PollProcessor(
+                client: client, rateLimiter: PollRateLimiter(ratePerSecond: configuration.pollRate),
+                ledger: ledger, metrics: metrics, logger: logger),
+            metrics: metrics, logger: logger)
+        let listener = HTTPListener(
+            host: configuration.listenHost, port: configuration.listenPort,
+            postbackPathPrefix: configuration.postbackBaseURL.map(Self.path(of:)),
+            receiver: PostbackHandler(
+                secrets: configuration.postbackSecrets, session: session, ledger: ledger, metrics: metrics,
+                logger: logger),
+            isReady: { session.isReady }, metricsText: metricsText, logger: logger, onRunning: onListening)
+
+        var group = ServiceGroupConfiguration(
+            services: [
+                .init(service: listener),
+                .init(service: bridge, successTerminationBehavior: .gracefullyShutdownGroup),
+            ],
+            gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [], logger: logger)
+        group.maximumGracefulShutdownDuration = configuration.shutdownTimeout
+        try await ServiceGroup(configuration: group).run()
+    }
+
+    /// The path of the postback base URL, without a trailing slash ("" for none).
+    static func path(of url: String) -> String {
+        guard let schemeEnd = url.range(of: "://") else { return "" }
+        let afterHost = url[schemeEnd.upperBound...].drop { $0 != "/" }
+        var path = String(afterHost.prefix { $0 != "?" && $0 != "#" })
+        while path.hasSuffix("/") { path.removeLast() }
+        return path
+    }
+}

@@ -1,0 +1,45 @@
+import Logging
+
+/// Every setting of the bridge, with the contract's defaults (section 3).
+///
+/// `BridgeConfiguration(environment:arguments:)` reads them from the environment and from the
+/// matching flags (`AMQP_URL` ~ `--amqp-url`); see `BridgeConfiguration+Settings.swift`.
+public struct BridgeConfiguration: Sendable {
+    /// The broker; `amqps://` for TLS.
+    public var amqpURL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    /// A PEM CA bundle for `amqps://` (librabbitmq loads no system store).
+    public var amqpCAFile: String?
+    /// Jobs are submitted with `POST {blitlineAPIURL}/job`.
+    public var blitlineAPIURL = "https://api.blitline.com"
+    /// Results are polled with `GET {blitlinePollURL}/listen/{job_id}`.
+    public var blitlinePollURL = "https://cache.blitline.com"
+    /// Used for jobs whose JSON carries no `application_id`.
+    public var blitlineApplicationID: String?
+    /// The embedded HTTP listener's host and port.
+    public var listenHost = "0.0.0.0"
+    public var listenPort = 8080
+    /// The listener's public base URL as Blitline reaches it; `nil` selects polling mode.
+    public var postbackBaseURL: String?
+    /// Keys for postback URLs: the first signs, any verifies. Each at least 32 bytes.
+    public var postbackSecrets: [String] = []
+    public var jobsQueue = "blitline.jobs"
+    public var eventsExchange = "blitline.events"
+    /// Unacknowledged requests held at once.
+    public var prefetch = 64
+    /// Tries per request against Blitline's submit endpoint on transient failures.
+    public var submitMaxAttempts = 5
+    /// From submission to giving up with a `timeout` failure.
+    public var jobTimeout: Duration = .seconds(30 * 60)
+    /// Polls per second per application id, over all instances together.
+    public var pollRate: Double = 5
+    /// Larger requests are invalid.
+    public var maxRequestBytes = 1_048_576
+    /// The longest a graceful shutdown may take.
+    public var shutdownTimeout: Duration = .seconds(25)
+    public var logLevel: Logger.Level = .info
+
+    public init() {}
+
+    /// Postback mode (`POSTBACK_BASE_URL` set) or polling mode.
+    public var usesPostbacks: Bool { postbackBaseURL != nil }
+}

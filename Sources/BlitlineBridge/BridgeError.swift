@@ -1,0 +1,23 @@
+/// Failures of the bridge that are not the broker's or Blitline's own.
+public struct BridgeError: Error, Sendable, CustomStringConvertible {
+    private enum Code: Sendable {
+        case topologyMismatch, brokerUnavailable, notReady
+    }
+
+    private let code: Code
+    public let description: String
+
+    /// A queue exists with other arguments than the bridge declares: start-up stops, since
+    /// reconnecting would only fail the same way.
+    static func topologyMismatch(queue: String, detail: String) -> BridgeError {
+        BridgeError(
+            code: .topologyMismatch,
+            description: "queue \(queue) already exists with other arguments (\(detail)); "
+                + "delete it or give the bridge another JOBS_QUEUE (the README lists the arguments)")
+    }
+
+    /// No broker connection at the moment; retried after reconnection.
+    static let brokerUnavailable = BridgeError(code: .brokerUnavailable, description: "the broker is not connected")
+
+    var isFatal: Bool { code == .topologyMismatch }
+}

@@ -1,0 +1,154 @@
+import AMQP
+import Blitline
+import Logging
+import ServiceLifecycle
+
+/// The bridge's work against the broker: keeps two connections (one consuming, one publishing),
+/// declares the topology, and runs the consumers of requests, deadlines, polls and the outcomes
+/// stream. Any loss of the broker ends the session; the next one starts after a capped, jittered
+/// backoff. On graceful shutdown it stops taking requests, lets those in hand finish, and returns.
+struct BridgeService: Service {
+    let configuration: BridgeConfiguration
+    let topology: Topology
+    let session: BrokerSession
+    let ledger: OutcomeLedger
+    let submitter: JobSubmitter
+    let requests: RequestProcessor
+    let timeouts: TimeoutProcessor
+    let polls: PollProcessor
+    let metrics: BridgeMetrics
+    let logger: Logger
+
+    func run() async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await submitter.run() }
+            defer { submitter.finish() }
+            try await runSessions()
+        }
+    }
+
+    private func runSessions() async throws {
+        var failures = 0
+        while !Task.isCancelled {
+            do {
+                try await runSession()
+                return
+            } catch let error as BridgeError where error.isFatal {
+                logger.critical("cannot start", metadata: ["error": "\(error)"])
+                throw error
+            } catch {
+                session.disconnected()
+                if Task.isShuttingDownGracefully || Task.isCancelled { return }
+                failures += 1
+                metrics.brokerReconnects.increment()
+                let delay = Self.backoff(failures: failures)
+                logger.warning(
+                    "broker connection lost; reconnecting",
+                    metadata: ["error": "\(error)", "retry_in": "\(delay)"])
+                do {
+                    try await cancelWhenGracefulShutdown { try await Task.sleep(for: delay) }
+                } catch { return }
+                if Task.isShuttingDownGracefully { return }
+            }
+        }
+    }
+
+    /// 0.5 s doubling up to 30 s, each with ±50 % jitter so that instances do not reconnect in step.
+    static func backoff(failures: Int) -> Duration {
+        let base = min(30.0, 0.5 * Double(1 << min(failures - 1, 10)))
+        return .milliseconds(Int(base * Double.random(in: 0.5...1.5) * 1000))
+    }
+
+    private func runSession() async throws {
+        var amqp = try AMQPConnection.Configuration(url: configuration.amqpURL)
+        if let caFile = configuration.amqpCAFile { amqp.tls?.caFile = caFile }
+        amqp.connectionName = "blitline-bridge consumer"
+        let consuming = try await AMQPConnection.connect(amqp, logger: logger)
+        amqp.connectionName = "blitline-bridge publisher"
+        let publishing: AMQPConnection
+        do {
+            publishing = try await AMQPConnection.connect(amqp, logger: logger)
+        } catch {
+            await consuming.close()
+            throw error
+        }
+        do {
+            try await serve(consuming: consuming, publishing: publishing)
+        } catch {
+            await close(consuming, publishing)
+            throw error
+        }
+        await close(consuming, publishing)
+    }
+
+    private func close(_ connections: AMQPConnection...) async {
+        session.disconnected()
+        for connection in connections { await connection.close() }
+    }
+
+    /// The broker's URL without its password, for logs.
+    private var amqpDescription: String {
+        (try? AMQPConnection.Configuration(url: configuration.amqpURL)).map { "\($0)" } ?? "?"
+    }
+
+    private func serve(consuming: AMQPConnection, publishing: AMQPConnection) async throws {
+        try await topology.declare(on: consuming)
+        let publishChannel = try await publishing.openChannel()
+        try await publishChannel.enableConfirms()
+        let publisher = EventPublisher(channel: publishChannel, topology: topology)
+
+        let streamChannel = try await consuming.openChannel()
+        let streamConsumer = try await streamChannel.consume(
+            queue: topology.outcomesStream, prefetch: 1000, arguments: ["x-stream-offset": ledger.startOffset])
+        session.connected(publisher)
+        logger.info(
+            "connected to the broker",
+            metadata: ["broker": "\(amqpDescription)", "mode": "\(configuration.usesPostbacks ? "postback" : "polling")"])
+
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                try await withThrowingDiscardingTaskGroup { consumers in
+                    consumers.addTask {
+                        try await consuming.openChannel().consume(
+                            queue: topology.jobsQueue, prefetch: UInt16(configuration.prefetch)
+                        ) { try await requests.process($0, publisher: publisher) }
+                    }
+                    consumers.addTask {
+                        try await consuming.openChannel().consume(queue: topology.timeoutsQueue, prefetch: 16) {
+                            try await timeouts.process($0, publisher: publisher)
+                        }
+                    }
+                    if !configuration.usesPostbacks {
+                        consumers.addTask {
+                            try await consuming.openChannel().consume(queue: topology.pollsQueue, prefetch: 256) {
+                                try await polls.process($0, publisher: publisher)
+                            }
+                        }
+                    }
+                }
+            }
+            group.addTask {
+                // The stream is read until the session ends; it never finishes by itself.
+                try await ledger.read(streamConsumer)
+                throw AMQPError(.consumerCancelled, "the outcomes stream consumer ended")
+            }
+            group.addTask {
+                let reason = await Self.firstClosed(consuming, publishing)
+                throw reason
+            }
+            // The consumers return only after a graceful shutdown drained them.
+            try await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private static func firstClosed(_ a: AMQPConnection, _ b: AMQPConnection) async -> AMQPError {
+        await withTaskGroup(of: AMQPError.self) { group in
+            group.addTask { await a.closed() }
+            group.addTask { await b.closed() }
+            let reason = await group.next()!
+            group.cancelAll()
+            return reason
+        }
+    }
+}

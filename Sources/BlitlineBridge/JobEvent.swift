@@ -1,0 +1,131 @@
+import AMQP
+import Blitline
+import Foundation
+
+/// One normalized completion or failure event (contract section 6), as a CloudEvents 1.0 event
+/// in structured JSON mode.
+struct JobEvent: Sendable {
+    enum Status: String, Sendable {
+        case completed, failed
+    }
+
+    /// Why a failed event failed.
+    enum Reason: String, Sendable {
+        case invalidRequest = "invalid_request"
+        case rejected
+        case submitFailed = "submit_failed"
+        case processingFailed = "processing_failed"
+        case timeout
+    }
+
+    /// How the result reached the bridge.
+    enum Channel: String, Sendable {
+        case postback, poll
+    }
+
+    var context: RequestContext
+    var status: Status
+    var reason: Reason?
+    var jobID: String?
+    var original: ImageSize?
+    var images: [ResultImage] = []
+    var errors: [String] = []
+    var failedImageIdentifiers: [String] = []
+    var completedVia: Channel?
+    /// A result that came after the job's timeout event.
+    var late = false
+    var time = Date()
+
+    /// A failure decided by the bridge (the request never produced a result).
+    static func failure(
+        _ context: RequestContext, reason: Reason, message: String, jobID: String? = nil
+    ) -> JobEvent {
+        JobEvent(context: context, status: .failed, reason: reason, jobID: jobID, errors: [message])
+    }
+
+    /// The event for a result Blitline reported.
+    static func result(
+        _ result: JobResult, context: RequestContext, via channel: Channel, late: Bool
+    ) -> JobEvent {
+        JobEvent(
+            context: context, status: result.isCompleted ? .completed : .failed,
+            reason: result.isCompleted ? nil : .processingFailed, jobID: result.jobID,
+            original: result.original, images: result.images, errors: result.errors,
+            failedImageIdentifiers: result.failedImageIdentifiers, completedVia: channel, late: late)
+    }
+
+    /// Deterministic: a repeated postback or a double submission gives the same id.
+    var id: String { "\(context.requestID)/\(late ? "late" : status.rawValue)" }
+    var routingKey: String { "job.\(status.rawValue)" }
+
+    /// What the outcome ledger records: `completed`, `failed`, `timeout` or `late`.
+    var outcome: String { late ? "late" : reason == .timeout ? "timeout" : status.rawValue }
+
+    var properties: AMQPProperties {
+        var headers: AMQPTable = [
+            RequestContext.requestIDHeader: .string(context.requestID),
+            OutcomeLedger.outcomeHeader: .string(outcome),
+        ]
+        if let traceparent = context.traceparent { headers["traceparent"] = .string(traceparent) }
+        return AMQPProperties(
+            contentType: "application/cloudevents+json", headers: headers,
+            deliveryMode: AMQPProperties.persistent, correlationID: context.correlationID,
+            messageID: id, timestamp: UInt64(time.timeIntervalSince1970), type: "blitline.job.\(status.rawValue)",
+            appID: "blitline-bridge")
+    }
+
+    var body: [UInt8] { json.jsonBytes }
+
+    var json: JSONValue {
+        func string(_ value: String?) -> JSONValue { value.map(JSONValue.string) ?? .null }
+        var data: [JSONValue.Member] = [
+            .init(key: "status", value: .string(status.rawValue)),
+            .init(key: "request_id", value: .string(context.requestID)),
+            .init(key: "correlation_id", value: string(context.correlationID)),
+            .init(key: "job_id", value: string(jobID)),
+            .init(
+                key: "original",
+                value: original.map { ["width": .number($0.width), "height": .number($0.height)] } ?? .null),
+            .init(key: "images", value: .array(images.map(Self.imageJSON))),
+            .init(key: "errors", value: .array(errors.map(JSONValue.string))),
+            .init(key: "failed_image_identifiers", value: .array(failedImageIdentifiers.map(JSONValue.string))),
+            .init(key: "completed_via", value: string(completedVia?.rawValue)),
+        ]
+        if let reason { data.append(.init(key: "reason", value: .string(reason.rawValue))) }
+        if late { data.append(.init(key: "late", value: .bool(true))) }
+        return .object([
+            .init(key: "specversion", value: "1.0"),
+            .init(key: "type", value: .string("blitline.job.\(status.rawValue)")),
+            .init(key: "source", value: "blitline-bridge"),
+            .init(key: "id", value: .string(id)),
+            .init(key: "time", value: .string(Self.timestamp(time))),
+            .init(key: "subject", value: .string(context.requestID)),
+            .init(key: "datacontenttype", value: "application/json"),
+            .init(key: "data", value: .object(data)),
+        ])
+    }
+
+    private static func imageJSON(_ image: ResultImage) -> JSONValue {
+        [
+            "image_identifier": .string(image.imageIdentifier),
+            "url": image.url.map(JSONValue.string) ?? .null,
+            "width": image.width.map { .number($0) } ?? .null,
+            "height": image.height.map { .number($0) } ?? .null,
+        ]
+    }
+
+    /// RFC 3339 in UTC with milliseconds, e.g. `2026-11-28T23:59:59.123Z`.
+    static func timestamp(_ date: Date) -> String {
+        let milliseconds = Int64((date.timeIntervalSince1970 * 1000).rounded(.down))
+        var seconds = time_t(milliseconds / 1000)
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        func pad(_ value: Int32, _ width: Int) -> String {
+            let text = String(value)
+            return String(repeating: "0", count: max(0, width - text.count)) + text
+        }
+        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
+            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2))."
+            + "\(pad(Int32(milliseconds % 1000), 3))Z"
+    }
+}

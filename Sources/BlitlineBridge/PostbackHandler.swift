@@ -1,0 +1,60 @@
+import Blitline
+import Logging
+
+/// Takes Blitline's postbacks: checks the signed token, decodes the result, and publishes the
+/// event; answers 2xx only once the broker has confirmed it, so that Blitline retries otherwise.
+struct PostbackHandler: PostbackReceiving {
+    let secrets: [String]
+    let session: BrokerSession
+    let ledger: OutcomeLedger
+    let metrics: BridgeMetrics
+    let logger: Logger
+
+    func receivePostback(token: String, body: [UInt8], contentType: String?) async -> PostbackReply {
+        let received = ContinuousClock.now
+        let verified: PostbackToken
+        do {
+            verified = try PostbackToken(verifying: token[...], secrets: secrets)
+        } catch .malformed {
+            metrics.postback("unsigned")
+            return PostbackReply(status: 401, message: "missing or unreadable postback signature")
+        } catch {
+            metrics.postback("forged")
+            logger.warning("refused a postback with a bad signature")
+            return PostbackReply(status: 403, message: "bad postback signature")
+        }
+        let context = verified.context
+        let result: JobResult
+        do {
+            result = try JobResult.decode(postbackBody: body, contentType: contentType)
+        } catch {
+            metrics.postback("malformed")
+            logger.notice("refused a postback", metadata: ["request_id": "\(context.requestID)", "error": "\(error)"])
+            return PostbackReply(status: 400, message: "\(error)")
+        }
+        guard let publisher = session.publisher else {
+            metrics.postback("unavailable")
+            return PostbackReply(status: 503, message: "the broker is not connected; retry later")
+        }
+        let late = ledger.outcome(for: context.requestID) == "timeout"
+        let event = JobEvent.result(result, context: context, via: .postback, late: late)
+        do {
+            try await publisher.publish(event)
+        } catch {
+            metrics.postback("unavailable")
+            logger.warning(
+                "could not publish a postback's event",
+                metadata: ["request_id": "\(context.requestID)", "job_id": "\(result.jobID)", "error": "\(error)"])
+            return PostbackReply(status: 503, message: "the event could not be published; retry later")
+        }
+        ledger.record(event.outcome, for: context.requestID)
+        metrics.postback("accepted")
+        metrics.event(event)
+        metrics.postbackToEvent.record(since: received)
+        metrics.jobDuration.recordMilliseconds(RequestProcessor.now() - verified.submittedAt)
+        logger.debug(
+            "postback published",
+            metadata: ["request_id": "\(context.requestID)", "job_id": "\(result.jobID)", "status": "\(event.status)"])
+        return PostbackReply(status: 200, message: "ok")
+    }
+}

@@ -1,0 +1,38 @@
+import AMQP
+import Logging
+
+/// Turns expired deadlines into `timeout` failure events, for jobs with no outcome yet.
+///
+/// A deadline message reaches the timeouts queue `JOB_TIMEOUT` after submission, whichever instance
+/// submitted the job; any instance may take it. Before deciding, the instance makes sure it has read
+/// every event published so far (`OutcomeLedger.sync`), so a result that came just in time wins.
+struct TimeoutProcessor: Sendable {
+    let configuration: BridgeConfiguration
+    let ledger: OutcomeLedger
+    let metrics: BridgeMetrics
+    let logger: Logger
+
+    func process(_ delivery: AMQPDelivery, publisher: EventPublisher) async throws {
+        guard let job = PendingJob(bytes: delivery.body) else {
+            logger.error("dropping an unreadable deadline message", metadata: ["message_id": "\(delivery.properties.messageID ?? "")"])
+            delivery.ack()
+            return
+        }
+        try await ledger.sync(using: publisher)
+        guard ledger.outcome(for: job.context.requestID) == nil else {
+            delivery.ack()
+            return
+        }
+        let event = JobEvent.failure(
+            job.context, reason: .timeout,
+            message: "no result from Blitline within \(configuration.jobTimeout) of submission",
+            jobID: job.jobID)
+        try await publisher.publish(event)
+        ledger.record(event.outcome, for: job.context.requestID)
+        metrics.event(event)
+        logger.warning(
+            "job timed out",
+            metadata: ["request_id": "\(job.context.requestID)", "job_id": "\(job.jobID)"])
+        delivery.ack()
+    }
+}
