@@ -1,5 +1,56 @@
-// The worker is being built (issue 4); until then this says so rather than pretend.
+// The worker's entry point: configuration, the logging and metrics backends, then the bridge.
+import BlitlineBridge
 import Foundation
+import Logging
+import Metrics
+import Prometheus
 
-FileHandle.standardError.write(Data("blitline-bridge: the worker is not built yet\n".utf8))
-exit(1)
+/// Writes `blitline-bridge: <reason>` as one line to stderr and exits with `status`.
+func exitWithReason(_ reason: String, status: Int32) -> Never {
+    let line = reason.split(whereSeparator: \.isNewline).joined(separator: " ")
+    FileHandle.standardError.write(Data("blitline-bridge: \(line)\n".utf8))
+    exit(status)
+}
+
+let arguments = Array(CommandLine.arguments.dropFirst())
+if BridgeConfiguration.wantsHelp(arguments) {
+    print(BridgeConfiguration.helpText, terminator: "")
+    exit(0)
+}
+
+let configuration: BridgeConfiguration
+do {
+    configuration = try BridgeConfiguration(environment: ProcessInfo.processInfo.environment, arguments: arguments)
+} catch {
+    exitWithReason(error.description, status: 2)
+}
+
+let logLevel = configuration.logLevel
+LoggingSystem.bootstrap(
+    { label, metadataProvider in JSONLogHandler(label: label, level: logLevel, metadataProvider: metadataProvider) },
+    metadataProvider: nil
+)
+let registry = PrometheusCollectorRegistry()
+MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+
+let logger = Logger(label: "blitline-bridge")
+logger.info(
+    "starting",
+    metadata: [
+        "mode": .string(configuration.usesPostbacks ? "postback" : "polling"),
+        "jobs_queue": .string(configuration.jobsQueue),
+        "events_exchange": .string(configuration.eventsExchange),
+    ]
+)
+
+do {
+    try await BridgeApp(
+        configuration: configuration,
+        logger: logger,
+        metricsText: { registry.emitToString() }
+    ).run()
+} catch {
+    exitWithReason(String(describing: error), status: 1)
+}
+logger.info("stopped after a graceful shutdown")
+exit(0)

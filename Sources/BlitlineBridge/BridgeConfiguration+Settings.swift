@@ -1,0 +1,553 @@
+import AMQP
+import Foundation
+import Logging
+
+/// Why the configuration cannot be used: names the variable, its flag and the accepted form.
+///
+/// `description` is one line and never contains a secret (`POSTBACK_SECRET`,
+/// `BLITLINE_APPLICATION_ID`, the password of `AMQP_URL`).
+public struct ConfigurationError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The kind of problem.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Base: String, Hashable, Sendable {
+            case invalidValue, missingValue, unknownFlag, unexpectedArgument
+        }
+        private let base: Base
+        private init(_ base: Base) { self.base = base }
+
+        /// A value is not of the accepted form.
+        public static let invalidValue = Code(.invalidValue)
+        /// A required value is absent (a flag without value, or a setting another one requires).
+        public static let missingValue = Code(.missingValue)
+        /// A flag that no setting has.
+        public static let unknownFlag = Code(.unknownFlag)
+        /// An argument that is not a flag.
+        public static let unexpectedArgument = Code(.unexpectedArgument)
+
+        /// The code's name.
+        public var description: String { base.rawValue }
+    }
+
+    /// The kind of problem.
+    public var code: Code
+    /// The environment variable concerned, if the problem belongs to one.
+    public var variable: String?
+    /// The whole one-line message, e.g.
+    /// `JOB_TIMEOUT (--job-timeout): "soon" is not a duration; use 250ms, 30s, 10m, 1h or bare seconds`.
+    public var message: String
+
+    /// Creates an error with its full message.
+    public init(_ code: Code, variable: String?, message: String) {
+        self.code = code
+        self.variable = variable
+        self.message = message
+    }
+
+    /// The message.
+    public var description: String { message }
+}
+
+extension BridgeConfiguration {
+    /// Reads every setting from `environment`, with flags in `arguments` overriding their variable.
+    ///
+    /// Flags are the variables' names in lower case with dashes (`AMQP_URL` ~ `--amqp-url`) and take
+    /// `--flag value` or `--flag=value`. An empty value stands for the default. Unknown flags, stray
+    /// arguments and values not of the accepted form throw; `--help` is for ``wantsHelp(_:)``.
+    public init(environment: [String: String], arguments: [String]) throws(ConfigurationError) {
+        self.init()
+        let flagged = try Self.flagValues(arguments)
+        for setting in Self.settings {
+            guard let value = flagged[setting.variable] ?? environment[setting.variable], !value.isEmpty else {
+                continue
+            }
+            try setting.apply(&self, value)
+        }
+        if postbackBaseURL != nil, postbackSecrets.isEmpty {
+            let secret = Self.setting(named: "POSTBACK_SECRET")
+            throw secret.failure("required when POSTBACK_BASE_URL is set; \(secret.form)", code: .missingValue)
+        }
+    }
+
+    /// Whether the arguments ask for the help text (`--help` or `-h`).
+    public static func wantsHelp(_ arguments: [String]) -> Bool {
+        arguments.contains { $0 == "--help" || $0 == "-h" }
+    }
+
+    /// Every setting with its flag, default, meaning and accepted form, laid out for 80 columns.
+    public static var helpText: String {
+        let defaults = BridgeConfiguration()
+        var lines = [
+            "Usage: blitline-bridge [--flag value | --flag=value]...",
+            "",
+            "Consumes Blitline job requests from RabbitMQ, submits them to Blitline and",
+            "publishes one completion or failure event per request.",
+            "",
+            "Every setting is read from its environment variable; the matching flag",
+            "overrides it. An empty value stands for the default.",
+            "",
+            "Settings:",
+        ]
+        for setting in settings {
+            lines.append("  \(setting.variable), \(setting.flag) \(setting.placeholder)")
+            lines += wrapped(sentence(setting.meaning), indent: 6)
+            lines += wrapped(sentence("Form: " + setting.form), indent: 6)
+            lines.append("      Default: \(setting.defaultValue(defaults) ?? "none")")
+        }
+        lines += ["", "  -h, --help", "      Print this text and exit."]
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    static func setting(named variable: String) -> Setting {
+        settings.first { $0.variable == variable }!
+    }
+
+    /// Splits `--flag value` and `--flag=value` into values by variable name.
+    private static func flagValues(_ arguments: [String]) throws(ConfigurationError) -> [String: String] {
+        var values: [String: String] = [:]
+        var index = arguments.startIndex
+        while index < arguments.endIndex {
+            let argument = arguments[index]
+            index += 1
+            guard argument.hasPrefix("--") else {
+                throw ConfigurationError(
+                    .unexpectedArgument, variable: nil,
+                    message: "unexpected argument \(quoted(argument)); settings are flags like --amqp-url, see --help")
+            }
+            var name = Substring(argument)
+            var value: String?
+            if let equals = argument.firstIndex(of: "=") {
+                name = argument[..<equals]
+                value = String(argument[argument.index(after: equals)...])
+            }
+            guard let setting = settings.first(where: { $0.flag == name }) else {
+                throw ConfigurationError(
+                    .unknownFlag, variable: nil, message: "unknown flag \(name); see --help for the settings")
+            }
+            if value == nil {
+                guard index < arguments.endIndex, !arguments[index].hasPrefix("--") else {
+                    throw setting.failure("the flag needs a value; \(setting.form)", code: .missingValue)
+                }
+                value = arguments[index]
+                index += 1
+            }
+            values[setting.variable] = value
+        }
+        return values
+    }
+
+    private static func sentence(_ text: String) -> String {
+        text.hasSuffix(".") ? text : text + "."
+    }
+
+    private static func wrapped(_ text: String, indent: Int, width: Int = 80) -> [String] {
+        let margin = String(repeating: " ", count: indent)
+        var lines: [String] = []
+        var line = margin
+        for word in text.split(separator: " ") {
+            if line.count > indent, line.count + 1 + word.count > width {
+                lines.append(line)
+                line = margin
+            }
+            line += (line.count > indent ? " " : "") + word
+        }
+        lines.append(line)
+        return lines
+    }
+}
+
+extension BridgeConfiguration: CustomStringConvertible {
+    /// Every setting as `VARIABLE=value`, with secrets shown as `(set)` and the broker password as
+    /// `***`, so that a configuration may be logged (service-lifecycle logs services this way).
+    public var description: String {
+        let values = Self.settings.map { setting -> String in
+            let value: String?
+            switch setting.variable {
+            case "AMQP_URL": value = redactingPassword(amqpURL)
+            case "BLITLINE_APPLICATION_ID": value = blitlineApplicationID.map { _ in "(set)" }
+            case "POSTBACK_SECRET": value = postbackSecrets.isEmpty ? nil : "(\(postbackSecrets.count) set)"
+            default: value = setting.defaultValue(self)
+            }
+            return "\(setting.variable)=\(value ?? "none")"
+        }
+        return "BridgeConfiguration(\(values.joined(separator: ", ")))"
+    }
+}
+
+// MARK: - The table
+
+extension BridgeConfiguration {
+    /// One setting: its variable, how help shows it, and how a value is parsed into the configuration.
+    struct Setting: Sendable {
+        /// The environment variable, e.g. `AMQP_URL`.
+        let variable: String
+        /// Shown after the flag in help, e.g. `<duration>`.
+        let placeholder: String
+        /// What it means.
+        let meaning: String
+        /// The accepted form, as help and errors phrase it.
+        let form: String
+        /// The default as help shows it; `nil` for none.
+        let defaultValue: @Sendable (BridgeConfiguration) -> String?
+        /// Parses a non-empty value into the configuration.
+        let parse: @Sendable (inout BridgeConfiguration, String, Setting) throws(ConfigurationError) -> Void
+
+        /// The flag: `AMQP_URL` ~ `--amqp-url`.
+        var flag: String { "--" + variable.lowercased().replacingOccurrences(of: "_", with: "-") }
+
+        func apply(_ configuration: inout BridgeConfiguration, _ value: String) throws(ConfigurationError) {
+            try parse(&configuration, value, self)
+        }
+
+        /// An error that starts with `VARIABLE (--flag): `.
+        func failure(_ text: String, code: ConfigurationError.Code = .invalidValue) -> ConfigurationError {
+            ConfigurationError(code, variable: variable, message: "\(variable) (\(flag)): \(text)")
+        }
+
+        /// `"value" is not <what>; <form>` for settings whose values may be shown.
+        func invalid(_ value: String, _ what: String) -> ConfigurationError {
+            failure("\(quoted(value)) is not \(what); \(form)")
+        }
+    }
+
+    static let settings: [Setting] = [
+        Setting(
+            variable: "AMQP_URL", placeholder: "<url>",
+            meaning: "The broker; amqps:// for TLS with the peer verified",
+            form: "use amqp://user:password@host:port/vhost or amqps://..., with / in the vhost as %2F",
+            defaultValue: { $0.amqpURL },
+            parse: { configuration, value, setting throws(ConfigurationError) in
+                do throws(AMQPError) {
+                    _ = try AMQPConnection.Configuration(url: value)
+                } catch {
+                    let shown = redactingPassword(value)
+                    var reason = error.replyText
+                    if let password = password(in: value), !password.isEmpty {
+                        reason = reason.replacingOccurrences(of: password, with: "***")
+                    }
+                    throw setting.failure("\(quoted(shown)) is not a broker URL (\(reason)); \(setting.form)")
+                }
+                configuration.amqpURL = value
+            }
+        ),
+        Setting(
+            variable: "AMQP_CA_FILE", placeholder: "<path>",
+            meaning: "A PEM bundle of the CAs that verify the broker's certificate with amqps://",
+            form: "use the path of a readable PEM file",
+            defaultValue: { $0.amqpCAFile },
+            parse: { configuration, value, setting throws(ConfigurationError) in
+                guard FileManager.default.isReadableFile(atPath: value) else {
+                    throw setting.failure("\(quoted(value)) cannot be read; \(setting.form)")
+                }
+                configuration.amqpCAFile = value
+            }
+        ),
+        Setting(
+            variable: "BLITLINE_API_URL", placeholder: "<url>",
+            meaning: "Blitline's submit API; jobs are submitted with POST {BLITLINE_API_URL}/job",
+            form: "use an absolute http:// or https:// URL",
+            defaultValue: { $0.blitlineAPIURL },
+            parse: { configuration, value, setting throws(ConfigurationError) in
+                configuration.blitlineAPIURL = try httpURL(value, setting)
+            }
+        ),
+        Setting(
+            variable: "BLITLINE_POLL_URL", placeholder: "<url>",
+            meaning: "Blitline's result cache; results are polled with GET {BLITLINE_POLL_URL}/listen/{job_id}",
+            form: "use an absolute http:// or https:// URL",
+            defaultValue: { $0.blitlinePollURL },
+            parse: { configuration, value, setting throws(ConfigurationError) in
+                configuration.blitlinePollURL = try httpURL(value, setting)
+            }
+        ),
+        Setting(
+            variable: "BLITLINE_APPLICATION_ID", placeholder: "<id>",
+            meaning: "Blitline application id for jobs whose JSON carries no application_id",
+            form: "use your Blitline application id",
+            defaultValue: { _ in nil },
+            parse: { configuration, value, _ throws(ConfigurationError) in
+                configuration.blitlineApplicationID = value
+            }
+        ),
+        Setting(
+            variable: "LISTEN_ADDRESS", placeholder: "<host:port>",
+            meaning: "The embedded HTTP listener: postbacks, /healthz, /readyz, /metrics",
+            form: "use host:port, e.g. 0.0.0.0:8080, 127.0.0.1:8080 or [::]:8080 (port 0 to 65535)",
+            defaultValue: { configuration in
+                let host = configuration.listenHost
+                return "\(host.contains(":") ? "[\(host)]" : host):\(configuration.listenPort)"
+            },
+            parse: { configuration, value, setting throws(ConfigurationError) in
+                (configuration.listenHost, configuration.listenPort) = try listenAddress(value, setting)
+            }
+        ),
+        Setting(
+            variable: "POSTBACK_BASE_URL", placeholder: "<url>",
+            meaning: "The listener's public base URL as Blitline reaches it; a path in it prefixes the "
+                + "postback route. Unset: polling mode",
+            form: "use an absolute http:// or https:// URL without query, e.g. https://bridge.example.com/blitline",
+            defaultValue: { $0.postbackBaseURL },
+            parse: { configuration, value, setting throws(ConfigurationError) in
+                configuration.postbackBaseURL = try httpURL(value, setting)
+            }
+        ),
+        Setting(
+            variable: "POSTBACK_SECRET", placeholder: "<secret>[,<secret>...]",
+            meaning: "Keys that sign postback URLs: the first signs, any verifies (rotate by putting "
+                + "the new one first). Required with POSTBACK_BASE_URL",
+            form: "use one or more secrets of at least 32 bytes each, separated by commas",
+            defaultValue: { _ in nil },
+            parse: { configuration, value, setting throws(ConfigurationError) in
+                var secrets: [String] = []
+                for (position, item) in value.split(separator: ",", omittingEmptySubsequences: false).enumerated() {
+                    let secret = item.trimmingCharacters(in: .whitespacesAndNewlines)
+                    guard secret.utf8.count >= 32 else {
+                        throw setting.failure(
+                            "secret \(position + 1) is \(secret.utf8.count) bytes long; \(setting.form)")
+                    }
+                    secrets.append(secret)
+                }
+                configuration.postbackSecrets = secrets
+            }
+        ),
+        Setting(
+            variable: "JOBS_QUEUE", placeholder: "<name>",
+            meaning: "The queue where job requests arrive; the bridge's own queues are named after it",
+            form: "use a queue name of 1 to 200 bytes that does not start with amq.",
+            defaultValue: { $0.jobsQueue },
+            parse: { configuration, value, setting throws(ConfigurationError) in
+                configuration.jobsQueue = try brokerName(value, setting)
+            }
+        ),
+        Setting(
+            variable: "EVENTS_EXCHANGE", placeholder: "<name>",
+            meaning: "The topic exchange that events are published to",
+            form: "use an exchange name of 1 to 200 bytes that does not start with amq.",
+            defaultValue: { $0.eventsExchange },
+            parse: { configuration, value, setting throws(ConfigurationError) in
+                configuration.eventsExchange = try brokerName(value, setting)
+            }
+        ),
+        Setting(
+            variable: "PREFETCH", placeholder: "<count>",
+            meaning: "Unacknowledged requests held at once",
+            form: "use a whole number from 1 to 65535",
+            defaultValue: { String($0.prefetch) },
+            parse: { configuration, value, setting throws(ConfigurationError) in
+                configuration.prefetch = try integer(value, setting, in: 1...65535)
+            }
+        ),
+        Setting(
+            variable: "SUBMIT_MAX_ATTEMPTS", placeholder: "<count>",
+            meaning: "Tries per request against Blitline's submit endpoint on transient failures",
+            form: "use a whole number of at least 1",
+            defaultValue: { String($0.submitMaxAttempts) },
+            parse: { configuration, value, setting throws(ConfigurationError) in
+                configuration.submitMaxAttempts = try integer(value, setting, in: 1...Int.max)
+            }
+        ),
+        Setting(
+            variable: "JOB_TIMEOUT", placeholder: "<duration>",
+            meaning: "From submission to giving up with a timeout failure event",
+            form: "use 250ms, 30s, 10m, 1h or bare seconds",
+            defaultValue: { durationText($0.jobTimeout) },
+            parse: { configuration, value, setting throws(ConfigurationError) in
+                configuration.jobTimeout = try duration(value, setting)
+            }
+        ),
+        Setting(
+            variable: "POLL_RATE", placeholder: "<per-second>",
+            meaning: "Polls per second per application id at most, over all instances together "
+                + "(polling mode)",
+            form: "use a number greater than 0, e.g. 5 or 0.5",
+            defaultValue: { numberText($0.pollRate) },
+            parse: { configuration, value, setting throws(ConfigurationError) in
+                guard let rate = decimal(value), rate > 0, rate.isFinite else {
+                    throw setting.invalid(value, "a rate")
+                }
+                configuration.pollRate = rate
+            }
+        ),
+        Setting(
+            variable: "MAX_REQUEST_BYTES", placeholder: "<bytes>",
+            meaning: "Larger job requests are invalid",
+            form: "use a whole number of bytes, at least 1",
+            defaultValue: { String($0.maxRequestBytes) },
+            parse: { configuration, value, setting throws(ConfigurationError) in
+                configuration.maxRequestBytes = try integer(value, setting, in: 1...Int.max)
+            }
+        ),
+        Setting(
+            variable: "SHUTDOWN_TIMEOUT", placeholder: "<duration>",
+            meaning: "The longest a graceful shutdown on SIGTERM or SIGINT may take",
+            form: "use 250ms, 30s, 10m, 1h or bare seconds",
+            defaultValue: { durationText($0.shutdownTimeout) },
+            parse: { configuration, value, setting throws(ConfigurationError) in
+                configuration.shutdownTimeout = try duration(value, setting)
+            }
+        ),
+        Setting(
+            variable: "LOG_LEVEL", placeholder: "<level>",
+            meaning: "The least severe level logged; logs are JSON lines on stderr",
+            form: "use trace, debug, info, notice, warning, error or critical",
+            defaultValue: { $0.logLevel.rawValue },
+            parse: { configuration, value, setting throws(ConfigurationError) in
+                guard let level = Logger.Level(rawValue: value.lowercased()) else {
+                    throw setting.invalid(value, "a log level")
+                }
+                configuration.logLevel = level
+            }
+        ),
+    ]
+}
+
+// MARK: - Value forms
+
+extension BridgeConfiguration {
+    private static func integer(
+        _ value: String, _ setting: Setting, in range: ClosedRange<Int>
+    ) throws(ConfigurationError) -> Int {
+        guard isDigits(value), let number = Int(value), range.contains(number) else {
+            let what = range.upperBound == Int.max
+                ? "a whole number of at least \(range.lowerBound)"
+                : "a whole number from \(range.lowerBound) to \(range.upperBound)"
+            throw setting.invalid(value, what)
+        }
+        return number
+    }
+
+    private static func isDigits(_ text: some StringProtocol) -> Bool {
+        !text.isEmpty && text.utf8.allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
+    }
+
+    /// Digits with at most one decimal point; no signs, exponents, `inf` or hex.
+    private static func decimal(_ text: some StringProtocol) -> Double? {
+        var digits = 0
+        var points = 0
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): digits += 1
+            case UInt8(ascii: "."): points += 1
+            default: return nil
+            }
+        }
+        guard digits > 0, points <= 1 else { return nil }
+        return Double(String(text))
+    }
+
+    /// `250ms`, `30s`, `10m`, `1h` or bare seconds; greater than zero.
+    private static func duration(_ value: String, _ setting: Setting) throws(ConfigurationError) -> Duration {
+        let units: [(suffix: String, seconds: Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
+        var seconds: Double?
+        let unit = units.first { value.hasSuffix($0.suffix) && decimal(value.dropLast($0.suffix.count)) != nil }
+        if let unit {
+            seconds = decimal(value.dropLast(unit.suffix.count)).map { $0 * unit.seconds }
+        } else {
+            seconds = decimal(value)
+        }
+        guard let seconds else { throw setting.invalid(value, "a duration") }
+        guard seconds > 0 else { throw setting.failure("\(quoted(value)) must be longer than zero; \(setting.form)") }
+        guard seconds < 100 * 365 * 86400 else {
+            throw setting.failure("\(quoted(value)) is longer than a hundred years; \(setting.form)")
+        }
+        let nanoseconds = (seconds * 1e9).rounded()
+        guard nanoseconds >= 1 else {
+            throw setting.failure("\(quoted(value)) is shorter than a nanosecond; \(setting.form)")
+        }
+        return .nanoseconds(Int64(nanoseconds))
+    }
+
+    /// An absolute `http(s)://` URL with a host and neither query nor fragment, trailing slashes
+    /// removed (paths are appended to it).
+    private static func httpURL(_ value: String, _ setting: Setting) throws(ConfigurationError) -> String {
+        guard let components = URLComponents(string: value),
+            let scheme = components.scheme?.lowercased(), scheme == "http" || scheme == "https",
+            let host = components.host, !host.isEmpty
+        else {
+            throw setting.invalid(value, "an absolute http(s) URL")
+        }
+        guard components.query == nil, components.fragment == nil else {
+            throw setting.failure("\(quoted(value)) has a query or fragment; \(setting.form)")
+        }
+        var url = value
+        while url.hasSuffix("/") { url.removeLast() }
+        return url
+    }
+
+    /// `host:port`, `[v6]:port` or `:port` (all interfaces).
+    private static func listenAddress(_ value: String, _ setting: Setting) throws(ConfigurationError) -> (String, Int) {
+        var host: Substring
+        var port: Substring
+        if value.hasPrefix("[") {
+            guard let close = value.firstIndex(of: "]"), value[value.index(after: close)...].hasPrefix(":") else {
+                throw setting.invalid(value, "a listen address")
+            }
+            host = value[value.index(after: value.startIndex)..<close]
+            port = value[value.index(close, offsetBy: 2)...]
+            guard host.contains(":") else { throw setting.invalid(value, "a listen address") }
+        } else {
+            guard let colon = value.lastIndex(of: ":") else { throw setting.invalid(value, "a listen address") }
+            host = value[..<colon]
+            port = value[value.index(after: colon)...]
+            guard !host.contains(":") else {
+                throw setting.failure(
+                    "\(quoted(value)) is not a listen address (write IPv6 hosts in brackets); \(setting.form)")
+            }
+            if host.isEmpty { host = "0.0.0.0" }
+        }
+        guard !host.isEmpty, isDigits(port), let number = Int(port), (0...65535).contains(number) else {
+            throw setting.invalid(value, "a listen address")
+        }
+        return (String(host), number)
+    }
+
+    private static func brokerName(_ value: String, _ setting: Setting) throws(ConfigurationError) -> String {
+        guard value.utf8.count <= 200 else {
+            throw setting.failure("the name is \(value.utf8.count) bytes long; \(setting.form)")
+        }
+        guard !value.hasPrefix("amq.") else {
+            throw setting.failure("\(quoted(value)) is reserved by the broker; \(setting.form)")
+        }
+        return value
+    }
+
+    /// `30m` for 1800 s, `250ms`, `1.5` for fractions of seconds.
+    static func durationText(_ duration: Duration) -> String {
+        let (seconds, attoseconds) = duration.components
+        if attoseconds == 0 {
+            if seconds % 3600 == 0 { return "\(seconds / 3600)h" }
+            if seconds % 60 == 0 { return "\(seconds / 60)m" }
+            return "\(seconds)s"
+        }
+        if attoseconds % 1_000_000_000_000_000 == 0 {
+            return "\(seconds * 1000 + attoseconds / 1_000_000_000_000_000)ms"
+        }
+        return numberText(Double(seconds) + Double(attoseconds) / 1e18)
+    }
+
+    private static func numberText(_ number: Double) -> String {
+        number == number.rounded() && abs(number) < 1e15 ? String(Int64(number)) : String(number)
+    }
+}
+
+/// A value for a message: quoted, shortened, control characters escaped.
+private func quoted(_ value: some StringProtocol) -> String {
+    var text = value.count > 120 ? String(value.prefix(117)) + "…" : String(value)
+    text = text.unicodeScalars.map { $0.value < 0x20 || $0 == "\"" ? $0.escaped(asASCII: true) : String($0) }.joined()
+    return "\"\(text)\""
+}
+
+/// The password part of `scheme://user:password@host…`, if any.
+private func password(in url: String) -> Substring? {
+    let afterScheme = url.range(of: "://").map { url[$0.upperBound...] } ?? url[...]
+    let authority = afterScheme.prefix { $0 != "/" && $0 != "?" }
+    guard let at = authority.lastIndex(of: "@") else { return nil }
+    let userInfo = authority[..<at]
+    guard let colon = userInfo.firstIndex(of: ":") else { return nil }
+    return userInfo[userInfo.index(after: colon)...]
+}
+
+/// `url` with its password replaced by `***`.
+private func redactingPassword(_ url: String) -> String {
+    guard let secret = password(in: url) else { return url }
+    return url.replacingCharacters(in: secret.startIndex..<secret.endIndex, with: "***")
+}

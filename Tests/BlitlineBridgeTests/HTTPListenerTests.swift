@@ -1,0 +1,358 @@
+import AsyncHTTPClient
+import BlitlineBridge
+import Glibc
+import Logging
+import NIOCore
+import ServiceLifecycle
+import Synchronization
+import Testing
+
+@Suite struct HTTPListenerTests {
+    /// Records each postback and answers with a fixed reply, after an optional delay.
+    final class FakeReceiver: PostbackReceiving {
+        struct Call: Equatable {
+            var token: String
+            var body: [UInt8]
+            var contentType: String?
+        }
+
+        let reply: PostbackReply
+        let delay: Duration
+        private let recorded = Mutex<[Call]>([])
+
+        init(reply: PostbackReply = PostbackReply(status: 200, message: "published"), delay: Duration = .zero) {
+            self.reply = reply
+            self.delay = delay
+        }
+
+        var calls: [Call] { recorded.withLock { $0 } }
+
+        func receivePostback(token: String, body: [UInt8], contentType: String?) async -> PostbackReply {
+            recorded.withLock { $0.append(Call(token: token, body: body, contentType: contentType)) }
+            if delay > .zero { try? await Task.sleep(for: delay) }
+            return reply
+        }
+    }
+
+    final class Flag: Sendable {
+        private let state = Mutex(false)
+        var value: Bool {
+            get { state.withLock { $0 } }
+            set { state.withLock { $0 = newValue } }
+        }
+    }
+
+    /// Waits for graceful shutdown, then keeps running for `drainTime`, as the bridge does while
+    /// it finishes the jobs in hand.
+    struct DrainingService: Service {
+        let drainTime: Duration
+        let draining: AsyncStream<Void>.Continuation
+
+        func run() async throws {
+            try? await gracefulShutdown()
+            draining.yield()
+            try await Task.sleep(for: drainTime)
+        }
+    }
+
+    struct Answer {
+        var status: Int
+        var contentType: String?
+        var text: String
+    }
+
+    static let quiet = Logger(label: "HTTPListenerTests") { _ in SwiftLogNoOpLogHandler() }
+    static let metrics = "# TYPE blitline_bridge_requests_received_total counter\nblitline_bridge_requests_received_total 3\n"
+
+    static func makeListener(
+        prefix: String? = "",
+        maxBytes: Int = 8 << 20,
+        receiver: FakeReceiver = FakeReceiver(),
+        ready: Flag = Flag(),
+        ports: AsyncStream<Int>.Continuation
+    ) -> HTTPListener {
+        HTTPListener(
+            host: "127.0.0.1", port: 0, postbackPathPrefix: prefix, receiver: receiver,
+            isReady: { ready.value }, metricsText: { metrics }, maxPostbackBytes: maxBytes,
+            logger: quiet, onRunning: { ports.yield($0) }
+        )
+    }
+
+    /// Runs a listener on a free port for the duration of `body`, which gets its base URL.
+    func withListener(
+        prefix: String? = "",
+        maxBytes: Int = 8 << 20,
+        receiver: FakeReceiver = FakeReceiver(),
+        ready: Flag = Flag(),
+        _ body: (String) async throws -> Void
+    ) async throws {
+        let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
+        let listener = Self.makeListener(
+            prefix: prefix, maxBytes: maxBytes, receiver: receiver, ready: ready, ports: continuation)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                defer { continuation.finish() }
+                try await listener.run()
+            }
+            let port = try #require(await ports.first { _ in true })
+            defer { group.cancelAll() }
+            try await body("http://127.0.0.1:\(port)")
+        }
+    }
+
+    enum Method { case GET, POST }
+
+    func send(
+        _ method: Method, _ url: String, body: [UInt8]? = nil, contentType: String? = nil
+    ) async throws -> Answer {
+        var request = HTTPClientRequest(url: url)
+        request.method = method == .POST ? .POST : .GET
+        if let body { request.body = .bytes(body) }
+        if let contentType { request.headers.add(name: "Content-Type", value: contentType) }
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(5))
+        let bytes = try await response.body.collect(upTo: 1 << 20)
+        return Answer(
+            status: Int(response.status.code),
+            contentType: response.headers.first(name: "Content-Type"),
+            text: String(buffer: bytes)
+        )
+    }
+
+    /// A connected TCP socket to 127.0.0.1:`port`, or `nil` if the connection is refused.
+    static func connectedSocket(port: Int) -> Int32? {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard result == 0 else {
+            close(descriptor)
+            return nil
+        }
+        return descriptor
+    }
+
+    static func acceptsConnections(port: Int) -> Bool {
+        guard let descriptor = connectedSocket(port: port) else { return false }
+        close(descriptor)
+        return true
+    }
+
+    /// Writes `request` as is, then reads until the server closes the connection; `closed` is
+    /// false if the server kept it open for 3 s.
+    static func rawExchange(port: Int, _ request: String) throws -> (response: String, closed: Bool) {
+        let descriptor = try #require(connectedSocket(port: port))
+        defer { close(descriptor) }
+        var timeout = timeval(tv_sec: 3, tv_usec: 0)
+        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let bytes = Array(request.utf8)
+        #expect(write(descriptor, bytes, bytes.count) == bytes.count)
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = read(descriptor, &buffer, buffer.count)
+            if count > 0 {
+                received += buffer[..<count]
+            } else {
+                return (String(decoding: received, as: UTF8.self), count == 0)
+            }
+        }
+    }
+
+    @Test func healthzAnswersOK() async throws {
+        try await withListener { base async throws in
+            let answer = try await send(.GET, "\(base)/healthz")
+            #expect(answer.status == 200)
+            #expect(answer.text == "ok")
+            #expect(answer.contentType?.hasPrefix("text/plain") == true)
+        }
+    }
+
+    @Test func readyzFollowsIsReady() async throws {
+        let ready = Flag()
+        try await withListener(ready: ready) { base async throws in
+            let before = try await send(.GET, "\(base)/readyz")
+            #expect(before.status == 503)
+            #expect(before.text.hasPrefix("not ready: "))
+            ready.value = true
+            let after = try await send(.GET, "\(base)/readyz")
+            #expect(after.status == 200)
+            #expect(after.text == "ready")
+            ready.value = false
+            #expect(try await send(.GET, "\(base)/readyz").status == 503)
+        }
+    }
+
+    @Test func metricsAreServedInPrometheusTextFormat() async throws {
+        try await withListener { base async throws in
+            let answer = try await send(.GET, "\(base)/metrics")
+            #expect(answer.status == 200)
+            #expect(answer.contentType?.hasPrefix("text/plain; version=0.0.4") == true)
+            #expect(answer.text == Self.metrics)
+        }
+    }
+
+    @Test func unknownPathsAre404() async throws {
+        try await withListener { base async throws in
+            #expect(try await send(.GET, "\(base)/").status == 404)
+            #expect(try await send(.GET, "\(base)/nope").status == 404)
+            #expect(try await send(.POST, "\(base)/postback/").status == 404)
+            #expect(try await send(.POST, "\(base)/postback/a/b", body: Array("{}".utf8)).status == 404)
+            #expect([404, 405].contains(try await send(.POST, "\(base)/healthz").status))
+        }
+    }
+
+    @Test func aPostbackReachesTheReceiverWithTokenTypeAndBody() async throws {
+        let receiver = FakeReceiver(reply: PostbackReply(status: 202, message: "event confirmed"))
+        let body: [UInt8] = Array(#"{"results":{"job_id":"j1"}}"#.utf8) + [0xFF, 0x00]
+        try await withListener(receiver: receiver) { base async throws in
+            let answer = try await send(.POST, "\(base)/postback/v1.abc-DEF_123", body: body, contentType: "application/json")
+            #expect(answer.status == 202)
+            #expect(answer.text == "event confirmed")
+            #expect(answer.contentType?.hasPrefix("text/plain") == true)
+            let form = try await send(.POST, "\(base)/postback/t2", body: Array("results=%7B%7D".utf8),
+                                      contentType: "application/x-www-form-urlencoded")
+            #expect(form.status == 202)
+            let empty = try await send(.POST, "\(base)/postback/t3")
+            #expect(empty.status == 202)
+        }
+        #expect(receiver.calls == [
+            FakeReceiver.Call(token: "v1.abc-DEF_123", body: body, contentType: "application/json"),
+            FakeReceiver.Call(token: "t2", body: Array("results=%7B%7D".utf8), contentType: "application/x-www-form-urlencoded"),
+            FakeReceiver.Call(token: "t3", body: [], contentType: nil),
+        ])
+    }
+
+    @Test func theReceiversStatusIsTheAnswer() async throws {
+        for status in [400, 401, 403, 503] {
+            let receiver = FakeReceiver(reply: PostbackReply(status: status, message: "because \(status)"))
+            try await withListener(receiver: receiver) { base async throws in
+                let answer = try await send(.POST, "\(base)/postback/tok", body: Array("{}".utf8))
+                #expect(answer.status == status)
+                #expect(answer.text == "because \(status)")
+            }
+        }
+    }
+
+    @Test func aPathPrefixMovesThePostbackRoute() async throws {
+        let receiver = FakeReceiver()
+        try await withListener(prefix: "/blitline", receiver: receiver) { base async throws in
+            #expect(try await send(.POST, "\(base)/blitline/postback/tok-1", body: Array("{}".utf8)).status == 200)
+            #expect(try await send(.POST, "\(base)/postback/tok-2", body: Array("{}".utf8)).status == 404)
+            #expect(try await send(.GET, "\(base)/healthz").status == 200)
+        }
+        #expect(receiver.calls.map(\.token) == ["tok-1"])
+    }
+
+    @Test func withoutAPrefixThereIsNoPostbackRoute() async throws {
+        let receiver = FakeReceiver()
+        try await withListener(prefix: nil, receiver: receiver) { base async throws in
+            #expect(try await send(.POST, "\(base)/postback/tok", body: Array("{}".utf8)).status == 404)
+            #expect(try await send(.GET, "\(base)/healthz").status == 200)
+        }
+        #expect(receiver.calls.isEmpty)
+    }
+
+    @Test func aBodyOverTheLimitIs413() async throws {
+        let receiver = FakeReceiver()
+        try await withListener(maxBytes: 1024, receiver: receiver) { base async throws in
+            let atLimit = try await send(.POST, "\(base)/postback/ok", body: Array(repeating: 0x61, count: 1024))
+            #expect(atLimit.status == 200)
+            let over = try await send(.POST, "\(base)/postback/big", body: Array(repeating: 0x61, count: 1025))
+            #expect(over.status == 413)
+            #expect(try await send(.GET, "\(base)/healthz").status == 200)
+        }
+        #expect(receiver.calls.map(\.token) == ["ok"])
+    }
+
+    /// A declared length over the limit is refused at once: the answer comes before any body is
+    /// sent, and the connection closes instead of waiting for the 4 MiB.
+    @Test func aDeclaredLengthOverTheLimitIs413WithoutReadingTheBody() async throws {
+        let receiver = FakeReceiver()
+        let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
+        let listener = Self.makeListener(maxBytes: 1024, receiver: receiver, ports: continuation)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await listener.run() }
+            let port = try #require(await ports.first { _ in true })
+            let (response, closed) = try Self.rawExchange(
+                port: port,
+                "POST /postback/huge HTTP/1.1\r\nHost: bridge\r\nContent-Type: application/json\r\n"
+                    + "Content-Length: \(4 << 20)\r\n\r\n")
+            #expect(response.hasPrefix("HTTP/1.1 413"))
+            #expect(closed)
+            group.cancelAll()
+        }
+        #expect(receiver.calls.isEmpty)
+    }
+
+    @Test func aChunkedBodyOverTheLimitIs413() async throws {
+        let receiver = FakeReceiver()
+        try await withListener(maxBytes: 1024, receiver: receiver) { base async throws in
+            var request = HTTPClientRequest(url: "\(base)/postback/chunked")
+            request.method = .POST
+            let chunks = AsyncStream<ByteBuffer> { continuation in
+                for _ in 0..<4 { continuation.yield(ByteBuffer(repeating: 0x62, count: 512)) }
+                continuation.finish()
+            }
+            request.body = .stream(chunks, length: .unknown)
+            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(5))
+            #expect(response.status.code == 413)
+        }
+        #expect(receiver.calls.isEmpty)
+    }
+
+    @Test func aTakenPortFailsToStartWithTheAddress() async throws {
+        let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
+        let first = Self.makeListener(ports: continuation)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await first.run() }
+            let port = try #require(await ports.first { _ in true })
+            let second = HTTPListener(
+                host: "127.0.0.1", port: port, postbackPathPrefix: nil, receiver: FakeReceiver(),
+                isReady: { true }, metricsText: { "" }, logger: Self.quiet)
+            let error = await #expect(throws: HTTPListener.StartFailure.self) { try await second.run() }
+            #expect(error?.description.hasPrefix("cannot listen on 127.0.0.1:\(port): ") == true)
+            group.cancelAll()
+        }
+    }
+
+    /// In a service group the listener keeps answering while the services after it drain, finishes
+    /// the postback in hand on its own graceful shutdown, and then stops listening.
+    @Test func gracefulShutdownDrainsThenStops() async throws {
+        let receiver = FakeReceiver(delay: .milliseconds(300))
+        let (ports, portContinuation) = AsyncStream.makeStream(of: Int.self)
+        let (draining, drainingContinuation) = AsyncStream.makeStream(of: Void.self)
+        let ready = Flag()
+        ready.value = true
+        let listener = Self.makeListener(receiver: receiver, ready: ready, ports: portContinuation)
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [listener, DrainingService(drainTime: .milliseconds(800), draining: drainingContinuation)],
+                logger: Self.quiet))
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            let port = try #require(await ports.first { _ in true })
+            let base = "http://127.0.0.1:\(port)"
+            #expect(try await send(.GET, "\(base)/healthz").status == 200)
+            #expect(Self.acceptsConnections(port: port))
+
+            async let inHand = send(.POST, "\(base)/postback/slow", body: Array("{}".utf8))
+            while receiver.calls.isEmpty { try await Task.sleep(for: .milliseconds(5)) }
+            await group.triggerGracefulShutdown()
+            _ = await draining.first { _ in true }
+
+            #expect(try await send(.GET, "\(base)/healthz").status == 200)
+            let answer = try await inHand
+            #expect(answer.status == 200)
+            #expect(answer.text == "published")
+
+            try await tasks.next()
+            #expect(!Self.acceptsConnections(port: port))
+        }
+    }
+}
