@@ -32,7 +32,8 @@ public struct BridgeApp: Sendable {
     /// Runs until a graceful shutdown completes; throws on an unrecoverable start-up error.
     public func run() async throws {
         let blitline = BlitlineClient.Configuration(
-            apiURL: configuration.blitlineAPIURL, pollURL: configuration.blitlinePollURL)
+            apiURL: configuration.blitlineAPIURL, pollURL: configuration.blitlinePollURL,
+            submitTimeout: configuration.blitlineSubmitTimeout)
         let httpClient = HTTPClient(
             eventLoopGroupProvider: .singleton, configuration: blitline.httpClientConfiguration)
         do {

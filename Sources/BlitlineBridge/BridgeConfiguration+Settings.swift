@@ -260,6 +260,15 @@ extension BridgeConfiguration {
             }
         ),
         Setting(
+            variable: "BLITLINE_SUBMIT_TIMEOUT", placeholder: "<duration>",
+            meaning: "The longest one submission to Blitline may take before it counts as a transient failure",
+            form: "use 250ms, 30s, 10m, 1h or bare seconds",
+            defaultValue: { durationText($0.blitlineSubmitTimeout) },
+            parse: { configuration, value, setting throws(ConfigurationError) in
+                configuration.blitlineSubmitTimeout = try duration(value, setting)
+            }
+        ),
+        Setting(
             variable: "BLITLINE_APPLICATION_ID", placeholder: "<id>",
             meaning: "Blitline application id for jobs whose JSON carries no application_id",
             form: "use your Blitline application id",

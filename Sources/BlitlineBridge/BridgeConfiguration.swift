@@ -13,6 +13,8 @@ public struct BridgeConfiguration: Sendable {
     public var blitlineAPIURL = "https://api.blitline.com"
     /// Results are polled with `GET {blitlinePollURL}/listen/{job_id}`.
     public var blitlinePollURL = "https://cache.blitline.com"
+    /// The longest one submission may take; past it the attempt is a transient failure.
+    public var blitlineSubmitTimeout: Duration = .seconds(30)
     /// Used for jobs whose JSON carries no `application_id`.
     public var blitlineApplicationID: String?
     /// The embedded HTTP listener's host and port.

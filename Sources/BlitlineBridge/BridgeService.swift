@@ -7,7 +7,7 @@ import ServiceLifecycle
 /// declares the topology, and runs the consumers of requests, deadlines, polls and the outcomes
 /// stream. Any loss of the broker ends the session; the next one starts after a capped, jittered
 /// backoff. On graceful shutdown it stops taking requests, lets those in hand finish, and returns.
-struct BridgeService: Service {
+struct BridgeService: Service, CustomStringConvertible {
     let configuration: BridgeConfiguration
     let topology: Topology
     let session: BrokerSession
@@ -19,6 +19,9 @@ struct BridgeService: Service {
     let metrics: BridgeMetrics
     let logger: Logger
 
+    /// Short, and free of secrets: the service group logs services by their description.
+    var description: String { "BridgeService(jobs: \(topology.jobsQueue), events: \(topology.eventsExchange))" }
+
     func run() async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await submitter.run() }
@@ -27,12 +30,15 @@ struct BridgeService: Service {
         }
     }
 
+    /// Runs sessions until a graceful shutdown (or cancellation); only a fatal error ends it sooner.
     private func runSessions() async throws {
         var failures = 0
-        while !Task.isCancelled {
+        while !Task.isCancelled, !Task.isShuttingDownGracefully {
             do {
                 try await runSession()
-                return
+                failures = 0
+                if Task.isShuttingDownGracefully || Task.isCancelled { return }
+                logger.warning("broker session ended unexpectedly; starting a new one")
             } catch let error as BridgeError where error.isFatal {
                 logger.critical("cannot start", metadata: ["error": "\(error)"])
                 throw error
@@ -45,10 +51,8 @@ struct BridgeService: Service {
                 logger.warning(
                     "broker connection lost; reconnecting",
                     metadata: ["error": "\(error)", "retry_in": "\(delay)"])
-                do {
-                    try await cancelWhenGracefulShutdown { try await Task.sleep(for: delay) }
-                } catch { return }
-                if Task.isShuttingDownGracefully { return }
+                // Ends early on graceful shutdown; the loop's condition then ends the service.
+                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: delay) }
             }
         }
     }

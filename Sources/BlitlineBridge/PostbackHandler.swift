@@ -3,12 +3,15 @@ import Logging
 
 /// Takes Blitline's postbacks: checks the signed token, decodes the result, and publishes the
 /// event; answers 2xx only once the broker has confirmed it, so that Blitline retries otherwise.
-struct PostbackHandler: PostbackReceiving {
+struct PostbackHandler: PostbackReceiving, CustomStringConvertible {
     let secrets: [String]
     let session: BrokerSession
     let ledger: OutcomeLedger
     let metrics: BridgeMetrics
     let logger: Logger
+
+    /// Without the secrets.
+    var description: String { "PostbackHandler(\(secrets.count) secrets)" }
 
     func receivePostback(token: String, body: [UInt8], contentType: String?) async -> PostbackReply {
         let received = ContinuousClock.now

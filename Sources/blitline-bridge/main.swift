@@ -31,7 +31,16 @@ LoggingSystem.bootstrap(
     metadataProvider: nil
 )
 let registry = PrometheusCollectorRegistry()
-MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+var metricsFactory = PrometheusMetricsFactory(registry: registry)
+// Fine buckets at the low end: postback-to-event latency is a few milliseconds.
+metricsFactory.defaultDurationHistogramBuckets = [
+    .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(3), .milliseconds(5),
+    .milliseconds(7), .milliseconds(10), .milliseconds(15), .milliseconds(20), .milliseconds(30),
+    .milliseconds(50), .milliseconds(75), .milliseconds(100), .milliseconds(250), .milliseconds(500),
+    .seconds(1), .seconds(2.5), .seconds(5), .seconds(10), .seconds(30), .seconds(60), .seconds(300),
+    .seconds(1800),
+]
+MetricsSystem.bootstrap(metricsFactory)
 
 let logger = Logger(label: "blitline-bridge")
 logger.info(
