@@ -9,6 +9,7 @@ let package = Package(
         .executable(name: "blitline-simulator", targets: ["blitline-simulator"]),
         .executable(name: "amqp-bench", targets: ["amqp-bench"]),
         .executable(name: "amqp-bench-c", targets: ["amqp-bench-c"]),
+        .executable(name: "bridge-bench", targets: ["bridge-bench"]),
         .library(name: "AMQP", targets: ["AMQP"]),
         .library(name: "Blitline", targets: ["Blitline"]),
     ],
@@ -104,6 +105,11 @@ let package = Package(
         .executableTarget(
             name: "amqp-bench-c",
             dependencies: ["CRabbitMQ"]
+        ),
+        // End-to-end load: the bridge and the simulator as processes, against a local broker.
+        .executableTarget(
+            name: "bridge-bench",
+            dependencies: ["AMQP", "Blitline"]
         ),
         .testTarget(
             name: "AMQPTests",

@@ -13,8 +13,10 @@ if [ -z "${BROKER_URL:-}" ]; then
     exec deploy/with-broker.sh "$0" "$@"
 fi
 
-export AMQP_TEST_URL="$BROKER_URL" AMQP_TEST_BROKER="$BROKER_CONTROL"
 swift build --build-tests
+swift build --product blitline-bridge
+export AMQP_TEST_URL="$BROKER_URL" AMQP_TEST_BROKER="$BROKER_CONTROL"
+export BLITLINE_BRIDGE_BIN="$(swift build --show-bin-path)/blitline-bridge"
 status=0
 swift test --skip-build --skip 'FaultTests' "$@" || status=$?
 swift test --skip-build --no-parallel --filter 'FaultTests' "$@" || status=$?
