@@ -76,7 +76,8 @@ final class ConnectionLoop: @unchecked Sendable {
                 do {
                     try open()
                 } catch {
-                    finish(error as? AMQPError ?? AMQPError(.connectionFailed, "\(error)"))
+                    // The caller learns this from the error it gets; nothing to log here.
+                    finish(error as? AMQPError ?? AMQPError(.connectionFailed, "\(error)"), quietly: true)
                     continuation.resume(throwing: error)
                     return
                 }
@@ -248,7 +249,7 @@ final class ConnectionLoop: @unchecked Sendable {
     }
 
     /// Tears the connection down and fails everything still waiting on it.
-    private func finish(_ reason: AMQPError) {
+    private func finish(_ reason: AMQPError, quietly: Bool = false) {
         socketFD.store(-1, ordering: .relaxed)
         // The reason is visible before any caller learns of the failure.
         let (commands, waiters) = mailbox.withLock { box in
@@ -276,7 +277,7 @@ final class ConnectionLoop: @unchecked Sendable {
         for command in deferredPublishes + commands { command.fail(reason) }
         deferredPublishes.removeAll()
         for waiter in waiters.values { waiter.resume(returning: reason) }
-        if reason != .closedByApplication {
+        if reason != .closedByApplication, !quietly {
             logger.warning("AMQP connection closed", metadata: ["reason": "\(reason)"])
         }
     }

@@ -58,6 +58,8 @@ public struct BridgeApp: Sendable {
             submitter: submitter,
             requests: RequestProcessor(
                 configuration: configuration, topology: topology, submitter: submitter,
+                postbackKeys: configuration.postbackSecrets.isEmpty
+                    ? nil : PostbackToken.Keys(secrets: configuration.postbackSecrets),
                 ledger: ledger, metrics: metrics, logger: logger),
             timeouts: TimeoutProcessor(configuration: configuration, ledger: ledger, metrics: metrics, logger: logger),
             polls: PollProcessor(
@@ -68,7 +70,7 @@ public struct BridgeApp: Sendable {
             host: configuration.listenHost, port: configuration.listenPort,
             postbackPathPrefix: configuration.postbackBaseURL.map(Self.path(of:)),
             receiver: PostbackHandler(
-                secrets: configuration.postbackSecrets, session: session, ledger: ledger, metrics: metrics,
+                keys: PostbackToken.Keys(secrets: configuration.postbackSecrets), session: session, ledger: ledger, metrics: metrics,
                 logger: logger),
             isReady: { session.isReady }, metricsText: metricsText, logger: logger, onRunning: onListening)
 

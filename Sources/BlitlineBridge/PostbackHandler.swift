@@ -4,20 +4,20 @@ import Logging
 /// Takes Blitline's postbacks: checks the signed token, decodes the result, and publishes the
 /// event; answers 2xx only once the broker has confirmed it, so that Blitline retries otherwise.
 struct PostbackHandler: PostbackReceiving, CustomStringConvertible {
-    let secrets: [String]
+    let keys: PostbackToken.Keys
     let session: BrokerSession
     let ledger: OutcomeLedger
     let metrics: BridgeMetrics
     let logger: Logger
 
     /// Without the secrets.
-    var description: String { "PostbackHandler(\(secrets.count) secrets)" }
+    var description: String { "PostbackHandler(\(keys.keys.count) keys)" }
 
     func receivePostback(token: String, body: [UInt8], contentType: String?) async -> PostbackReply {
         let received = ContinuousClock.now
         let verified: PostbackToken
         do {
-            verified = try PostbackToken(verifying: token[...], secrets: secrets)
+            verified = try PostbackToken(verifying: token[...], keys: keys)
         } catch .malformed {
             metrics.postback("unsigned")
             return PostbackReply(status: 401, message: "missing or unreadable postback signature")

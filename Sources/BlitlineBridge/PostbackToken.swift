@@ -1,6 +1,5 @@
 import Blitline
 import Crypto
-import Foundation
 
 /// The signed last segment of a postback URL. It carries everything the event needs, so any
 /// instance can handle any postback without shared state, and an HMAC-SHA256 that proves the
@@ -20,21 +19,30 @@ struct PostbackToken: Sendable, Hashable {
         case badSignature
     }
 
-    func signed(with secret: String) -> String {
-        let payload = Array(payloadJSON.jsonBytes)
-        let mac = HMAC<SHA256>.authenticationCode(for: payload, using: SymmetricKey(data: Array(secret.utf8)))
-        return Self.base64URL(payload) + "." + Self.base64URL(Array(mac))
+    /// The keys made from `POSTBACK_SECRET`: the first signs, any verifies.
+    struct Keys: Sendable {
+        let keys: [SymmetricKey]
+
+        init(secrets: [String]) { keys = secrets.map { SymmetricKey(data: Array($0.utf8)) } }
     }
 
-    /// Checks the signature against every secret (rotation) and reads the payload.
-    init(verifying token: Substring, secrets: [String]) throws(Rejection) {
+    func signed(with keys: Keys) -> String {
+        let payload = payloadJSON.jsonBytes
+        let mac = HMAC<SHA256>.authenticationCode(for: payload, using: keys.keys[0])
+        return Base64URL.encode(payload) + "." + Base64URL.encode(Array(mac))
+    }
+
+    /// Signs with one secret (tests and tools; the bridge keeps its keys made once).
+    func signed(with secret: String) -> String { signed(with: Keys(secrets: [secret])) }
+
+    /// Checks the signature against every key (rotation) and reads the payload.
+    init(verifying token: Substring, keys: Keys) throws(Rejection) {
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 2, let payload = Self.bytes(base64URL: parts[0]),
-            let mac = Self.bytes(base64URL: parts[1]), mac.count == 32
+        guard parts.count == 2, parts[0].utf8.count < 16_384, let payload = Base64URL.decode(parts[0]),
+            let mac = Base64URL.decode(parts[1]), mac.count == 32
         else { throw .malformed }
-        let signedByUs = secrets.contains { secret in
-            HMAC<SHA256>.isValidAuthenticationCode(
-                mac, authenticating: payload, using: SymmetricKey(data: Array(secret.utf8)))
+        let signedByUs = keys.keys.contains { key in
+            HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: payload, using: key)
         }
         guard signedByUs else { throw .badSignature }
         guard let json = try? JSONValue(parsing: payload), let requestID = json["r"]?.stringValue,
@@ -58,19 +66,5 @@ struct PostbackToken: Sendable, Hashable {
         if let value = context.traceparent { members.append(.init(key: "p", value: .string(value))) }
         members.append(.init(key: "s", value: .number(String(submittedAt))))
         return .object(members)
-    }
-
-    static func base64URL(_ bytes: [UInt8]) -> String {
-        var text = Data(bytes).base64EncodedString()
-        text = text.replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
-        while text.hasSuffix("=") { text.removeLast() }
-        return text
-    }
-
-    static func bytes(base64URL text: Substring) -> [UInt8]? {
-        guard text.utf8.count < 16_384 else { return nil }
-        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
-        while base64.utf8.count % 4 != 0 { base64 += "=" }
-        return Data(base64Encoded: base64).map(Array.init)
     }
 }

@@ -14,6 +14,8 @@ struct RequestProcessor: Sendable {
     let configuration: BridgeConfiguration
     let topology: Topology
     let submitter: JobSubmitter
+    /// Signs postback URLs; `nil` in polling mode.
+    let postbackKeys: PostbackToken.Keys?
     let ledger: OutcomeLedger
     let metrics: BridgeMetrics
     let logger: Logger
@@ -41,8 +43,8 @@ struct RequestProcessor: Sendable {
         let attempt = delivery.properties.headers?[Self.attemptHeader]?.intValue ?? 1
         let submittedAt = Self.now()
         var postbackURL: String?
-        if let base = configuration.postbackBaseURL, let secret = configuration.postbackSecrets.first {
-            let token = PostbackToken(context: context, submittedAt: submittedAt).signed(with: secret)
+        if let base = configuration.postbackBaseURL, let postbackKeys {
+            let token = PostbackToken(context: context, submittedAt: submittedAt).signed(with: postbackKeys)
             postbackURL = Self.postbackURL(base: base, token: token)
         }
         let prepared = job.prepared(applicationID: configuration.blitlineApplicationID, postbackURL: postbackURL)
@@ -54,13 +56,13 @@ struct RequestProcessor: Sendable {
         case .accepted(let jobID, _):
             metrics.submission("accepted")
             logger[metadataKey: "job_id"] = "\(jobID)"
-            let pending = PendingJob(
+            var pending = PendingJob(
                 context: context, jobID: jobID, submittedAt: submittedAt,
-                deadline: submittedAt + Self.milliseconds(configuration.jobTimeout),
-                applicationKey: Self.applicationKey(prepared.applicationID ?? ""))
+                deadline: submittedAt + Self.milliseconds(configuration.jobTimeout), applicationKey: "")
             if configuration.usesPostbacks {
                 try await publisher.scheduleDeadline(pending, timeout: configuration.jobTimeout)
             } else {
+                pending.applicationKey = Self.applicationKey(prepared.applicationID ?? "")
                 async let poll: Void = publisher.schedulePoll(pending, pause: false)
                 try await publisher.scheduleDeadline(pending, timeout: configuration.jobTimeout)
                 try await poll
@@ -112,7 +114,7 @@ struct RequestProcessor: Sendable {
 
     /// The poll rate limit's key: the application id itself is a secret and stays out of messages.
     static func applicationKey(_ applicationID: String) -> String {
-        SHA256.hash(data: Array(applicationID.utf8)).prefix(12).map { String(format: "%02x", $0) }.joined()
+        Base64URL.encode(Array(SHA256.hash(data: Array(applicationID.utf8))).prefix(12))
     }
 
     static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
