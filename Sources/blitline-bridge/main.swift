@@ -13,6 +13,25 @@ func exitWithReason(_ reason: String, status: Int32) -> Never {
 }
 
 let arguments = Array(CommandLine.arguments.dropFirst())
+
+// Operator tools are subcommands; with none, this is the worker.
+if arguments.first == "submit" {
+    if arguments.contains("--help") || arguments.contains("-h") {
+        print(SubmitCommand.usage, terminator: "")
+        exit(0)
+    }
+    do {
+        let command = try SubmitCommand(arguments: arguments.dropFirst())
+        let configuration = try BridgeConfiguration(environment: ProcessInfo.processInfo.environment, arguments: [])
+        LoggingSystem.bootstrap { label in JSONLogHandler(label: label, level: .warning) }
+        exit(try await command.run(configuration: configuration))
+    } catch let error as ConfigurationError {
+        exitWithReason(error.description, status: 2)
+    } catch {
+        exitWithReason(String(describing: error), status: 1)
+    }
+}
+
 if BridgeConfiguration.wantsHelp(arguments) {
     print(BridgeConfiguration.helpText, terminator: "")
     exit(0)
