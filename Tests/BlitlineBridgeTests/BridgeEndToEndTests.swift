@@ -1,0 +1,242 @@
+import AMQP
+import Blitline
+import Foundation
+import Testing
+
+extension BridgeProcessTests {
+    /// The bridge process end to end against the test broker and the simulator: requests in, events
+    /// out (contract sections 5, 6 and 8). Every test has its own queues, exchange and simulator.
+    @Suite struct BridgeEndToEndTests {
+        static let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+        @Test func everyValidRequestCompletesOnceWithAFullCloudEvent() async throws {
+            try await BridgeHarness.run("happy") { h in
+                try await h.startBridge()
+                var requests = (0..<20).map { TestRequest.thumbnails("happy-\($0)", index: $0) }
+                requests[1].correlationID = "order-1"
+                requests[2].replyTo = h.replyQueue
+                requests[3].headers = ["traceparent": .string(Self.traceparent)]
+                requests[4].correlationID = "order-4"
+                requests[4].replyTo = h.replyQueue
+                requests[4].headers = ["traceparent": .string(Self.traceparent)]
+                let outcomes = try await h.outcomes(of: requests, settle: .milliseconds(500))
+                outcomes.expectEachCompleted(requests)
+                #expect(outcomes.events.allSatisfy { $0.exchange == h.eventsExchange })
+                let jobIDs = outcomes.events.compactMap { $0.data?["job_id"]?.stringValue }
+                #expect(Set(jobIDs).count == requests.count, "job ids repeat: \(jobIDs)")
+
+                #expect(await h.replies.waitForCount(2, timeout: .seconds(5)))
+                try await Task.sleep(for: .milliseconds(200))
+                #expect(h.replies.events.count == 2)
+                for reply in h.replies.events {
+                    let original = h.events.events.first { $0.id == reply.id }
+                    #expect(reply.id != nil && [requests[2].id, requests[4].id].contains(reply.subject ?? ""))
+                    #expect(reply.json == original?.json)
+                    #expect(reply.properties.messageID == original?.properties.messageID)
+                    #expect(reply.properties.correlationID == original?.properties.correlationID)
+                    #expect(reply.properties.headers?["traceparent"] == original?.properties.headers?["traceparent"])
+                    #expect(reply.exchange == "" && reply.routingKey == h.replyQueue)
+                }
+                #expect(try await h.depth(of: h.jobsQueue) == 0)
+                #expect(try await h.depth(of: h.deadQueue) == 0)
+            }
+        }
+
+        @Test func invalidRequestsFailAndAreDeadLetteredWithoutStoppingTheWork() async throws {
+            try await BridgeHarness.run("invalid") { h in
+                var settings = try h.settings()
+                settings.applicationID = nil
+                settings.extra["MAX_REQUEST_BYTES"] = "2048"
+                let bridge = try await h.startBridge(settings)
+
+                let job: JSONValue = [
+                    "application_id": "test-app", "src": "https://example.com/a.jpg",
+                    "functions": [
+                        ["name": "resize_to_fit", "params": ["width": 10], "save": ["image_identifier": "t"]]
+                    ],
+                ]
+                func variant(_ change: (inout JSONValue) -> Void) -> [UInt8] {
+                    var copy = job
+                    change(&copy)
+                    return copy.jsonBytes
+                }
+                let cases: [(request: TestRequest, problem: String)] = [
+                    (.raw("bad-bytes", [0xFF, 0xFE] + (0..<200).map { _ in UInt8.random(in: 0...255) }), "not valid"),
+                    (.raw("bad-truncated", Array(job.jsonBytes.prefix(40))), "not valid JSON"),
+                    (.raw("bad-array", JSONValue.array([job]).jsonBytes), "an array"),
+                    (.raw("bad-no-src", variant { $0["src"] = nil }), "`src`"),
+                    (.raw("bad-empty-functions", variant { $0["functions"] = [] }), "`functions`"),
+                    (
+                        .raw("bad-postback-url", variant { $0["postback_url"] = "https://example.com/mine" }),
+                        "`postback_url`"
+                    ),
+                    (
+                        .raw("bad-too-large", variant { $0["padding"] = .string(String(repeating: "x", count: 3000)) }),
+                        "2048"
+                    ),
+                    (.raw("bad-no-application-id", variant { $0["application_id"] = nil }), "`application_id`"),
+                ]
+                var invalid = cases.map(\.request)
+                for index in invalid.indices {
+                    invalid[index].correlationID = "corr-\(index)"
+                    invalid[index].headers = ["x-producer": .string("tests"), "x-attempt": .int32(Int32(index))]
+                }
+                let valid = (0..<invalid.count + 1).map {
+                    TestRequest.thumbnails("good-\($0)", index: $0, applicationID: "test-app")
+                }
+                var interleaved: [TestRequest] = []
+                for index in valid.indices {
+                    interleaved.append(valid[index])
+                    if index < invalid.count { interleaved.append(invalid[index]) }
+                }
+                let outcomes = try await h.outcomes(of: interleaved)
+                for (index, (_, problem)) in cases.enumerated() {
+                    let request = invalid[index]
+                    guard let event = outcomes.single(request) else { continue }
+                    expectFailedBeforeBlitline(
+                        event, of: request, reason: "invalid_request", published: outcomes.published)
+                    #expect(
+                        event.errors.first?.contains(problem) == true,
+                        "\(request.id): \(event.errors) does not say \(problem)")
+                }
+                outcomes.expectEachCompleted(valid)
+
+                let deadLetters = try await h.deadLetters(count: invalid.count)
+                #expect(deadLetters.count == invalid.count)
+                for request in invalid {
+                    expectDeadLettered(
+                        deadLetters.first { $0.properties.messageID == request.id }, as: request,
+                        reason: "invalid_request")
+                }
+                #expect(bridge.isRunning)
+                #expect(try await bridge.get("/readyz").status == 200)
+                #expect(try await h.depth(of: h.jobsQueue) == 0)
+            }
+        }
+
+        @Test func anUnknownFunctionFailsWithBlitlinesErrors() async throws {
+            try await BridgeHarness.run("unknown-function") { h in
+                try await h.startBridge()
+                let job: JSONValue = [
+                    "src": ["name": "canvas", "width": 640, "height": 480],
+                    "functions": [["name": "sparkle", "params": [:], "save": ["image_identifier": "sparkled"]]],
+                ]
+                let request = TestRequest(id: "sparkle-0", body: job.jsonBytes, correlationID: "c-1")
+                let outcomes = try await h.outcomes(of: [request])
+                guard let event = outcomes.single(request) else { return }
+                expectEnvelope(event, of: request, status: "failed", published: outcomes.published)
+                #expect(event.reason == "processing_failed")
+                #expect(event.errors.contains { $0.contains("Unknown function named") }, "\(event.errors)")
+                #expect(event.data?["failed_image_identifiers"] == ["sparkled"])
+                #expect(event.data?["job_id"]?.stringValue?.isEmpty == false)
+                #expect(event.data?["completed_via"]?.stringValue == "postback")
+                #expect(try await h.depth(of: h.deadQueue) == 0, "a job Blitline ran is not dead-lettered")
+            }
+        }
+
+        @Test func aJobBlitlineRefusesIsRejectedAndDeadLettered() async throws {
+            try await BridgeHarness.run(
+                "rejected", simulator: { $0.allowedApplicationIDs = [BridgeHarness.applicationID] }
+            ) { h in
+                try await h.startBridge()
+                var refused = TestRequest.thumbnails("refused-0", applicationID: "someone-elses-app")
+                refused.correlationID = "c-refused"
+                refused.headers = ["x-producer": .string("tests")]
+                let accepted = TestRequest.thumbnails("accepted-0", index: 1)
+                let outcomes = try await h.outcomes(of: [refused, accepted])
+                if let event = outcomes.single(refused) {
+                    expectFailedBeforeBlitline(event, of: refused, reason: "rejected", published: outcomes.published)
+                    #expect(event.errors.first?.contains("Application ID is not valid") == true, "\(event.errors)")
+                }
+                outcomes.expectEachCompleted([accepted])
+                let deadLetters = try await h.deadLetters(count: 1)
+                expectDeadLettered(deadLetters.first, as: refused, reason: "rejected")
+                #expect(try await h.deadLetters(count: 1, timeout: .milliseconds(300)).isEmpty)
+            }
+        }
+
+        @Test func transientSubmitFailuresAreRetriedUntilTheRequestsComplete() async throws {
+            try await BridgeHarness.run("submit-500") { h in
+                let bridge = try await h.startBridge()
+                try await h.simulator.control(["fail_submits": 2])
+                let requests = (0..<4).map { TestRequest.thumbnails("retried-\($0)", index: $0) }
+                try await h.outcomes(of: requests).expectEachCompleted(requests)
+                let stats = try await h.simulator.stats()
+                #expect(stats["submit_faults"] == 2)
+                #expect(try await bridge.metrics().value("blitline_bridge_submit_retries_total") >= 1)
+                #expect(try await h.depth(of: h.deadQueue) == 0)
+            }
+        }
+
+        @Test func aSubmitThatHangsPastTheSubmitTimeoutIsRetried() async throws {
+            try await BridgeHarness.run("submit-hang") { h in
+                var settings = try h.settings()
+                settings.extra["BLITLINE_SUBMIT_TIMEOUT"] = "1s"
+                try await h.startBridge(settings)
+                // Blitline would answer (503) only after 8 s; the bridge gives up after 1 s and retries.
+                try await h.simulator.control(["hang_submits": 1, "hang_ms": 8000])
+                let request = TestRequest.thumbnails("hung-0")
+                let start = Date()
+                try await h.outcomes(of: [request], timeout: .seconds(20)).expectEachCompleted([request])
+                let took = Date().timeIntervalSince(start)
+                #expect(
+                    took >= 1 && took < 7, "completed \(took) s after the request: the hung submit was not cut at 1 s")
+                let stats = try await h.simulator.stats()
+                #expect(stats["submit_faults"] == 1)
+                #expect(stats["jobs_accepted"] == 1)
+            }
+        }
+
+        @Test func submitsThatKeepFailingEndAsSubmitFailedAfterTheLastAttempt() async throws {
+            try await BridgeHarness.run("submit-failed") { h in
+                var settings = try h.settings()
+                settings.submitMaxAttempts = 2
+                try await h.startBridge(settings)
+                try await h.simulator.control(["fail_submit_fraction": 1])
+                var request = TestRequest.thumbnails("doomed-0")
+                request.correlationID = "c-doomed"
+                let outcomes = try await h.outcomes(of: [request])
+                if let event = outcomes.single(request) {
+                    expectFailedBeforeBlitline(
+                        event, of: request, reason: "submit_failed", published: outcomes.published)
+                    #expect(event.errors.first?.contains("2 attempts") == true, "\(event.errors)")
+                }
+                expectDeadLettered(try await h.deadLetters(count: 1).first, as: request, reason: "submit_failed")
+                #expect(
+                    try await h.simulator.stats()["submit_requests"] == 2, "Blitline is tried SUBMIT_MAX_ATTEMPTS times"
+                )
+            }
+        }
+
+        @Test func metricsCountWhatTheBridgeDid() async throws {
+            try await BridgeHarness.run("metrics") { h in
+                let bridge = try await h.startBridge()
+                let valid = (0..<3).map { TestRequest.thumbnails("counted-\($0)", index: $0) }
+                let invalid = TestRequest.raw("counted-invalid", Array("[]".utf8))
+                _ = try await h.outcomes(of: valid + [invalid])
+                let unsigned = try await bridge.post(
+                    "/blitline/postback/garbage", body: valid[0].postbackBody(jobID: "0x"))
+                #expect(unsigned.status == 401)
+
+                var metrics = try await bridge.metrics()
+                _ = try await eventually(timeout: .seconds(3)) {
+                    metrics = try await bridge.metrics()
+                    return metrics.value("blitline_bridge_events_published_total") >= 4
+                        && metrics.value("blitline_bridge_postbacks_total", ["outcome": "unsigned"]) >= 1
+                }
+                #expect(metrics.value("blitline_bridge_requests_received_total") == 4)
+                #expect(metrics.value("blitline_bridge_submissions_total", ["outcome": "accepted"]) == 3)
+                #expect(metrics.value("blitline_bridge_submissions_total") == 3)
+                #expect(metrics.value("blitline_bridge_postbacks_total", ["outcome": "accepted"]) == 3)
+                #expect(metrics.value("blitline_bridge_postbacks_total", ["outcome": "unsigned"]) == 1)
+                #expect(metrics.value("blitline_bridge_events_published_total", ["type": "completed"]) == 3)
+                #expect(
+                    metrics.value(
+                        "blitline_bridge_events_published_total", ["type": "failed", "reason": "invalid_request"]) == 1)
+                #expect(metrics.value("blitline_bridge_submit_duration_seconds_count") == 3)
+                #expect(metrics.value("blitline_bridge_postback_to_event_seconds_count") == 3)
+                #expect(metrics.value("blitline_bridge_requests_in_flight") == 0)
+            }
+        }
+    }
+}

@@ -1,0 +1,218 @@
+import AMQP
+import Blitline
+import BlitlineSimulator
+import Foundation
+import Synchronization
+import Testing
+
+@testable import BlitlineBridge
+
+/// One test's world: a simulator, the test's own queue and exchange names on the shared broker,
+/// collectors reading the events back, and any number of bridge processes.
+///
+/// Before a bridge starts, the harness declares the events exchange with a queue bound to `job.#`
+/// (the events), a queue for `reply_to`, and the jobs queue exactly as the bridge declares it, so
+/// that requests published first are kept.
+final class BridgeHarness: Sendable {
+    static let applicationID = "test-app"
+
+    let label: String
+    let jobsQueue: String
+    let eventsExchange: String
+    let replyQueue: String
+    /// The key bridges sign postback tokens with (the first of their `POSTBACK_SECRET`).
+    let secret: String
+    let simulator: RunningSimulator
+    /// Every event published to the events exchange.
+    let events: EventCollector
+    /// Every event sent to `replyQueue`.
+    let replies: EventCollector
+    private let broker: BrokerClient
+    private let bridges = Mutex<[BridgeProcess]>([])
+
+    var eventsQueue: String { jobsQueue + ".test-events" }
+    /// `{JOBS_QUEUE}.dead`.
+    var deadQueue: String { topology.deadQueue }
+    var topology: Topology { Topology(jobsQueue: jobsQueue, eventsExchange: eventsExchange, jobTimeout: .seconds(60)) }
+
+    private init(label: String, simulator: RunningSimulator, broker: BrokerClient) {
+        let suffix = TestEnvironment.uniqueSuffix()
+        self.label = label
+        self.jobsQueue = "test.\(label).\(suffix).jobs"
+        self.eventsExchange = "test.\(label).\(suffix).events"
+        self.replyQueue = "test.\(label).\(suffix).replies"
+        self.secret = "test-secret-" + String(repeating: suffix, count: 4)
+        self.simulator = simulator
+        self.broker = broker
+        self.events = EventCollector(queue: jobsQueue + ".test-events")
+        self.replies = EventCollector(queue: "test.\(label).\(suffix).replies")
+    }
+
+    /// Runs `body` with a fresh harness, then stops every bridge it started (SIGKILL), the
+    /// collectors and the simulator, and deletes the test's queues and exchange.
+    static func run(
+        _ label: String,
+        retrySpeedFactor: Double = 0.05,
+        simulator configure: (inout BlitlineSimulator.Configuration) -> Void = { _ in },
+        _ body: (BridgeHarness) async throws -> Void
+    ) async throws {
+        let simulator = try await RunningSimulator.start(retrySpeedFactor: retrySpeedFactor, configure)
+        let harness = BridgeHarness(label: label, simulator: simulator, broker: BrokerClient())
+        let outcome: Result<Void, any Error>
+        do {
+            try await harness.declareTestTopology()
+            harness.events.start()
+            harness.replies.start()
+            try await body(harness)
+            outcome = .success(())
+        } catch {
+            outcome = .failure(error)
+        }
+        await harness.tearDown()
+        try outcome.get()
+    }
+
+    private func declareTestTopology() async throws {
+        try await broker.withChannel { channel in
+            try await channel.declareExchange(eventsExchange, type: "topic", durable: true)
+            try await channel.declareQueue(eventsQueue, durable: true)
+            try await channel.bindQueue(eventsQueue, exchange: eventsExchange, routingKey: "job.#")
+            try await channel.declareQueue(replyQueue, durable: true)
+            try await channel.declareQueue(jobsQueue, durable: true)
+        }
+    }
+
+    private func tearDown() async {
+        for bridge in bridges.withLock({ $0 }) {
+            bridge.signal(SIGKILL)
+            _ = await bridge.waitForExit(timeout: .seconds(5))
+        }
+        await events.stop()
+        await replies.stop()
+        await simulator.stop()
+        try? await broker.withChannel { channel in
+            for queue in topology.queues.map(\.name) + [eventsQueue, replyQueue] {
+                _ = try? await channel.deleteQueue(queue)
+            }
+            try? await channel.deleteExchange(eventsExchange)
+        }
+        await broker.close()
+    }
+
+    // MARK: Bridges
+
+    /// Settings for a bridge in postback mode on a free port, reached at its own listener.
+    func settings() throws -> BridgeSettings {
+        let port = try TestEnvironment.freePort()
+        return BridgeSettings(
+            brokerURL: try TestEnvironment.brokerURL, simulatorURL: simulator.url, jobsQueue: jobsQueue,
+            eventsExchange: eventsExchange, listenPort: port, postbackPort: port, secrets: [secret])
+    }
+
+    /// Starts a bridge and waits until it is ready. A listen port that another process took
+    /// meanwhile is replaced by a new one, unless `pinned` (a restart keeps its port).
+    @discardableResult
+    func startBridge(
+        _ settings: BridgeSettings? = nil, pinned: Bool = false, waitUntilReady: Bool = true
+    ) async throws -> BridgeProcess {
+        var settings = try settings ?? self.settings()
+        for attempt in 1...3 {
+            let bridge = try launch(settings)
+            guard waitUntilReady else { return bridge }
+            await bridge.waitUntilListeningOrExited()
+            let portTaken = !bridge.isRunning && bridge.logLines.contains { $0.contains("cannot listen") }
+            if portTaken, !pinned, attempt < 3 {
+                let port = try TestEnvironment.freePort()
+                if settings.postbackPort == settings.listenPort { settings.postbackPort = port }
+                settings.listenPort = port
+                continue
+            }
+            try await bridge.waitUntilReady()
+            return bridge
+        }
+        fatalError("unreachable")
+    }
+
+    /// Starts a new process with the settings of `bridge` (same port, queues and secrets).
+    @discardableResult
+    func restart(_ bridge: BridgeProcess) async throws -> BridgeProcess {
+        try await startBridge(bridge.settings, pinned: true)
+    }
+
+    private func launch(_ settings: BridgeSettings) throws -> BridgeProcess {
+        let number = bridges.withLock { $0.count } + 1
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("blitline-bridge-tests").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let bridge = try BridgeProcess(
+            settings: settings, logPath: "\(directory)/\(label)-\(TestEnvironment.uniqueSuffix())-\(number).log")
+        bridges.withLock { $0.append(bridge) }
+        return bridge
+    }
+
+    /// The end of every bridge's log, for failure messages.
+    func diagnostics() -> String {
+        bridges.withLock { $0 }.map { $0.logTail() }.joined(separator: "\n")
+    }
+
+    // MARK: Broker
+
+    /// Publishes requests to the jobs queue through the default exchange, each confirmed.
+    func publish(_ requests: [TestRequest]) async throws {
+        try await broker.withChannel { channel in
+            for request in requests {
+                try await channel.publish(request.body, routingKey: jobsQueue, properties: request.properties)
+            }
+        }
+    }
+
+    func publish(_ request: TestRequest) async throws { try await publish([request]) }
+
+    /// Messages ready in a queue.
+    func depth(of queue: String) async throws -> UInt32 {
+        try await broker.withChannel { try await $0.declareQueue(queue, passive: true).messageCount }
+    }
+
+    /// Takes up to `count` messages from the dead-letter queue, waiting up to `timeout` for them.
+    func deadLetters(count: Int, timeout: Duration = .seconds(10)) async throws -> [AMQPDelivery] {
+        var taken: [AMQPDelivery] = []
+        _ = try await eventually(timeout: timeout) {
+            try await broker.withChannel { channel in
+                while taken.count < count, let delivery = try await channel.get(queue: deadQueue) {
+                    delivery.ack()
+                    taken.append(delivery)
+                }
+            }
+            return taken.count >= count
+        }
+        return taken
+    }
+
+    /// A token as the bridge signs it for a postback URL.
+    func postbackToken(for requestID: String, correlationID: String? = nil, signedWith secret: String? = nil) -> String
+    {
+        let context = RequestContext(requestID: requestID, correlationID: correlationID, replyTo: nil, traceparent: nil)
+        return PostbackToken(context: context, submittedAt: Int64(Date().timeIntervalSince1970 * 1000))
+            .signed(with: secret ?? self.secret)
+    }
+}
+
+/// The test's own connection with a confirm-mode channel, opened again after the broker was away.
+final class BrokerClient: Sendable {
+    private let current = Mutex<(connection: AMQPConnection, channel: AMQPChannel)?>(nil)
+
+    func withChannel<T>(_ body: (AMQPChannel) async throws -> T) async throws -> T {
+        if let (connection, channel) = current.withLock({ $0 }), connection.closeReason == nil {
+            return try await body(channel)
+        }
+        let connection = try await TestEnvironment.connect()
+        let channel = try await connection.openChannel()
+        try await channel.enableConfirms()
+        if let old = current.withLock({ $0 }) { await old.connection.close() }
+        current.withLock { $0 = (connection, channel) }
+        return try await body(channel)
+    }
+
+    func close() async {
+        if let (connection, _) = current.withLock({ $0 }) { await connection.close() }
+    }
+}

@@ -1,0 +1,160 @@
+import AMQP
+import Blitline
+import Foundation
+import Testing
+
+extension BridgeProcessTests {
+    /// The postback listener of a running bridge (contract section 7): signed tokens, what it
+    /// refuses, repeats, the legacy form encoding, secret rotation, deadlines and late results.
+    @Suite struct BridgePostbackTests {
+        static let otherSecret = "another-secret-nobody-configured-0123456789"
+
+        @Test func theListenerRefusesWhatIsNotAGenuineResult() async throws {
+            try await BridgeHarness.run("postback-refusals") { h in
+                let bridge = try await h.startBridge()
+                let result = TestRequest.thumbnails("forged-0").postbackBody(jobID: "0forgedjobidforgedjobi")
+                let route = "/blitline/postback/"
+
+                #expect(try await bridge.post(route + "garbage", body: result).status == 401)
+                #expect(try await bridge.post(route + "bm90IGEgdG9rZW4.c2lnbmF0dXJl", body: result).status == 401)
+                let foreign = h.postbackToken(for: "forged-1", signedWith: Self.otherSecret)
+                #expect(try await bridge.post(route + foreign, body: result).status == 403)
+                var tampered = Array(h.postbackToken(for: "forged-2").utf8)
+                tampered[2] = tampered[2] == UInt8(ascii: "A") ? UInt8(ascii: "B") : UInt8(ascii: "A")
+                #expect(
+                    [401, 403].contains(
+                        try await bridge.post(route + String(decoding: tampered, as: UTF8.self), body: result).status))
+
+                let genuine = h.postbackToken(for: "not-a-result")
+                #expect(try await bridge.post(route + genuine, body: Array(#"{"hello":"world"}"#.utf8)).status == 400)
+                #expect(
+                    try await bridge.post(route + genuine, body: Array(#"{"results":{"images":[]}}"#.utf8)).status
+                        == 400)
+                #expect(try await bridge.post(route + genuine, body: [], contentType: nil).status == 400)
+                #expect(try await bridge.postOversized(route + genuine, size: 9 << 20).status == 413)
+
+                #expect(try await bridge.post("/blitline/elsewhere/" + genuine, body: result).status == 404)
+                #expect(
+                    try await bridge.post("/postback/" + genuine, body: result).status == 404,
+                    "postbacks live under the base URL's path")
+                #expect(try await bridge.get("/nowhere").status == 404)
+
+                try await Task.sleep(for: .milliseconds(500))
+                #expect(h.events.events.isEmpty, "a refused postback published \(h.events.events.compactMap(\.id))")
+                #expect(bridge.isRunning)
+            }
+        }
+
+        @Test func aRepeatedPostbackGivesTheSameEventIDAndNothingElse() async throws {
+            try await BridgeHarness.run("postback-repeated") { h in
+                try await h.startBridge()
+                try await h.simulator.control(["duplicate_postbacks": 1])
+                let request = TestRequest.thumbnails("repeated-0")
+                let start = Date()
+                try await h.publish(request)
+
+                #expect(await h.events.waitForCount(2, timeout: .seconds(20)), "\(h.diagnostics())")
+                try await Task.sleep(for: .milliseconds(500))
+                let events = h.events.events
+                #expect(events.count == 2)
+                #expect(events.allSatisfy { $0.id == "repeated-0/completed" }, "\(events.compactMap(\.id))")
+                for event in events { expectCompleted(event, of: request, published: window(since: start)) }
+                let stats = try await h.simulator.stats()
+                #expect(stats["postbacks_duplicated"] == 1)
+                #expect(stats["postbacks_acknowledged"] == 2)
+            }
+        }
+
+        @Test func aLegacyFormEncodedPostbackCompletes() async throws {
+            try await BridgeHarness.run("postback-legacy") { h in
+                try await h.startBridge()
+                // Blitline posts back `v` 1.17 jobs as the form field `results`.
+                let request = TestRequest.thumbnails("legacy-0", version: "1.17")
+                try await h.outcomes(of: [request]).expectEachCompleted([request])
+                #expect(try await h.simulator.stats()["postbacks_acknowledged"] == 1)
+            }
+        }
+
+        @Test func aPostbackSignedWithARotatedOutSecretIsStillAccepted() async throws {
+            try await BridgeHarness.run("postback-rotation") { h in
+                var settings = try h.settings()
+                let newSecret = "the-new-secret-after-rotation-0123456789"
+                settings.secrets = [newSecret, h.secret]
+                let bridge = try await h.startBridge(settings)
+                let start = Date()
+
+                let request = TestRequest.thumbnails("rotated-0")
+                try await h.publish(request)
+                let signedBefore = TestRequest.thumbnails("signed-before-rotation", index: 1)
+                let answer = try await bridge.post(
+                    "/blitline/postback/" + h.postbackToken(for: signedBefore.id, signedWith: h.secret),
+                    body: signedBefore.postbackBody(jobID: "1signedbeforerotation0"))
+                #expect(answer.status == 200, "\(answer.text)")
+                let forged = try await bridge.post(
+                    "/blitline/postback/" + h.postbackToken(for: "forged-0", signedWith: Self.otherSecret),
+                    body: signedBefore.postbackBody(jobID: "1forged"))
+                #expect(forged.status == 403)
+
+                #expect(
+                    await h.events.waitForEvents(for: [request.id, signedBefore.id], timeout: .seconds(20)),
+                    "\(h.diagnostics())")
+                let published = window(since: start)
+                if let event = h.events.events(for: request.id).first {
+                    expectCompleted(event, of: request, published: published)
+                }
+                if let event = h.events.events(for: signedBefore.id).first {
+                    expectCompleted(event, of: signedBefore, published: published)
+                }
+                #expect(h.events.events(for: "forged-0").isEmpty)
+            }
+        }
+
+        @Test func aDroppedPostbackEndsInTimeoutAndALateResultIsFlaggedLate() async throws {
+            try await BridgeHarness.run("postback-timeout") { h in
+                var settings = try h.settings()
+                settings.jobTimeout = "3s"
+                let bridge = try await h.startBridge(settings)
+                try await h.simulator.control(["drop_postbacks": 1])
+                var request = TestRequest.thumbnails("dropped-0")
+                request.correlationID = "c-dropped"
+                let start = Date()
+                try await h.publish(request)
+
+                #expect(
+                    await h.events.waitForEvents(for: [request.id], endingWith: ["failed"], timeout: .seconds(20)),
+                    "\(h.diagnostics())")
+                let timeout = try #require(h.events.events(for: request.id).first)
+                expectEnvelope(timeout, of: request, status: "failed", published: window(since: start))
+                #expect(timeout.reason == "timeout")
+                #expect(!timeout.errors.isEmpty)
+                #expect(timeout.data?["completed_via"] == .null)
+                let jobID = try #require(timeout.data?["job_id"]?.stringValue, "a timed-out job still has its job id")
+                let waited =
+                    parseEventTime(timeout.json?["time"]?.stringValue ?? "").map { $0.timeIntervalSince(start) } ?? 0
+                #expect(waited >= 2.9, "the timeout came \(waited) s after the request, before JOB_TIMEOUT")
+                #expect(try await h.simulator.stats()["postbacks_dropped"] == 1)
+
+                // Blitline's result comes late, and (as postbacks may) twice.
+                let token = h.postbackToken(for: request.id, correlationID: request.correlationID)
+                for _ in 1...2 {
+                    let late = try await bridge.post(
+                        "/blitline/postback/" + token, body: request.postbackBody(jobID: jobID))
+                    #expect(late.status == 200, "\(late.text)")
+                }
+                #expect(await h.events.waitForCount(3, timeout: .seconds(10)), "\(h.diagnostics())")
+                try await Task.sleep(for: .milliseconds(300))
+                let events = h.events.events(for: request.id)
+                #expect(
+                    events.map(\.id) == ["dropped-0/failed", "dropped-0/late", "dropped-0/late"],
+                    "a repeated late result changed its id")
+                guard events.count > 1 else { return }
+                let lateEvent = events[1]
+                expectEnvelope(
+                    lateEvent, of: request, status: "completed", id: "dropped-0/late", published: window(since: start))
+                #expect(lateEvent.data?["late"] == true)
+                #expect(lateEvent.data?["job_id"]?.stringValue == jobID)
+                #expect(lateEvent.data?["completed_via"]?.stringValue == "postback")
+            }
+        }
+    }
+}

@@ -1,0 +1,108 @@
+import AMQP
+import Foundation
+import Logging
+import Synchronization
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// What deploy/test.sh hands the tests: the throwaway broker and the built bridge executable.
+enum TestEnvironment {
+    /// `AMQP_TEST_URL`: the broker's URL.
+    static var brokerURL: String {
+        get throws {
+            try #require(
+                ProcessInfo.processInfo.environment["AMQP_TEST_URL"],
+                "AMQP_TEST_URL is not set: run the tests with deploy/test.sh, which starts a broker")
+        }
+    }
+
+    /// `BLITLINE_BRIDGE_BIN`: the `blitline-bridge` executable under test.
+    static var bridgeExecutable: String {
+        get throws {
+            let path = try #require(
+                ProcessInfo.processInfo.environment["BLITLINE_BRIDGE_BIN"],
+                "BLITLINE_BRIDGE_BIN is not set: run the tests with deploy/test.sh, which builds the bridge")
+            try #require(FileManager.default.isExecutableFile(atPath: path), "\(path) is not an executable")
+            return path
+        }
+    }
+
+    static func connect() async throws -> AMQPConnection {
+        try await AMQPConnection.connect(
+            try AMQPConnection.Configuration(url: brokerURL),
+            logger: Logger(label: "amqp") { _ in SwiftLogNoOpLogHandler() })
+    }
+
+    /// Runs deploy/rabbitmq-node.sh (`AMQP_TEST_BROKER`) with `arguments`, e.g. `ctl stop_app`.
+    @discardableResult
+    static func controlBroker(_ arguments: String...) throws -> String {
+        let script = try #require(
+            ProcessInfo.processInfo.environment["AMQP_TEST_BROKER"], "AMQP_TEST_BROKER is not set")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: script)
+        process.arguments = arguments
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let text = String(decoding: data, as: UTF8.self)
+        try #require(process.terminationStatus == 0, "rabbitmq-node.sh \(arguments) failed: \(text)")
+        return text
+    }
+
+    /// Ports handed out already: the system may offer a closed port again at once.
+    private static let handedOut = Mutex<Set<Int>>([])
+
+    /// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, then closed), never
+    /// the same twice in this process.
+    static func freePort() throws -> Int {
+        for _ in 0..<20 {
+            let port = try unusedPort()
+            if handedOut.withLock({ $0.insert(port).inserted }) { return port }
+        }
+        throw PortsExhausted()
+    }
+
+    struct PortsExhausted: Error {}
+
+    private static func unusedPort() throws -> Int {
+        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        try #require(socket >= 0, "socket() failed")
+        defer { close(socket) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = 0
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        try #require(bound == 0, "bind() failed")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(socket, $0, &length) }
+        }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    /// A name of lowercase letters and digits no other test uses.
+    static func uniqueSuffix() -> String {
+        String(UInt64.random(in: 0...UInt64.max), radix: 36)
+    }
+}
+
+/// Waits for `condition` up to `timeout`, checking every 50 ms; returns whether it held.
+func eventually(timeout: Duration, _ condition: () async throws -> Bool) async rethrows -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return true }
+        try? await Task.sleep(for: .milliseconds(50))
+    }
+    return try await condition()
+}
