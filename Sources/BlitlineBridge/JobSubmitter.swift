@@ -80,8 +80,21 @@ final class JobSubmitter: Sendable {
     }
 
     private func send(_ batch: [Waiting]) async {
-        let outcomes =
+        var outcomes =
             batch.count == 1 ? [await client.submit(batch[0].job)] : await client.submit(batch.map(\.job))
+        if batch.count > 1, outcomes.allSatisfy(\.isRejection) {
+            // Blitline refused the request as a whole: one bad job must not sink the others, so
+            // each is asked about on its own.
+            outcomes = []
+            for entry in batch { outcomes.append(await client.submit(entry.job)) }
+        }
         for (entry, outcome) in zip(batch, outcomes) { entry.continuation.resume(returning: outcome) }
+    }
+}
+
+extension SubmitOutcome {
+    fileprivate var isRejection: Bool {
+        if case .rejected = self { return true }
+        return false
     }
 }
