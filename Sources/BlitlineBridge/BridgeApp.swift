@@ -63,7 +63,7 @@ public struct BridgeApp: Sendable {
                 ledger: ledger, metrics: metrics, logger: logger),
             timeouts: TimeoutProcessor(configuration: configuration, ledger: ledger, metrics: metrics, logger: logger),
             polls: PollProcessor(
-                client: client, rateLimiter: PollRateLimiter(ratePerSecond: configuration.pollRate),
+                client: client, rateLimiter: PollRateLimiter(ratePerSecond: configuration.pollRate * PollProcessor.rateMargin),
                 ledger: ledger, metrics: metrics, logger: logger),
             metrics: metrics, logger: logger)
         let listener = HTTPListener(

@@ -29,6 +29,12 @@ final class OutcomeLedger: Sendable {
         state.withLock { $0.outcomes[requestID] }
     }
 
+    /// Whether the request's `timeout` event went out: any result from now on is late.
+    func hasTimedOut(_ requestID: String) -> Bool {
+        let outcome = outcome(for: requestID)
+        return outcome == "timeout" || outcome == "late"
+    }
+
     func record(_ outcome: String, for requestID: String) {
         let now = ContinuousClock.now
         state.withLock { state in

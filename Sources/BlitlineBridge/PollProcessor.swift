@@ -12,6 +12,9 @@ import Logging
 struct PollProcessor: Sendable {
     /// How long after the deadline a result is still looked for, and published as late.
     static let lateWindow: Duration = .seconds(300)
+    /// Polls go out at this fraction of `POLL_RATE`: requests spaced exactly at the limit arrive
+    /// closer together now and then (network jitter), and Blitline refuses those.
+    static let rateMargin = 0.9
 
     let client: BlitlineClient
     let rateLimiter: PollRateLimiter
@@ -34,7 +37,7 @@ struct PollProcessor: Sendable {
         switch await client.poll(jobID: job.jobID) {
         case .result(let result):
             metrics.poll("result")
-            let late = ledger.outcome(for: job.context.requestID) == "timeout"
+            let late = ledger.hasTimedOut(job.context.requestID)
             let event = JobEvent.result(result, context: job.context, via: .poll, late: late)
             try await publisher.publish(event)
             ledger.record(event.outcome, for: job.context.requestID)

@@ -39,7 +39,7 @@ struct PostbackHandler: PostbackReceiving, CustomStringConvertible {
             metrics.postback("unavailable")
             return PostbackReply(status: 503, message: "the broker is not connected; retry later")
         }
-        let late = ledger.outcome(for: context.requestID) == "timeout"
+        let late = ledger.hasTimedOut(context.requestID)
         let event = JobEvent.result(result, context: context, via: .postback, late: late)
         do {
             try await publisher.publish(event)

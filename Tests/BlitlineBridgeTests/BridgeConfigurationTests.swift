@@ -10,6 +10,7 @@ import Testing
         ("AMQP_CA_FILE", "--amqp-ca-file", "none"),
         ("BLITLINE_API_URL", "--blitline-api-url", "https://api.blitline.com"),
         ("BLITLINE_POLL_URL", "--blitline-poll-url", "https://cache.blitline.com"),
+        ("BLITLINE_SUBMIT_TIMEOUT", "--blitline-submit-timeout", "30s"),
         ("BLITLINE_APPLICATION_ID", "--blitline-application-id", "none"),
         ("LISTEN_ADDRESS", "--listen-address", "0.0.0.0:8080"),
         ("POSTBACK_BASE_URL", "--postback-base-url", "none"),
