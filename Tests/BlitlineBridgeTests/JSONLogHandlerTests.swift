@@ -1,0 +1,58 @@
+import Blitline
+import Logging
+import Synchronization
+import Testing
+
+@testable import BlitlineBridge
+
+/// Collects what a handler writes.
+private final class Lines: Sendable {
+    private let lines = Mutex<[[UInt8]]>([])
+    func append(_ line: [UInt8]) { lines.withLock { $0.append(line) } }
+    var all: [[UInt8]] { lines.withLock { $0 } }
+}
+
+@Suite struct JSONLogHandlerTests {
+    private func logger(level: Logger.Level = .info) -> (Logger, Lines) {
+        let lines = Lines()
+        let handler = JSONLogHandler(
+            label: "test", level: level, metadataProvider: nil, sink: .init { lines.append($0) })
+        return (Logger(label: "test", factory: { _ in handler }), lines)
+    }
+
+    @Test func eachEntryIsOneLineOfJSONWithItsMetadata() throws {
+        var (logger, lines) = logger()
+        logger[metadataKey: "request_id"] = "order-1"
+        logger.info(
+            "submitted \"quoted\" \u{1}\n ü",
+            metadata: ["job_id": "4hT9xQ2LrPz0aB1cD2eF3gH", "trace_id": "0af7651916cd43dd8448eb211c80319c"])
+        let line = try #require(lines.all.first)
+        #expect(line.last == UInt8(ascii: "\n"))
+        #expect(!line.dropLast().contains(UInt8(ascii: "\n")), "one entry, one line")
+        let json = try JSONValue(parsing: line)
+        #expect(json["level"]?.stringValue == "info")
+        #expect(json["label"]?.stringValue == "test")
+        #expect(json["message"]?.stringValue == "submitted \"quoted\" \u{1}\n ü")
+        #expect(json["request_id"]?.stringValue == "order-1")
+        #expect(json["job_id"]?.stringValue == "4hT9xQ2LrPz0aB1cD2eF3gH")
+        #expect(json["trace_id"]?.stringValue == "0af7651916cd43dd8448eb211c80319c")
+        let time = try #require(json["time"]?.stringValue)
+        #expect(time.count == 24 && time.hasSuffix("Z"), "RFC 3339 UTC with milliseconds: \(time)")
+    }
+
+    @Test func entriesBelowTheLevelAreNotWritten() {
+        let (logger, lines) = logger(level: .warning)
+        logger.info("quiet")
+        logger.warning("loud")
+        #expect(lines.all.count == 1)
+    }
+
+    @Test func metadataThatClashesWithAFieldKeepsTheField() throws {
+        let (logger, lines) = logger()
+        logger.info("the message", metadata: ["message": "not the message", "level": "nope"])
+        let json = try JSONValue(parsing: try #require(lines.all.first))
+        #expect(json["message"]?.stringValue == "the message")
+        #expect(json["metadata.message"]?.stringValue == "not the message")
+        #expect(json["level"]?.stringValue == "info")
+    }
+}
