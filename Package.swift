@@ -24,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "5.0.1"),
     ],
     targets: [
         // The only module that touches C: librabbitmq (Debian's librabbitmq-dev) and a shim for
@@ -123,6 +124,14 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // The deploy folder's files (Dockerfile, compose, Kubernetes, systemd) against the bridge's settings.
+        .testTarget(
+            name: "DeployTests",
+            dependencies: [
+                "BlitlineBridge",
+                .product(name: "Yams", package: "Yams"),
             ]
         ),
         .testTarget(
