@@ -85,6 +85,12 @@ extension BridgeConfiguration {
             "Every setting is read from its environment variable; the matching flag",
             "overrides it. An empty value stands for the default.",
             "",
+            "Subcommands (operator tools; each explains itself with --help):",
+            "  submit FILE... [--wait]     publish job files as requests, print the events",
+            "  dead-letters list|replay    show JOBS_QUEUE.dead, or replay it to JOBS_QUEUE",
+            "  check                       say what is wrong with the broker, the topology",
+            "                              and the settings, if anything",
+            "",
             "Settings:",
         ]
         for setting in settings {

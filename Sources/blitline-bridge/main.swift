@@ -14,22 +14,44 @@ func exitWithReason(_ reason: String, status: Int32) -> Never {
 
 let arguments = Array(CommandLine.arguments.dropFirst())
 
-// Operator tools are subcommands; with none, this is the worker.
-if arguments.first == "submit" {
+/// Runs an operator tool and exits: `--help` prints its usage; a bad argument or setting exits 2
+/// with its reason, another failure 1.
+func runTool(
+    usage: String, settingFlags: [String] = [], _ body: (BridgeConfiguration) async throws -> Int32
+) async -> Never {
     if arguments.contains("--help") || arguments.contains("-h") {
-        print(SubmitCommand.usage, terminator: "")
+        print(usage, terminator: "")
         exit(0)
     }
     do {
-        let command = try SubmitCommand(arguments: arguments.dropFirst())
-        let configuration = try BridgeConfiguration(environment: ProcessInfo.processInfo.environment, arguments: [])
+        let configuration = try BridgeConfiguration(
+            environment: ProcessInfo.processInfo.environment, arguments: settingFlags)
         LoggingSystem.bootstrap { label in JSONLogHandler(label: label, level: .warning) }
-        exit(try await command.run(configuration: configuration))
+        exit(try await body(configuration))
     } catch let error as ConfigurationError {
         exitWithReason(error.description, status: 2)
     } catch {
         exitWithReason(String(describing: error), status: 1)
     }
+}
+
+// Operator tools are subcommands; with none, this is the worker.
+switch arguments.first {
+case "submit":
+    await runTool(usage: SubmitCommand.usage) { configuration in
+        try await SubmitCommand(arguments: arguments.dropFirst()).run(configuration: configuration)
+    }
+case "dead-letters":
+    await runTool(usage: DeadLettersCommand.usage) { configuration in
+        try await DeadLettersCommand(arguments: arguments.dropFirst()).run(configuration: configuration)
+    }
+case "check":
+    // `check` takes the worker's flags, so that it checks exactly what the worker would run with.
+    await runTool(usage: CheckCommand.usage, settingFlags: Array(arguments.dropFirst())) { configuration in
+        await CheckCommand().run(configuration: configuration)
+    }
+default:
+    break
 }
 
 if BridgeConfiguration.wantsHelp(arguments) {

@@ -1,0 +1,223 @@
+import AMQP
+import AsyncHTTPClient
+import Foundation
+import Logging
+
+/// `blitline-bridge check`: connects with the current configuration and says in plain words what is
+/// wrong, if anything: the broker and the login, the topology and its arguments, the mode and the
+/// postback settings, the application id, and whether Blitline answers. One line per check.
+public struct CheckCommand: Sendable {
+    /// One check's outcome, printed as one line.
+    struct Finding: Sendable, Equatable {
+        enum Verdict: Sendable, Equatable {
+            case pass, warning, failure
+        }
+
+        var verdict: Verdict
+        /// What was checked, e.g. `broker` or `queue blitline.jobs.dead`.
+        var subject: String
+        var text: String
+
+        init(_ verdict: Verdict, _ subject: String, _ text: String) {
+            self.verdict = verdict
+            self.subject = subject
+            self.text = text
+        }
+
+        var line: String {
+            let mark = switch verdict {
+            case .pass: "✔"
+            case .warning: "⚠"
+            case .failure: "✘"
+            }
+            return "\(mark) \(subject): \(text)"
+        }
+    }
+
+    /// How long Blitline's URLs have to answer.
+    static let httpTimeoutSeconds: Int64 = 5
+
+    /// Usage, for `--help`.
+    public static let usage = """
+        usage: blitline-bridge check [--flag value | --flag=value]...
+
+        Connects with the configuration the worker would run with (environment variables, and the
+        worker's flags after `check`) and prints one line per check: ✔ fine, ⚠ worth a look,
+        ✘ wrong. It checks that the broker is reachable and takes the login; that each queue of the
+        topology and the events exchange exist with the arguments the bridge declares (it creates
+        nothing); the mode and, in postback mode, that Blitline can reach POSTBACK_BASE_URL and
+        where it will post; that BLITLINE_APPLICATION_ID is set; that BLITLINE_API_URL (and, when
+        polling, BLITLINE_POLL_URL) answers HTTP at all (no job is submitted).
+        Exits 1 if any check is ✘, 2 on a setting that cannot be read.
+
+        """
+
+    public init() {}
+
+    /// Runs every check, printing each line as it comes; returns the process's exit status.
+    public func run(configuration: BridgeConfiguration) async -> Int32 {
+        var findings: [Finding] = []
+        func report(_ finding: Finding) {
+            print(finding.line)
+            findings.append(finding)
+        }
+        await checkBroker(configuration, report: report)
+        Self.settingsFindings(configuration).forEach(report)
+        report(await Self.checkAnswers("BLITLINE_API_URL", url: configuration.blitlineAPIURL))
+        if !configuration.usesPostbacks {
+            report(await Self.checkAnswers("BLITLINE_POLL_URL", url: configuration.blitlinePollURL))
+        }
+        let failures = findings.filter { $0.verdict == .failure }.count
+        let warnings = findings.filter { $0.verdict == .warning }.count
+        print("")
+        switch (failures, warnings) {
+        case (0, 0): print("All \(findings.count) checks passed.")
+        case (0, _): print("No problems; \(warnings) warning\(warnings == 1 ? "" : "s") (⚠) worth a look.")
+        default:
+            print("\(failures) problem\(failures == 1 ? "" : "s") (✘), \(warnings) warning\(warnings == 1 ? "" : "s") (⚠).")
+        }
+        return failures == 0 ? 0 : 1
+    }
+
+    /// The login, then every queue and the exchange, passively: nothing is created.
+    private func checkBroker(_ configuration: BridgeConfiguration, report: (Finding) -> Void) async {
+        let amqp: AMQPConnection.Configuration
+        let connection: AMQPConnection
+        do {
+            amqp = try configuration.brokerConfiguration(connectionName: "blitline-bridge check")
+        } catch {
+            return report(Finding(.failure, "broker", "AMQP_URL cannot be used: \(error)"))
+        }
+        do {
+            connection = try await AMQPConnection.connect(amqp, logger: Logger(label: "amqp") { _ in SwiftLogNoOpLogHandler() })
+        } catch {
+            return report(Self.brokerFailure(error, amqp))
+        }
+        report(Finding(.pass, "broker", "connected to \(amqp) and logged in as \(amqp.username)"))
+        let topology = Topology(
+            jobsQueue: configuration.jobsQueue, eventsExchange: configuration.eventsExchange,
+            jobTimeout: configuration.jobTimeout)
+        for queue in topology.queues {
+            report(await Self.checkQueue(queue.name, arguments: queue.arguments, topology: topology, on: connection))
+        }
+        report(await Self.checkExchange(topology.eventsExchange, on: connection))
+        await connection.close()
+    }
+
+    /// Why the connection failed, in words: nothing listening, the login refused, or TLS.
+    static func brokerFailure(_ error: any Error, _ amqp: AMQPConnection.Configuration) -> Finding {
+        let unchecked = " (topology not checked)"
+        guard let error = error as? AMQPError else {
+            return Finding(.failure, "broker", "cannot connect to \(amqp): \(error)\(unchecked)")
+        }
+        let address = "\(amqp.host):\(amqp.port)"
+        let text: String
+        switch error.code {
+        case .loginRefused where error.replyCode == 530:
+            text = "the broker at \(address) refused virtual host \"\(amqp.virtualHost)\" to user \"\(amqp.username)\" "
+                + "(it does not exist, or the user has no permission on it): \(error.replyText)"
+        case .loginRefused:
+            text = "wrong credentials: the broker at \(address) refused the login of user \"\(amqp.username)\"; "
+                + "check the user and password in AMQP_URL (RabbitMQ lets guest log in only from localhost)"
+        case .tlsFailed:
+            text = "TLS with \(address) failed: \(error.replyText); check that the port speaks TLS (usually 5671) "
+                + "and that AMQP_CA_FILE holds the CA of the broker's certificate"
+        case .connectionFailed where error.replyCode == nil && error.replyText.hasPrefix("cannot connect"):
+            text = "cannot connect to \(address) (\(Self.refusalReason(error.replyText))): "
+                + "is the broker running, and are the host and port in AMQP_URL right?"
+        default:
+            text = "cannot connect to \(amqp): \(error.replyText)"
+        }
+        return Finding(.failure, "broker", text + unchecked)
+    }
+
+    /// librabbitmq's reason, in the words an operator looks for.
+    private static func refusalReason(_ text: String) -> String {
+        let reason = text.split(separator: ": ", maxSplits: 1).last.map(String.init) ?? text
+        switch reason {
+        case "a socket error occurred": return "connection refused or unreachable"
+        case "hostname lookup failed": return "unknown host name"
+        case "operation timed out", "request timed out": return "no answer in time"
+        default: return reason
+        }
+    }
+
+    /// A passive declare says whether the queue exists; an active one with the bridge's arguments,
+    /// made only once it exists, says whether they match (406 closes that channel, a throwaway).
+    static func checkQueue(
+        _ name: String, arguments: AMQPTable, topology: Topology, on connection: AMQPConnection
+    ) async -> Finding {
+        let subject = "queue \(name)"
+        do {
+            let channel = try await connection.openChannel()
+            let queue: AMQPChannel.Queue
+            do {
+                queue = try await channel.declareQueue(name, passive: true)
+            } catch let error as AMQPError where error.replyCode == AMQPError.ReplyCode.notFound {
+                return Finding(.warning, subject, "missing (the bridge creates it on start)")
+            }
+            do {
+                try await channel.declareQueue(name, durable: true, arguments: arguments)
+            } catch let error as AMQPError where error.replyCode == AMQPError.ReplyCode.preconditionFailed {
+                return Finding(
+                    .failure, subject,
+                    "exists with other arguments than the bridge declares, so the bridge will not start: "
+                        + "\(error.replyText); delete it (and its messages) or choose another JOBS_QUEUE; "
+                        + "the README lists the arguments")
+            }
+            try? await channel.close()
+            switch name {
+            case topology.jobsQueue:
+                return Finding(.pass, subject, "exists; \(queue.messageCount) waiting, \(queue.consumerCount) consumer(s)")
+            case topology.deadQueue where queue.messageCount > 0:
+                return Finding(
+                    .pass, subject,
+                    "exists; \(queue.messageCount) dead letter(s), see `blitline-bridge dead-letters list`")
+            default:
+                return Finding(.pass, subject, "exists with the expected arguments")
+            }
+        } catch {
+            return Finding(.failure, subject, "cannot be checked: \(error)")
+        }
+    }
+
+    /// The events exchange: it exists, and is a durable topic exchange.
+    static func checkExchange(_ name: String, on connection: AMQPConnection) async -> Finding {
+        let subject = "exchange \(name)"
+        do {
+            let channel = try await connection.openChannel()
+            do {
+                try await channel.declareExchange(name, type: "topic", passive: true)
+            } catch let error as AMQPError where error.replyCode == AMQPError.ReplyCode.notFound {
+                return Finding(.warning, subject, "missing (the bridge creates it on start)")
+            }
+            do {
+                try await channel.declareExchange(name, type: "topic", durable: true)
+            } catch let error as AMQPError where error.replyCode == AMQPError.ReplyCode.preconditionFailed {
+                return Finding(
+                    .failure, subject,
+                    "exists, but not as a durable topic exchange: \(error.replyText); delete it or choose another "
+                        + "EVENTS_EXCHANGE")
+            }
+            try? await channel.close()
+            return Finding(.pass, subject, "exists, a durable topic exchange")
+        } catch {
+            return Finding(.failure, subject, "cannot be checked: \(error)")
+        }
+    }
+
+    /// Whether `url` answers HTTP at all, within ``httpTimeoutSeconds``: any status will do.
+    static func checkAnswers(_ variable: String, url: String) async -> Finding {
+        do {
+            let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: url), timeout: .seconds(httpTimeoutSeconds))
+            return Finding(.pass, variable, "\(url) answers (HTTP \(response.status.code))")
+        } catch let error as HTTPClientError where error == .deadlineExceeded || error == .connectTimeout {
+            return Finding(.failure, variable, "\(url) did not answer within \(httpTimeoutSeconds) s")
+        } catch {
+            let reason = String(describing: error)
+            return Finding(
+                .failure, variable,
+                "\(url) does not answer: \(reason.count > 160 ? reason.prefix(159) + "…" : reason[...])")
+        }
+    }
+}

@@ -1,0 +1,203 @@
+import AMQP
+import Foundation
+
+/// `blitline-bridge dead-letters list|replay [--limit N]`: shows what sits in `{JOBS_QUEUE}.dead`,
+/// or moves it back to the jobs queue after a fix, publish confirmed before the dead letter is
+/// acknowledged.
+public struct DeadLettersCommand: Sendable {
+    /// What to do with the dead letters.
+    public enum Action: String, Sendable {
+        /// Print them and leave the queue as it was (count and order).
+        case list
+        /// Publish each to the jobs queue, then acknowledge it.
+        case replay
+    }
+
+    public var action: Action
+    /// How many messages at most; `nil` is 20 for `list` and every message there was at the start
+    /// for `replay`.
+    public var limit: Int?
+
+    /// How many `list` shows without `--limit`.
+    public static let defaultListLimit = 20
+    /// Headers that describe the failed attempt, dropped on replay so the request starts afresh.
+    static let replayDroppedHeaders: Set<String> = [
+        "x-bridge-error", RequestProcessor.attemptHeader, "x-death", "x-first-death-exchange",
+        "x-first-death-queue", "x-first-death-reason", "x-last-death-exchange", "x-last-death-queue",
+        "x-last-death-reason",
+    ]
+
+    /// Usage, for `--help` and mistakes.
+    public static let usage = """
+        usage: blitline-bridge dead-letters list [--limit N]
+               blitline-bridge dead-letters replay [--limit N]
+
+        list: prints the first N messages (default \(defaultListLimit)) of JOBS_QUEUE.dead with their
+        message id, correlation id, the x-bridge-error that says why they failed, and the start of
+        their body. Nothing is removed: the messages return to the queue in the same order (marked
+        redelivered).
+
+        replay: moves the first N messages (default: all there are when it starts) back to
+        JOBS_QUEUE, with the same body and properties but without x-bridge-error, x-bridge-attempt
+        and x-death. Each dead letter is acknowledged only once the broker has confirmed its copy in
+        JOBS_QUEUE; on a failed publish it stays in place and the command exits 1.
+
+        Uses AMQP_URL, AMQP_CA_FILE and JOBS_QUEUE from the environment, as the worker does.
+
+        """
+
+    public init(arguments: ArraySlice<String>) throws(ConfigurationError) {
+        var arguments = arguments
+        guard let first = arguments.popFirst(), let action = Action(rawValue: first) else {
+            throw ConfigurationError(.unexpectedArgument, variable: nil, message: "say list or replay; see blitline-bridge dead-letters --help")
+        }
+        self.action = action
+        while let argument = arguments.popFirst() {
+            var value: String?
+            switch argument {
+            case "--limit": value = arguments.popFirst()
+            case _ where argument.hasPrefix("--limit="): value = String(argument.dropFirst("--limit=".count))
+            default:
+                throw ConfigurationError(.unknownFlag, variable: nil, message: "unknown argument \(argument); see blitline-bridge dead-letters --help")
+            }
+            guard let value, let number = Int(value), number > 0 else {
+                throw ConfigurationError(.invalidValue, variable: nil, message: "--limit takes a positive number")
+            }
+            limit = number
+        }
+    }
+
+    /// Runs the command; returns the process's exit status.
+    public func run(configuration: BridgeConfiguration) async throws -> Int32 {
+        let connection = try await AMQPConnection.connect(
+            configuration.brokerConfiguration(connectionName: "blitline-bridge dead-letters \(action)"))
+        do {
+            let status = try await run(on: connection, jobsQueue: configuration.jobsQueue)
+            await connection.close()
+            return status
+        } catch {
+            await connection.close()
+            throw error
+        }
+    }
+
+    private func run(on connection: AMQPConnection, jobsQueue: String) async throws -> Int32 {
+        let deadQueue = Topology(jobsQueue: jobsQueue, eventsExchange: "", jobTimeout: .zero).deadQueue
+        let source = try await connection.openChannel()
+        let waiting: Int
+        do {
+            waiting = Int(try await source.declareQueue(deadQueue, passive: true).messageCount)
+        } catch let error as AMQPError where error.replyCode == AMQPError.ReplyCode.notFound {
+            Self.complain("queue \(deadQueue) does not exist: is JOBS_QUEUE right? (the bridge creates it on start)")
+            return 1
+        }
+        switch action {
+        case .list: return try await list(deadQueue, waiting: waiting, from: source)
+        case .replay: return try await replay(deadQueue, waiting: waiting, from: source, to: jobsQueue, over: connection)
+        }
+    }
+
+    /// Takes up to the limit with `basic.get` and closes the channel without acknowledging: the
+    /// broker then puts every message back at its own place, so count and order stay as they were.
+    private func list(_ deadQueue: String, waiting: Int, from channel: AMQPChannel) async throws -> Int32 {
+        var shown: [AMQPDelivery] = []
+        while shown.count < limit ?? Self.defaultListLimit, let delivery = try await channel.get(queue: deadQueue) {
+            shown.append(delivery)
+        }
+        try await channel.close()
+        let more = waiting > shown.count ? ", showing the first \(shown.count)" : ""
+        print("\(deadQueue): \(waiting) dead letter\(waiting == 1 ? "" : "s")\(more)")
+        for delivery in shown {
+            print("")
+            print(Self.describe(delivery))
+        }
+        return 0
+    }
+
+    /// One by one: publish to the jobs queue (mandatory, confirmed), then acknowledge the dead
+    /// letter. The first failure stops it; that message goes back when its channel closes.
+    private func replay(
+        _ deadQueue: String, waiting: Int, from source: AMQPChannel, to jobsQueue: String,
+        over connection: AMQPConnection
+    ) async throws -> Int32 {
+        let target = try await connection.openChannel()
+        try await target.enableConfirms()
+        // Bounded by what was there at the start, so that a request the bridge dead-letters again
+        // while this runs is not replayed in a loop.
+        let count = min(limit ?? waiting, waiting)
+        var replayed = 0
+        var failure: String?
+        while replayed < count, let delivery = try await source.get(queue: deadQueue) {
+            let name = Self.name(of: delivery.properties)
+            do {
+                try await target.publish(
+                    delivery.body, routingKey: jobsQueue, mandatory: true,
+                    properties: Self.replayProperties(delivery.properties))
+            } catch {
+                failure = "✘ \(name): not replayed, left in \(deadQueue): \(Self.reason(error, jobsQueue: jobsQueue))"
+                break
+            }
+            delivery.ack()
+            replayed += 1
+            let error = delivery.properties.headers?["x-bridge-error"]?.stringValue.map { " (was: \($0))" } ?? ""
+            print("✔ \(name) → \(jobsQueue)\(Self.shortened(error, to: 160))")
+        }
+        // Closing sends the acknowledgements first and hands an unpublished message back.
+        try await source.close()
+        let left = try? await connection.openChannel().declareQueue(deadQueue, passive: true).messageCount
+        if let failure { print(failure) }
+        print(
+            "\(replayed) of \(count) dead letter\(count == 1 ? "" : "s") replayed to \(jobsQueue)"
+                + (left.map { "; \($0) left in \(deadQueue)" } ?? ""))
+        return failure == nil ? 0 : 1
+    }
+
+    /// The dead letter's properties for its return: the same, minus the headers of the failure.
+    static func replayProperties(_ properties: AMQPProperties) -> AMQPProperties {
+        var properties = properties
+        if let headers = properties.headers {
+            let kept = AMQPTable(headers.entries.filter { !replayDroppedHeaders.contains($0.key) })
+            properties.headers = kept.isEmpty ? nil : kept
+        }
+        return properties
+    }
+
+    /// A dead letter in a few lines: id, correlation id, error, the start of the body.
+    static func describe(_ delivery: AMQPDelivery) -> String {
+        let properties = delivery.properties
+        var lines = [name(of: properties) + (properties.correlationID.map { "  correlation \($0)" } ?? "")]
+        lines.append("    error: " + (properties.headers?["x-bridge-error"]?.stringValue ?? "(no x-bridge-error)"))
+        let text = String(String(decoding: delivery.body, as: UTF8.self).map { $0.isNewline || $0 == "\t" ? " " : $0 })
+        let preview = shortened(text.trimmingCharacters(in: .whitespaces), to: 100)
+        lines.append("    body:  \(preview) (\(delivery.body.count) bytes)")
+        return lines.joined(separator: "\n")
+    }
+
+    /// The message id, or the request id the bridge generated for a message without one.
+    static func name(of properties: AMQPProperties) -> String {
+        if let id = properties.messageID, !id.isEmpty { return id }
+        if let id = properties.headers?[RequestContext.requestIDHeader]?.stringValue {
+            return "\(id) (no message id; request id generated by the bridge)"
+        }
+        return "(no message id)"
+    }
+
+    private static func reason(_ error: any Error, jobsQueue: String) -> String {
+        guard let error = error as? AMQPError else { return "\(error)" }
+        if error.code == .returned {
+            return "queue \(jobsQueue) does not exist (start the bridge once, it declares it)"
+        }
+        if error.isConnectionError || error.code == .channelClosed {
+            return "\(error) (it may have reached \(jobsQueue) all the same)"
+        }
+        return "\(error)"
+    }
+
+    private static func shortened(_ text: String, to length: Int) -> String {
+        text.count > length ? String(text.prefix(length - 1)) + "…" : text
+    }
+
+    private static func complain(_ text: String) {
+        FileHandle.standardError.write(Data("blitline-bridge: \(text)\n".utf8))
+    }
+}
