@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The bridge's end-to-end benchmark (README): builds blitline-bridge, blitline-simulator and
 # bridge-bench in release mode and runs them against AMQP_URL, or a throwaway local node when
-# AMQP_URL is unset. Arguments go to bridge-bench (--count N, default 20000; --prefetch N).
+# AMQP_URL is unset. Arguments go to bridge-bench (--count N, default 20000; --prefetch N, default 1024).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

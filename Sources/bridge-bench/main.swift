@@ -6,7 +6,7 @@
 // bridge's postback-to-event latency p50 and p99 (from its own histogram), its peak RSS; then the
 // same message pattern driven by the AMQP module alone (the broker's ceiling for it).
 //
-// usage: bridge-bench --url AMQP_URL --bin DIR [--count 20000] [--prefetch 256]
+// usage: bridge-bench --url AMQP_URL --bin DIR [--count 20000] [--prefetch 1024]
 import AMQP
 import Blitline
 import Foundation
@@ -15,7 +15,7 @@ struct Options {
     var url = ProcessInfo.processInfo.environment["AMQP_URL"] ?? "amqp://guest:guest@127.0.0.1:5672/%2F"
     var bin = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
     var count = 20_000
-    var prefetch = 256
+    var prefetch = 1024
 
     init() {
         var arguments = CommandLine.arguments.dropFirst()
@@ -62,7 +62,7 @@ func start(_ executable: String, _ arguments: [String], environment: [String: St
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
     process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-    FileManager.default.createFile(atPath: log, contents: nil)
+    _ = FileManager.default.createFile(atPath: log, contents: nil)
     let handle = FileHandle(forWritingAtPath: log)
     process.standardError = handle
     process.standardOutput = handle
