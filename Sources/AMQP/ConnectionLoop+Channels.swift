@@ -163,15 +163,15 @@ extension ConnectionLoop {
         let ok = reply.reply.decoded!.assumingMemoryBound(to: amqp_basic_get_ok_t.self).pointee
         let exchange = String(amqpBytes: ok.exchange)
         let routingKey = String(amqpBytes: ok.routing_key)
-        var message = amqp_message_t()
-        let read = amqp_read_message(state, handle.number, &message, 0)
-        try checkReply(read, channel: handle.number, doing: "reading a message from \(queue)")
-        defer { amqp_destroy_message(&message) }
-        return AMQPDelivery(
-            body: [UInt8](amqpBytes: message.body), properties: AMQPProperties(message.properties),
-            exchange: exchange, routingKey: routingKey, redelivered: ok.redelivered != 0,
-            deliveryTag: ok.delivery_tag, consumerTag: "",
-            channel: AMQPChannel(loop: self, number: handle.number, id: channel.id))
+        let delivery = withMessage(on: handle.number, reading: "a message from \(queue)") { message in
+            AMQPDelivery(
+                body: [UInt8](amqpBytes: message.body), properties: AMQPProperties(message.properties),
+                exchange: exchange, routingKey: routingKey, redelivered: ok.redelivered != 0,
+                deliveryTag: ok.delivery_tag, consumerTag: "",
+                channel: AMQPChannel(loop: self, number: handle.number, id: channel.id))
+        }
+        guard let delivery else { throw closeReasonOrClosed }
+        return delivery
     }
 
     /// ack, nack and reject: no reply comes; errors arrive later as a channel close.

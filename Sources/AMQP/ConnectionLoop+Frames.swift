@@ -46,31 +46,39 @@ extension ConnectionLoop {
         }
     }
 
+    /// Reads the header and body frames that follow a `basic.deliver`, `basic.return` or
+    /// `basic.get-ok` and hands them to `body`; a failed read closes the connection.
+    func withMessage<T>(on number: UInt16, reading what: String, _ body: (amqp_message_t) -> T) -> T? {
+        var message = amqp_message_t()
+        let reply = amqp_read_message(state, number, &message, 0)
+        guard reply.reply_type == AMQP_RESPONSE_NORMAL else {
+            closeConnection(libraryError(reply.library_error, while: "reading \(what)"))
+            return nil
+        }
+        defer { amqp_destroy_message(&message) }
+        return body(message)
+    }
+
     private func deliver(_ deliver: amqp_basic_deliver_t, on number: UInt16) {
         let consumerTag = String(amqpBytes: deliver.consumer_tag)
         let exchange = String(amqpBytes: deliver.exchange)
         let routingKey = String(amqpBytes: deliver.routing_key)
-        var message = amqp_message_t()
-        let reply = amqp_read_message(state, number, &message, 0)
-        guard reply.reply_type == AMQP_RESPONSE_NORMAL else {
-            closeConnection(libraryError(reply.library_error, while: "reading a delivery"))
-            return
+        withMessage(on: number, reading: "a delivery") { message in
+            guard let channel = channels[number], let consumer = channel.consumers[consumerTag] else {
+                // The consumer was cancelled here while the broker was sending: give the message back.
+                _ = amqp_basic_reject(state, number, deliver.delivery_tag, 1)
+                return
+            }
+            let first = consumer.append(
+                AMQPDelivery(
+                    body: [UInt8](amqpBytes: message.body),
+                    properties: AMQPProperties(message.properties),
+                    exchange: exchange, routingKey: routingKey,
+                    redelivered: deliver.redelivered != 0, deliveryTag: deliver.delivery_tag,
+                    consumerTag: consumerTag,
+                    channel: AMQPChannel(loop: self, number: number, id: channel.id)))
+            if first { sinksToFlush.append(consumer) }
         }
-        defer { amqp_destroy_message(&message) }
-        guard let channel = channels[number], let consumer = channel.consumers[consumerTag] else {
-            // The consumer was cancelled here while the broker was sending: give the message back.
-            _ = amqp_basic_reject(state, number, deliver.delivery_tag, 1)
-            return
-        }
-        let first = consumer.append(
-            AMQPDelivery(
-                body: [UInt8](amqpBytes: message.body),
-                properties: AMQPProperties(message.properties),
-                exchange: exchange, routingKey: routingKey,
-                redelivered: deliver.redelivered != 0, deliveryTag: deliver.delivery_tag,
-                consumerTag: consumerTag,
-                channel: AMQPChannel(loop: self, number: number, id: channel.id)))
-        if first { sinksToFlush.append(consumer) }
     }
 
     private func returned(_ method: amqp_basic_return_t, on number: UInt16) {
@@ -79,14 +87,9 @@ extension ConnectionLoop {
             "message returned: \(String(amqpBytes: method.reply_text))")
         let exchange = String(amqpBytes: method.exchange)
         let routingKey = String(amqpBytes: method.routing_key)
-        var message = amqp_message_t()
-        let reply = amqp_read_message(state, number, &message, 0)
-        guard reply.reply_type == AMQP_RESPONSE_NORMAL else {
-            closeConnection(libraryError(reply.library_error, while: "reading a returned message"))
-            return
-        }
-        defer { amqp_destroy_message(&message) }
-        let messageID = AMQPProperties(message.properties).messageID
+        guard let messageID = withMessage(on: number, reading: "a returned message", {
+            AMQPProperties($0.properties).messageID
+        }) else { return }
         channels[number]?.markReturned(
             exchange: exchange, routingKey: routingKey, messageID: messageID, error: error)
     }

@@ -295,7 +295,8 @@ final class ConnectionLoop: @unchecked Sendable {
         if closing == nil { closing = reason }
     }
 
-    var isClosing: Bool { closing != nil }
+    /// Why the connection is closing, for calls that found it so.
+    var closeReasonOrClosed: AMQPError { closing ?? AMQPError(.connectionClosed, "connection closed") }
 
     // MARK: Blocking calls and the watchdog
 
