@@ -37,6 +37,8 @@ struct PollRateLimiterTests {
         let started = ContinuousClock.now
         try await limiter.acquire(applicationID: "a")
         let waited = ContinuousClock.now - started
-        #expect(waited < .milliseconds(1100) && waited > .milliseconds(700))
+        // One interval, not two: the cancelled waiter's token came back. The upper bound leaves room
+        // for a busy machine (the suite runs beside others).
+        #expect(waited < .milliseconds(1800) && waited > .milliseconds(700))
     }
 }

@@ -49,7 +49,7 @@ struct PollTests {
     func pendingAndRateLimited() async throws {
         try await withSimulator {
             $0.pollWait = .milliseconds(200)
-            $0.pollRate = 1
+            $0.pollRate = 0.2  // one poll per 5 s, so a slow first answer cannot make room for the second
         } _: { client, _ in
             let first = await client.poll(jobID: "unknownjob")
             #expect(first == .pending)
