@@ -64,9 +64,7 @@ struct BridgeService: Service, CustomStringConvertible {
     }
 
     private func runSession() async throws {
-        var amqp = try AMQPConnection.Configuration(url: configuration.amqpURL)
-        if let caFile = configuration.amqpCAFile { amqp.tls?.caFile = caFile }
-        amqp.connectionName = "blitline-bridge consumer"
+        var amqp = try configuration.brokerConfiguration(connectionName: "blitline-bridge consumer")
         let consuming = try await AMQPConnection.connect(amqp, logger: logger)
         amqp.connectionName = "blitline-bridge publisher"
         let publishing: AMQPConnection

@@ -47,7 +47,7 @@ public struct SubmitCommand: Sendable {
     /// Runs the command; returns the process's exit status.
     public func run(configuration: BridgeConfiguration) async throws -> Int32 {
         let connection = try await AMQPConnection.connect(
-            AMQPConnection.Configuration(url: configuration.amqpURL))
+            configuration.brokerConfiguration(connectionName: "blitline-bridge submit"))
         let channel = try await connection.openChannel()
         try await channel.enableConfirms()
         var replyQueue: String?
