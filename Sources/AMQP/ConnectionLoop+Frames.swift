@@ -78,6 +78,7 @@ extension ConnectionLoop {
                     consumerTag: consumerTag,
                     channel: AMQPChannel(loop: self, number: number, id: channel.id)))
             if first { sinksToFlush.append(consumer) }
+            deliveriesInPass += 1
         }
     }
 
