@@ -228,6 +228,9 @@ let bridgeSeconds = seconds(lastEvent - firstRequest)
 let metrics = httpGet("http://127.0.0.1:\(bridgePort)/metrics") ?? ""
 let latency = histogram(metrics, "blitline_bridge_postback_to_event_seconds")
 let rss = peakRSS(bridge.processIdentifier)
+let submitRequests = httpGet("http://127.0.0.1:\(simulatorPort)/_control/stats").flatMap { stats in
+    (try? JSONSerialization.jsonObject(with: Data(stats.utf8)) as? [String: Any])?["submit_requests"] as? Int
+}
 let cpu = (
     bridge: cpuSeconds(bridge.processIdentifier), simulator: cpuSeconds(simulator.processIdentifier),
     broker: broker.map(cpuSeconds).map { $0 - brokerCPUBefore }, bench: cpuSeconds(getpid()) - selfCPUBefore)
@@ -241,6 +244,10 @@ if let p50 = quantile(0.5, latency), let p99 = quantile(0.99, latency) {
     print(String(format: "postback-to-event latency: p50 %.1f ms, p99 %.1f ms (bridge histogram, interpolated in its buckets)", p50 * 1000, p99 * 1000))
 } else {
     print("postback-to-event latency: no histogram in /metrics")
+}
+if let submitRequests, submitRequests > 0 {
+    print(String(format: "submissions: %d HTTP requests to the simulator, %.1f jobs each", submitRequests,
+        Double(options.count) / Double(submitRequests)))
 }
 print(String(format: "bridge peak RSS: %.1f MiB", Double(rss) / 1024))
 print(String(format: "CPU seconds during the run: bridge %.2f, simulator %.2f, broker %@, bench %.2f (of %.2f available on %d cores)",
