@@ -6,6 +6,16 @@ import Blitline
 struct EventPublisher: Sendable {
     let channel: AMQPChannel
     let topology: Topology
+    /// Deadlines scheduled at about the same moment share a message (`scheduleDeadline`).
+    private let deadlines: Batcher<PendingJob>
+
+    init(channel: AMQPChannel, topology: Topology) {
+        self.channel = channel
+        self.topology = topology
+        deadlines = Batcher(maxBatch: 100) { jobs in
+            try await Self.publishDeadlines(jobs, on: channel, queue: topology.deadlinesQueue)
+        }
+    }
 
     /// Publishes an event to the events exchange and, when the request asked, to its `reply_to`.
     func publish(_ event: JobEvent) async throws {
@@ -45,14 +55,24 @@ struct EventPublisher: Sendable {
             delivery.body, routingKey: topology.retryQueue(step), mandatory: true, properties: properties)
     }
 
-    /// The job's deadline: a message that expires after `timeout` into the timeouts queue.
-    func scheduleDeadline(_ job: PendingJob, timeout: Duration) async throws {
-        let milliseconds = timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000
+    /// The job's deadline: a message that expires at the job's `deadline` into the timeouts queue.
+    /// Returns once the broker holds it.
+    ///
+    /// Jobs whose deadlines are scheduled while an earlier deadline message is on its way share the
+    /// next message, which expires at the latest of their deadlines (milliseconds apart): a busy
+    /// bridge stores one persistent message per batch of jobs rather than one per job.
+    func scheduleDeadline(_ job: PendingJob) async throws {
+        try await deadlines.add(job)
+    }
+
+    private static func publishDeadlines(_ jobs: [PendingJob], on channel: AMQPChannel, queue: String) async throws {
+        let latest = jobs.map(\.deadline).max() ?? 0
         try await channel.publish(
-            job.json.jsonBytes, routingKey: topology.deadlinesQueue, mandatory: true,
+            JSONValue.array(jobs.map(\.json)).jsonBytes, routingKey: queue, mandatory: true,
             properties: AMQPProperties(
                 contentType: "application/json", deliveryMode: AMQPProperties.persistent,
-                expiration: String(max(milliseconds, 1)), messageID: job.context.requestID + "/deadline"))
+                expiration: String(max(latest - RequestProcessor.now(), 1)),
+                messageID: jobs[0].context.requestID + "/deadline"))
     }
 
     /// Schedules the job's next long poll, now or after a pause.

@@ -35,8 +35,20 @@ struct PendingJob: Sendable, Hashable {
 
     /// Reads a record written by `json`; `nil` for anything else.
     init?(bytes: [UInt8]) {
-        guard let json = try? JSONValue(parsing: bytes),
-            let requestID = json["request_id"]?.stringValue,
+        guard let json = try? JSONValue(parsing: bytes) else { return nil }
+        self.init(json: json)
+    }
+
+    /// Reads the records of a deadline message: an array of them (or, alone, one).
+    static func all(in bytes: [UInt8]) -> [PendingJob]? {
+        guard let json = try? JSONValue(parsing: bytes) else { return nil }
+        guard let members = json.arrayValue else { return PendingJob(json: json).map { [$0] } }
+        let jobs = members.compactMap(PendingJob.init(json:))
+        return jobs.count == members.count && !jobs.isEmpty ? jobs : nil
+    }
+
+    private init?(json: JSONValue) {
+        guard let requestID = json["request_id"]?.stringValue,
             let jobID = json["job_id"]?.stringValue,
             let submittedAt = json["submitted_at"]?.intValue,
             let deadline = json["deadline"]?.intValue

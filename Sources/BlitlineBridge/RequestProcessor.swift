@@ -60,11 +60,11 @@ struct RequestProcessor: Sendable {
                 context: context, jobID: jobID, submittedAt: submittedAt,
                 deadline: submittedAt + Self.milliseconds(configuration.jobTimeout), applicationKey: "")
             if configuration.usesPostbacks {
-                try await publisher.scheduleDeadline(pending, timeout: configuration.jobTimeout)
+                try await publisher.scheduleDeadline(pending)
             } else {
                 pending.applicationKey = Self.applicationKey(prepared.applicationID ?? "")
                 async let poll: Void = publisher.schedulePoll(pending, pause: false)
-                try await publisher.scheduleDeadline(pending, timeout: configuration.jobTimeout)
+                try await publisher.scheduleDeadline(pending)
                 try await poll
             }
             delivery.ack()

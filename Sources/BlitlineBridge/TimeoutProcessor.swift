@@ -3,9 +3,10 @@ import Logging
 
 /// Turns expired deadlines into `timeout` failure events, for jobs with no outcome yet.
 ///
-/// A deadline message reaches the timeouts queue `JOB_TIMEOUT` after submission, whichever instance
-/// submitted the job; any instance may take it. Before deciding, the instance makes sure it has read
-/// every event published so far (`OutcomeLedger.sync`), so a result that came just in time wins.
+/// A deadline message (the deadlines of one or more jobs submitted together) reaches the timeouts
+/// queue `JOB_TIMEOUT` after submission, whichever instance submitted the jobs; any instance may
+/// take it. Before deciding, the instance makes sure it has read every event published so far
+/// (`OutcomeLedger.sync`), so a result that came just in time wins.
 struct TimeoutProcessor: Sendable {
     let configuration: BridgeConfiguration
     let ledger: OutcomeLedger
@@ -13,16 +14,21 @@ struct TimeoutProcessor: Sendable {
     let logger: Logger
 
     func process(_ delivery: AMQPDelivery, publisher: EventPublisher) async throws {
-        guard let job = PendingJob(bytes: delivery.body) else {
+        guard let jobs = PendingJob.all(in: delivery.body) else {
             logger.error("dropping an unreadable deadline message", metadata: ["message_id": "\(delivery.properties.messageID ?? "")"])
             delivery.ack()
             return
         }
         try await ledger.sync(using: publisher)
-        guard ledger.outcome(for: job.context.requestID) == nil else {
-            delivery.ack()
-            return
+        try await withThrowingDiscardingTaskGroup { group in
+            for job in jobs where ledger.outcome(for: job.context.requestID) == nil {
+                group.addTask { try await timeOut(job, publisher: publisher) }
+            }
         }
+        delivery.ack()
+    }
+
+    private func timeOut(_ job: PendingJob, publisher: EventPublisher) async throws {
         let event = JobEvent.failure(
             job.context, reason: .timeout,
             message: "no result from Blitline within \(configuration.jobTimeout) of submission",
@@ -33,6 +39,5 @@ struct TimeoutProcessor: Sendable {
         logger.warning(
             "job timed out",
             metadata: ["request_id": "\(job.context.requestID)", "job_id": "\(job.jobID)"])
-        delivery.ack()
     }
 }

@@ -156,5 +156,29 @@ extension BridgeProcessTests {
                 #expect(lateEvent.data?["completed_via"]?.stringValue == "postback")
             }
         }
+
+        /// Jobs submitted together share deadline messages: exactly the ones whose postback never
+        /// came time out, each once; the others complete and never time out.
+        @Test func jobsSubmittedTogetherTimeOutOnlyWhereNoResultCame() async throws {
+            try await BridgeHarness.run("postback-timeouts") { h in
+                var settings = try h.settings()
+                settings.jobTimeout = "3s"
+                _ = try await h.startBridge(settings)
+                try await h.simulator.control(["drop_postbacks": 4])
+                let requests = (0..<12).map { TestRequest.thumbnails("together-\($0)") }
+                try await withThrowingDiscardingTaskGroup { group in
+                    for request in requests { group.addTask { try await h.publish(request) } }
+                }
+
+                #expect(await h.events.waitForCount(12, timeout: .seconds(30)), "\(h.diagnostics())")
+                try await Task.sleep(for: .seconds(1))  // time for a wrong extra timeout to show
+                let events = requests.map { h.events.events(for: $0.id) }
+                #expect(events.allSatisfy { $0.count == 1 }, "not one event per request: \(events.map { $0.map(\.id) })")
+                let timedOut = events.filter { $0.first?.reason == "timeout" }
+                #expect(timedOut.count == 4)
+                #expect(events.filter { $0.first?.status == "completed" }.count == 8)
+                #expect(try await h.simulator.stats()["postbacks_dropped"] == 4)
+            }
+        }
     }
 }

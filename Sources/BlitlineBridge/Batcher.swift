@@ -1,0 +1,75 @@
+import Synchronization
+
+/// Sends items in batches: whatever arrives while a batch is on its way travels together in the
+/// next one. A quiet bridge sends each item at once; a busy one sends few, larger batches.
+///
+/// No task of its own: the caller whose item starts a batch sends it, and hands the next batch to
+/// the first caller still waiting. `add` returns once the batch holding the item was sent, and
+/// throws what sending it threw.
+final class Batcher<Item: Sendable>: Sendable {
+    private enum Turn {
+        case sent
+        case failed(any Error)
+        case lead
+    }
+
+    private struct State {
+        var waiting: [(item: Item, turn: CheckedContinuation<Turn, Never>)] = []
+        var leading = false
+    }
+
+    private let maxBatch: Int
+    private let send: @Sendable ([Item]) async throws -> Void
+    private let state = Mutex(State())
+
+    init(maxBatch: Int, send: @escaping @Sendable ([Item]) async throws -> Void) {
+        precondition(maxBatch > 0)
+        self.maxBatch = maxBatch
+        self.send = send
+    }
+
+    func add(_ item: Item) async throws {
+        let turn = await withCheckedContinuation { (turn: CheckedContinuation<Turn, Never>) in
+            let lead = state.withLock { state in
+                state.waiting.append((item, turn))
+                guard !state.leading else { return false }
+                state.leading = true
+                return true
+            }
+            if lead { takeTurn() }
+        }
+        switch turn {
+        case .sent: return
+        case .failed(let error): throw error
+        case .lead: break
+        }
+        // This caller sends the batch that holds its item (first in line), then passes the lead on.
+        let batch = state.withLock { state in
+            let batch = state.waiting.prefix(maxBatch)
+            state.waiting.removeFirst(batch.count)
+            return batch
+        }
+        let outcome: Turn
+        do {
+            try await send(batch.map(\.item))
+            outcome = .sent
+        } catch {
+            outcome = .failed(error)
+        }
+        for entry in batch.dropFirst() { entry.turn.resume(returning: outcome) }
+        takeTurn()
+        if case .failed(let error) = outcome { throw error }
+    }
+
+    /// Gives the lead to the first caller waiting, or lets it go.
+    private func takeTurn() {
+        let next = state.withLock { state -> CheckedContinuation<Turn, Never>? in
+            guard let first = state.waiting.first else {
+                state.leading = false
+                return nil
+            }
+            return first.turn
+        }
+        next?.resume(returning: .lead)
+    }
+}

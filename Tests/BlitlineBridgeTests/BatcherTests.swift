@@ -1,0 +1,57 @@
+import Synchronization
+import Testing
+
+@testable import BlitlineBridge
+
+@Suite struct BatcherTests {
+    private struct SendFailed: Error {}
+
+    /// Shared state for the closures under test.
+    private final class Shared<Value: Sendable>: Sendable {
+        let value: Mutex<Value>
+        init(_ value: Value) { self.value = Mutex(value) }
+        func update<T>(_ body: (inout Value) -> T) -> T { value.withLock { body(&$0) } }
+        var current: Value { value.withLock { $0 } }
+    }
+
+    @Test func everyItemIsSentOnceAndCallersArriveTogetherShareBatches() async throws {
+        let batches = Shared<[[Int]]>([])
+        let batcher = Batcher<Int>(maxBatch: 10) { items in
+            batches.update { $0.append(items) }
+            try await Task.sleep(for: .milliseconds(5))  // the broker's confirm
+        }
+        try await withThrowingDiscardingTaskGroup { group in
+            for item in 0..<200 { group.addTask { try await batcher.add(item) } }
+        }
+        let sent = batches.current
+        #expect(sent.flatMap { $0 }.sorted() == Array(0..<200))
+        #expect(sent.allSatisfy { $0.count <= 10 })
+        #expect(sent.count < 100, "200 callers at once made \(sent.count) batches")
+    }
+
+    @Test func aFailedSendFailsEveryCallerInItsBatchAndTheNextBatchStillGoes() async throws {
+        let attempt = Shared(0)
+        let batcher = Batcher<Int>(maxBatch: 100) { _ in
+            let first = attempt.update { count in
+                count += 1
+                return count == 1
+            }
+            try await Task.sleep(for: .milliseconds(20))
+            if first { throw SendFailed() }
+        }
+        let results = Shared<[Int: Bool]>([:])
+        await withDiscardingTaskGroup { group in
+            for item in 0..<20 {
+                group.addTask {
+                    let sent = (try? await batcher.add(item)) != nil
+                    results.update { $0[item] = sent }
+                }
+                if item == 0 { try? await Task.sleep(for: .milliseconds(5)) }  // item 0 goes alone, first
+            }
+        }
+        let outcome = results.current
+        #expect(outcome.count == 20)
+        #expect(outcome[0] == false, "the first batch failed")
+        #expect((1..<20).allSatisfy { outcome[$0] == true }, "the batch after a failure is sent: \(outcome)")
+    }
+}
