@@ -41,7 +41,12 @@ import Testing
 
         #expect(confirmed > 0)
         #expect(publishError?.isConnectionError == true)
-        #expect(reason.replyCode == AMQPError.ReplyCode.connectionForced)
+        // The broker says why (320 CONNECTION_FORCED). On a loaded machine the socket can also fail
+        // under a publish before the broker's close frame is read: then it is a plain closed connection.
+        #expect(
+            reason.replyCode == AMQPError.ReplyCode.connectionForced
+                || (reason.code == .connectionClosed && reason.replyCode == nil),
+            "\(reason)")
         #expect((consumeError as? AMQPError)?.isConnectionError == true)
         #expect(detection < .seconds(10), "calls in flight failed only after \(detection)")
 
