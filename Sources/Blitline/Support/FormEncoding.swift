@@ -16,12 +16,12 @@ package enum FormEncoding {
 
     /// Decodes a form body into its fields in order; `+` means a space. Returns `nil` when a
     /// percent escape is malformed.
-    package static func decode(_ body: some Collection<UInt8>) -> [(name: String, value: [UInt8])]? {
+    package static func decode(_ body: [UInt8]) -> [(name: String, value: [UInt8])]? {
         var fields: [(name: String, value: [UInt8])] = []
         for pair in body.split(separator: UInt8(ascii: "&"), omittingEmptySubsequences: true) {
-            let parts = pair.split(separator: UInt8(ascii: "="), maxSplits: 1, omittingEmptySubsequences: false)
-            guard let name = self.unescape(parts[0]) else { return nil }
-            let value = parts.count > 1 ? self.unescape(parts[1]) : []
+            let equals = pair.firstIndex(of: UInt8(ascii: "="))
+            guard let name = self.unescape(pair[..<(equals ?? pair.endIndex)]) else { return nil }
+            let value = equals.map { self.unescape(pair[pair.index(after: $0)...]) } ?? []
             guard let value else { return nil }
             fields.append((String(decoding: name, as: UTF8.self), value))
         }
@@ -29,7 +29,7 @@ package enum FormEncoding {
     }
 
     /// The value of the first field called `name`.
-    package static func value(of name: String, in body: some Collection<UInt8>) -> [UInt8]? {
+    package static func value(of name: String, in body: [UInt8]) -> [UInt8]? {
         self.decode(body)?.first(where: { $0.name == name })?.value
     }
 
@@ -55,7 +55,8 @@ package enum FormEncoding {
         }
     }
 
-    private static func unescape(_ bytes: some Collection<UInt8>) -> [UInt8]? {
+    /// Concrete (not generic) so that it compiles to a tight loop: submit bodies are large.
+    private static func unescape(_ bytes: ArraySlice<UInt8>) -> [UInt8]? {
         var output: [UInt8] = []
         output.reserveCapacity(bytes.count)
         var iterator = bytes.makeIterator()
