@@ -181,10 +181,7 @@ final class ConnectionLoop: @unchecked Sendable {
                 box.commands.removeAll(keepingCapacity: true)
                 return commands
             }
-            // The frames of many commands leave in few TCP segments: the broker reads them in one go.
-            let corked = commands.count > 1 && setCorked(true)
             for command in commands { execute(command) }
-            if corked { _ = setCorked(false) }
             drainFrames()
             flushDeliveries()
             guard closing == nil, let state else { break }
@@ -216,13 +213,6 @@ final class ConnectionLoop: @unchecked Sendable {
         } else {
             command.run(self)
         }
-    }
-
-    /// Holds back partial TCP segments while corked; uncorking sends what is held at once.
-    private func setCorked(_ corked: Bool) -> Bool {
-        guard let state else { return false }
-        var value: Int32 = corked ? 1 : 0
-        return setsockopt(amqp_get_sockfd(state), Int32(IPPROTO_TCP), TCP_CORK, &value, socklen_t(MemoryLayout<Int32>.size)) == 0
     }
 
     /// Waits on the socket and the wake-up pipe; any readable byte counts as life from the peer.
