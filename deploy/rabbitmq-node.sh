@@ -1,9 +1,7 @@
 #!/usr/bin/env bash
 # A throwaway RabbitMQ node of the project's own, for tests, benchmarks and the demo: its own node
 # name, AMQP port, distribution port, epmd port, Erlang cookie and data folder, so that it never
-# touches another broker on the machine. Its Erlang schedulers do not busy-wait (+sbwt none), as
-# RabbitMQ advises where the broker shares its cores: here it shares two with the tests, the bridge
-# and the simulator, and spinning schedulers took CPU from them (about 10 % of deploy/bench.sh's rate).
+# touches another broker on the machine.
 #
 #   deploy/rabbitmq-node.sh start        start the node and wait until it serves AMQP
 #   deploy/rabbitmq-node.sh stop         stop it (and its epmd)
@@ -33,8 +31,7 @@ as_rabbitmq() {
         RABBITMQ_LOG_BASE="$dir/log" RABBITMQ_PID_FILE="$dir/rabbitmq.pid" \
         RABBITMQ_CONFIG_FILE="$dir/rabbitmq.conf" RABBITMQ_ADVANCED_CONFIG_FILE="$dir/advanced.config" \
         RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins" \
-        RABBITMQ_CONF_ENV_FILE="$dir/rabbitmq-env.conf" \
-        RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="+sbwt none +sbwtdcpu none +sbwtdio none" "$@"
+        RABBITMQ_CONF_ENV_FILE="$dir/rabbitmq-env.conf" "$@"
 }
 
 ctl() { as_rabbitmq "$bin/rabbitmqctl" -n "$node" "$@"; }
