@@ -39,12 +39,13 @@ struct PendingJob: Sendable, Hashable {
         self.init(json: json)
     }
 
-    /// Reads the records of a deadline message: an array of them (or, alone, one).
-    static func all(in bytes: [UInt8]) -> [PendingJob]? {
-        guard let json = try? JSONValue(parsing: bytes) else { return nil }
-        guard let members = json.arrayValue else { return PendingJob(json: json).map { [$0] } }
+    /// Reads the records of a deadline message (an array of them, or one alone), and how many of
+    /// its parts could not be read.
+    static func all(in bytes: [UInt8]) -> (jobs: [PendingJob], unreadable: Int) {
+        guard let json = try? JSONValue(parsing: bytes) else { return ([], 1) }
+        let members = json.arrayValue ?? [json]
         let jobs = members.compactMap(PendingJob.init(json:))
-        return jobs.count == members.count && !jobs.isEmpty ? jobs : nil
+        return (jobs, members.count - jobs.count)
     }
 
     private init?(json: JSONValue) {

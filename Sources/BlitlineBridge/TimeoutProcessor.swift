@@ -14,8 +14,13 @@ struct TimeoutProcessor: Sendable {
     let logger: Logger
 
     func process(_ delivery: AMQPDelivery, publisher: EventPublisher) async throws {
-        guard let jobs = PendingJob.all(in: delivery.body) else {
-            logger.error("dropping an unreadable deadline message", metadata: ["message_id": "\(delivery.properties.messageID ?? "")"])
+        let (jobs, unreadable) = PendingJob.all(in: delivery.body)
+        if unreadable > 0 {
+            logger.error(
+                "dropping unreadable parts of a deadline message",
+                metadata: ["message_id": "\(delivery.properties.messageID ?? "")", "unreadable": "\(unreadable)"])
+        }
+        guard !jobs.isEmpty else {
             delivery.ack()
             return
         }

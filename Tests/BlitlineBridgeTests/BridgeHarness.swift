@@ -167,6 +167,11 @@ final class BridgeHarness: Sendable {
 
     func publish(_ request: TestRequest) async throws { try await publish([request]) }
 
+    /// Publishes a body as it is to one of the bridge's queues, confirmed.
+    func publishRaw(_ body: [UInt8], to queue: String) async throws {
+        try await broker.withChannel { try await $0.publish(body, routingKey: queue) }
+    }
+
     /// Messages ready in a queue.
     func depth(of queue: String) async throws -> UInt32 {
         try await broker.withChannel { try await $0.declareQueue(queue, passive: true).messageCount }

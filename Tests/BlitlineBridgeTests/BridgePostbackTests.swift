@@ -180,5 +180,29 @@ extension BridgeProcessTests {
                 #expect(try await h.simulator.stats()["postbacks_dropped"] == 4)
             }
         }
+
+        /// A deadline message is the bridge's own, but a broken one (or a broken part of one) must
+        /// neither stop the deadlines behind it nor lose the readable jobs beside it.
+        @Test func unreadableDeadlinePartsAreDroppedAndTheReadableJobsStillTimeOut() async throws {
+            try await BridgeHarness.run("deadline-garbage") { h in
+                let bridge = try await h.startBridge()
+                let now = JSONValue.number(String(Int64(Date().timeIntervalSince1970 * 1000)))
+                let job: JSONValue = [
+                    "request_id": "orphan-0", "job_id": "0orphanjobidorphanjobi", "submitted_at": now,
+                    "deadline": now, "application_key": "",
+                ]
+                try await h.publishRaw(Array("not json".utf8), to: h.jobsQueue + ".timeouts")
+                try await h.publishRaw(
+                    JSONValue.array([["request_id": .number("7")], job, "x"]).jsonBytes, to: h.jobsQueue + ".timeouts")
+
+                #expect(
+                    await h.events.waitForEvents(for: ["orphan-0"], endingWith: ["failed"], timeout: .seconds(20)),
+                    "\(h.diagnostics())")
+                #expect(h.events.events(for: "orphan-0").map(\.reason) == ["timeout"])
+                #expect(await eventually(timeout: .seconds(10)) { (try? await h.depth(of: h.jobsQueue + ".timeouts")) == 0 })
+                #expect(bridge.isRunning)
+                #expect(bridge.logLines.contains { $0.contains("unreadable parts of a deadline message") })
+            }
+        }
     }
 }
