@@ -228,6 +228,9 @@ let bridgeSeconds = seconds(lastEvent - firstRequest)
 let metrics = httpGet("http://127.0.0.1:\(bridgePort)/metrics") ?? ""
 let latency = histogram(metrics, "blitline_bridge_postback_to_event_seconds")
 let rss = peakRSS(bridge.processIdentifier)
+// The bridge's deadline messages are still queued (JOB_TIMEOUT is 30 minutes): one per batch of jobs.
+let deadlineMessages = (try? await channel.declareQueue(jobsQueue + ".deadlines", passive: true).messageCount).map(Int.init) ?? 0
+let jobsPerDeadline = deadlineMessages > 0 ? max(1, Int((Double(options.count) / Double(deadlineMessages)).rounded())) : 1
 let submitRequests = httpGet("http://127.0.0.1:\(simulatorPort)/_control/stats").flatMap { stats in
     (try? JSONSerialization.jsonObject(with: Data(stats.utf8)) as? [String: Any])?["submit_requests"] as? Int
 }
@@ -249,14 +252,17 @@ if let submitRequests, submitRequests > 0 {
     print(String(format: "submissions: %d HTTP requests to the simulator, %.1f jobs each", submitRequests,
         Double(options.count) / Double(submitRequests)))
 }
+if deadlineMessages > 0 {
+    print(String(format: "deadline messages: %d, %.1f jobs each", deadlineMessages, Double(options.count) / Double(deadlineMessages)))
+}
 print(String(format: "bridge peak RSS: %.1f MiB", Double(rss) / 1024))
 print(String(format: "CPU seconds during the run: bridge %.2f, simulator %.2f, broker %@, bench %.2f (of %.2f available on %d cores)",
     cpu.bridge, cpu.simulator, cpu.broker.map { String(format: "%.2f", $0) } ?? "n/a", cpu.bench,
     bridgeSeconds * Double(ProcessInfo.processInfo.activeProcessorCount), ProcessInfo.processInfo.activeProcessorCount))
 
 // The broker's ceiling for the same pattern, with the AMQP module alone: consume each request,
-// publish its deadline message and its event (which the stream and the collector both receive),
-// acknowledge; collect every event.
+// publish a deadline message for as many jobs as the bridge's held, and each request's event (which
+// the stream and the collector both receive), acknowledge; collect every event.
 let ceilingJobs = "\(run).ceiling.jobs", deadlines = "\(run).ceiling.deadlines", stream = "\(run).ceiling.stream"
 try await channel.declareQueue(ceilingJobs, durable: true)
 try await channel.declareQueue(deadlines, durable: true)
@@ -276,11 +282,14 @@ let workerTask = Task {
         for try await delivery in try await consuming.consume(queue: ceilingJobs, prefetch: UInt16(options.prefetch)) {
             handled += 1
             let last = handled == options.count
+            let startsDeadline = handled % jobsPerDeadline == 1 % jobsPerDeadline
             group.addTask {
                 let id = delivery.properties.messageID ?? ""
-                try await publishing.publish(
-                    delivery.body, routingKey: deadlines,
-                    properties: AMQPProperties(deliveryMode: 2, expiration: "1800000", messageID: id + "/deadline"))
+                if startsDeadline {
+                    try await publishing.publish(
+                        delivery.body, routingKey: deadlines,
+                        properties: AMQPProperties(deliveryMode: 2, expiration: "1800000", messageID: id + "/deadline"))
+                }
                 try await publishing.publish(
                     delivery.body, exchange: exchange, routingKey: "job.completed",
                     properties: AMQPProperties(contentType: "application/cloudevents+json", deliveryMode: 2, messageID: id + "/completed"))
