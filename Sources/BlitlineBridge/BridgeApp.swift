@@ -57,7 +57,13 @@ public struct BridgeApp: Sendable {
             configuration: configuration, topology: topology, session: session, ledger: ledger,
             submitter: submitter,
             requests: RequestProcessor(
-                configuration: configuration, topology: topology, submitter: submitter,
+                configuration: configuration,
+                rules: RequestRules(
+                    maxRequestBytes: configuration.maxRequestBytes,
+                    defaultApplicationID: configuration.blitlineApplicationID,
+                    submitMaxAttempts: configuration.submitMaxAttempts, maxRedeliveries: configuration.maxRedeliveries,
+                    jobTimeout: configuration.jobTimeout),
+                submitter: submitter,
                 postbackKeys: configuration.postbackSecrets.isEmpty
                     ? nil : PostbackToken.Keys(secrets: configuration.postbackSecrets),
                 ledger: ledger, metrics: metrics, logger: logger),

@@ -354,10 +354,20 @@ extension BridgeConfiguration {
         Setting(
             variable: "SUBMIT_MAX_ATTEMPTS", placeholder: "<count>",
             meaning: "Tries per request against Blitline's submit endpoint on transient failures",
-            form: "use a whole number of at least 1",
+            form: "use a whole number from 1 to 1000",
             defaultValue: { String($0.submitMaxAttempts) },
             parse: { configuration, value, setting throws(ConfigurationError) in
-                configuration.submitMaxAttempts = try integer(value, setting, in: 1...Int.max)
+                configuration.submitMaxAttempts = try integer(value, setting, in: 1...1000)
+            }
+        ),
+        Setting(
+            variable: "MAX_REDELIVERIES", placeholder: "<count>",
+            meaning: "A request the broker redelivers more often than this (the bridge lost the broker "
+                + "or died while holding it each time) goes to JOBS_QUEUE.dead instead of being submitted again",
+            form: "use a whole number from 0 to 1000",
+            defaultValue: { String($0.maxRedeliveries) },
+            parse: { configuration, value, setting throws(ConfigurationError) in
+                configuration.maxRedeliveries = try integer(value, setting, in: 0...1000)
             }
         ),
         Setting(

@@ -30,6 +30,8 @@ public struct BridgeConfiguration: Sendable {
     public var prefetch = 64
     /// Tries per request against Blitline's submit endpoint on transient failures.
     public var submitMaxAttempts = 5
+    /// A request redelivered more often than this is dead-lettered instead of submitted again.
+    public var maxRedeliveries = 5
     /// From submission to giving up with a `timeout` failure.
     public var jobTimeout: Duration = .seconds(30 * 60)
     /// Polls per second per application id, over all instances together.

@@ -10,13 +10,26 @@ struct BridgeMetrics: Sendable {
     let postbackToEvent = Timer(label: "blitline_bridge_postback_to_event_seconds", preferredDisplayUnit: .seconds)
     let jobDuration = Timer(label: "blitline_bridge_job_duration_seconds", preferredDisplayUnit: .seconds)
     let brokerReconnects = Counter(label: "blitline_bridge_broker_reconnects_total")
+    /// Publishes refused for one request (nacked, returned, not encodable): the request was put back for later.
+    let requestSetbacks = Counter(label: "blitline_bridge_request_setbacks_total")
+
+    /// What became of a submission (`blitline_bridge_submissions_total{outcome}`).
+    enum SubmissionOutcome: String, CaseIterable, Sendable {
+        case accepted, rejected, transient
+    }
+
+    /// What a long poll found (`blitline_bridge_polls_total{outcome}`).
+    enum PollOutcome: String, CaseIterable, Sendable {
+        case result, pending, failed
+    }
 
     private let submissions = LabelledCounter(
-        "blitline_bridge_submissions_total", label: "outcome", values: ["accepted", "rejected", "transient"])
+        "blitline_bridge_submissions_total", label: "outcome", values: SubmissionOutcome.allCases.map(\.rawValue))
     private let postbacks = LabelledCounter(
         "blitline_bridge_postbacks_total", label: "outcome",
         values: ["accepted", "unsigned", "forged", "malformed", "unavailable"])
-    private let polls = LabelledCounter("blitline_bridge_polls_total", label: "outcome", values: ["result", "pending", "failed"])
+    private let polls = LabelledCounter(
+        "blitline_bridge_polls_total", label: "outcome", values: PollOutcome.allCases.map(\.rawValue))
     private let events: [String: Counter] = {
         let reasons = ["none", "invalid_request", "rejected", "submit_failed", "processing_failed", "timeout"]
         var counters: [String: Counter] = [:]
@@ -29,14 +42,12 @@ struct BridgeMetrics: Sendable {
         return counters
     }()
 
-    /// `accepted`, `rejected` or `transient`.
-    func submission(_ outcome: String) { submissions.increment(outcome) }
+    func submission(_ outcome: SubmissionOutcome) { submissions.increment(outcome.rawValue) }
 
     /// `accepted`, `unsigned`, `forged`, `malformed`, `unavailable`.
     func postback(_ outcome: String) { postbacks.increment(outcome) }
 
-    /// `result`, `pending`, `failed`.
-    func poll(_ outcome: String) { polls.increment(outcome) }
+    func poll(_ outcome: PollOutcome) { polls.increment(outcome.rawValue) }
 
     func event(_ event: JobEvent) {
         events[event.status.rawValue + "/" + (event.reason?.rawValue ?? "none")]?.increment()

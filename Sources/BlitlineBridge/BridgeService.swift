@@ -30,10 +30,14 @@ struct BridgeService: Service, CustomStringConvertible {
         }
     }
 
+    /// A session that lasted this long was healthy: the reconnect backoff starts afresh after it.
+    static let healthySession: Duration = .seconds(60)
+
     /// Runs sessions until a graceful shutdown (or cancellation); only a fatal error ends it sooner.
     private func runSessions() async throws {
         var failures = 0
         while !Task.isCancelled, !Task.isShuttingDownGracefully {
+            let started = ContinuousClock.now
             do {
                 try await runSession()
                 failures = 0
@@ -45,6 +49,7 @@ struct BridgeService: Service, CustomStringConvertible {
             } catch {
                 session.disconnected()
                 if Task.isShuttingDownGracefully || Task.isCancelled { return }
+                if ContinuousClock.now - started >= Self.healthySession { failures = 0 }
                 failures += 1
                 metrics.brokerReconnects.increment()
                 let delay = Self.backoff(failures: failures)
@@ -95,9 +100,7 @@ struct BridgeService: Service, CustomStringConvertible {
 
     private func serve(consuming: AMQPConnection, publishing: AMQPConnection) async throws {
         try await topology.declare(on: consuming)
-        let publishChannel = try await publishing.openChannel()
-        try await publishChannel.enableConfirms()
-        let publisher = EventPublisher(channel: publishChannel, topology: topology)
+        let publisher = EventPublisher(channel: try await PublishChannel.open(on: publishing), topology: topology)
 
         let streamChannel = try await consuming.openChannel()
         let streamConsumer = try await streamChannel.consume(
@@ -113,7 +116,7 @@ struct BridgeService: Service, CustomStringConvertible {
                     consumers.addTask {
                         try await consuming.openChannel().consume(
                             queue: topology.jobsQueue, prefetch: UInt16(configuration.prefetch)
-                        ) { try await requests.process($0, publisher: publisher) }
+                        ) { try await requests.process($0, effects: publisher) }
                     }
                     consumers.addTask {
                         try await consuming.openChannel().consume(queue: topology.timeoutsQueue, prefetch: 16) {
@@ -136,6 +139,8 @@ struct BridgeService: Service, CustomStringConvertible {
             }
             group.addTask {
                 let reason = await Self.firstClosed(consuming, publishing)
+                // Not ready from this moment: nothing in hand can be finished any more.
+                session.disconnected()
                 throw reason
             }
             // The consumers return only after a graceful shutdown drained them.

@@ -3,13 +3,16 @@ import Blitline
 
 /// Everything the bridge publishes, on one confirm-mode channel of the publishing connection.
 /// Each call returns once the broker has confirmed; only then may a request be acknowledged.
+///
+/// A call that fails with an error for which `RequestSettlement.isSetback` holds concerns its
+/// message alone; any other error means the session is over.
 struct EventPublisher: Sendable {
-    let channel: AMQPChannel
+    let channel: PublishChannel
     let topology: Topology
     /// Deadlines scheduled at about the same moment share a message (`scheduleDeadline`).
     private let deadlines: Batcher<PendingJob>
 
-    init(channel: AMQPChannel, topology: Topology) {
+    init(channel: PublishChannel, topology: Topology) {
         self.channel = channel
         self.topology = topology
         deadlines = Batcher(maxBatch: 100) { jobs in
@@ -21,7 +24,7 @@ struct EventPublisher: Sendable {
     func publish(_ event: JobEvent) async throws {
         let body = event.body
         let properties = event.properties
-        guard let replyTo = event.context.replyTo else {
+        guard let replyTo = event.context.routableReplyTo else {
             try await channel.publish(
                 body, exchange: topology.eventsExchange, routingKey: event.routingKey, properties: properties)
             return
@@ -32,27 +35,42 @@ struct EventPublisher: Sendable {
         try await reply
     }
 
-    /// Moves a request to the dead-letter queue as it arrived, saying why in `x-bridge-error`.
-    func deadLetter(_ delivery: AMQPDelivery, context: RequestContext, error: String) async throws {
-        var properties = delivery.properties
-        var headers = properties.headers ?? [:]
-        headers["x-bridge-error"] = .string(error)
-        headers[RequestContext.requestIDHeader] = .string(context.requestID)
-        properties.headers = headers
-        try await channel.publish(
-            delivery.body, routingKey: topology.deadQueue, mandatory: true, properties: properties)
+    /// Moves a request to the dead-letter queue as it arrived (body, properties, headers), saying
+    /// why in `x-bridge-error`. A request whose headers leave no room for the bridge's is
+    /// dead-lettered without its own headers, and the error says so.
+    func deadLetter(_ request: RequestMessage, context: RequestContext, error: String) async throws {
+        let headers: AMQPTable = [BridgeHeader.error: .string(error), BridgeHeader.requestID: .string(context.requestID)]
+        try await publishCopy(of: request, to: topology.deadQueue, headers: headers) {
+            $0[BridgeHeader.error] = .string(error + " (the request's own headers did not fit beside this one and were left out)")
+        }
     }
 
-    /// Puts a request in a delay queue from which it returns to the jobs queue for `attempt`.
-    func retry(_ delivery: AMQPDelivery, context: RequestContext, attempt: Int, step: Int) async throws {
-        var properties = delivery.properties
-        var headers = properties.headers ?? [:]
-        headers[RequestProcessor.attemptHeader] = .int32(Int32(attempt))
-        headers[RequestContext.requestIDHeader] = .string(context.requestID)
-        properties.headers = headers
-        properties.deliveryMode = AMQPProperties.persistent
-        try await channel.publish(
-            delivery.body, routingKey: topology.retryQueue(step), mandatory: true, properties: properties)
+    /// Puts a copy of a request in the retry queue of `delayStep` (from which it returns to the
+    /// jobs queue), or straight back into the jobs queue when `delayStep` is `nil`.
+    func putBack(_ request: RequestMessage, context: RequestContext, headers: AMQPTable, delayStep: Int?) async throws {
+        var headers = headers
+        headers[BridgeHeader.requestID] = .string(context.requestID)
+        let queue = delayStep.map(topology.retryQueue) ?? topology.jobsQueue
+        try await publishCopy(of: request, to: queue, headers: headers) { _ in }
+    }
+
+    /// Publishes a clean copy (`copyForRepublishing`); when the broker could not be sent the
+    /// copy's headers in one frame, again without the producer's headers, marked by `note`.
+    private func publishCopy(
+        of request: RequestMessage, to queue: String, headers: AMQPTable, note: (inout AMQPTable) -> Void
+    ) async throws {
+        do {
+            try await channel.publish(
+                request.body, routingKey: queue, mandatory: true,
+                properties: request.properties.copyForRepublishing(bridgeHeaders: headers))
+        } catch let error as AMQPError where error.code == .invalidArgument {
+            var headers = headers
+            note(&headers)
+            if let traceparent = request.properties.headers?["traceparent"] { headers["traceparent"] = traceparent }
+            try await channel.publish(
+                request.body, routingKey: queue, mandatory: true,
+                properties: request.properties.copyForRepublishing(bridgeHeaders: headers, keepingHeaders: false))
+        }
     }
 
     /// The job's deadline: a message that expires at the job's `deadline` into the timeouts queue.
@@ -65,7 +83,7 @@ struct EventPublisher: Sendable {
         try await deadlines.add(job)
     }
 
-    private static func publishDeadlines(_ jobs: [PendingJob], on channel: AMQPChannel, queue: String) async throws {
+    private static func publishDeadlines(_ jobs: [PendingJob], on channel: PublishChannel, queue: String) async throws {
         let latest = jobs.map(\.deadline).max() ?? 0
         try await channel.publish(
             JSONValue.array(jobs.map(\.json)).jsonBytes, routingKey: queue, mandatory: true,
@@ -90,6 +108,6 @@ struct EventPublisher: Sendable {
         try await channel.publish(
             [], routingKey: topology.outcomesStream, mandatory: true,
             properties: AMQPProperties(
-                headers: [OutcomeLedger.outcomeHeader: .string(OutcomeLedger.marker)], messageID: id))
+                headers: [BridgeHeader.outcome: .string(OutcomeLedger.marker)], messageID: id))
     }
 }

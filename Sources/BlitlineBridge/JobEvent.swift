@@ -63,14 +63,19 @@ struct JobEvent: Sendable {
 
     var properties: AMQPProperties {
         var headers: AMQPTable = [
-            RequestContext.requestIDHeader: .string(context.requestID),
-            OutcomeLedger.outcomeHeader: .string(outcome),
+            BridgeHeader.requestID: .string(context.requestID),
+            BridgeHeader.outcome: .string(outcome),
         ]
         if let traceparent = context.traceparent { headers["traceparent"] = .string(traceparent) }
+        // AMQP's short strings hold 255 bytes: an id or correlation id longer than that (an
+        // invalid request's) is carried in the event's JSON only.
+        func short(_ text: String?) -> String? {
+            text.flatMap { $0.utf8.count <= RequestContext.maxShortStringBytes ? $0 : nil }
+        }
         return AMQPProperties(
             contentType: "application/cloudevents+json", headers: headers,
-            deliveryMode: AMQPProperties.persistent, correlationID: context.correlationID,
-            messageID: id, timestamp: UInt64(time.timeIntervalSince1970), type: "blitline.job.\(status.rawValue)",
+            deliveryMode: AMQPProperties.persistent, correlationID: short(context.correlationID),
+            messageID: short(id), timestamp: UInt64(time.timeIntervalSince1970), type: "blitline.job.\(status.rawValue)",
             appID: "blitline-bridge")
     }
 

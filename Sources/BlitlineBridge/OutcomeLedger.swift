@@ -9,8 +9,6 @@ import Synchronization
 /// each knows about every outcome a deadline could still concern, whichever instance published it,
 /// across restarts, with no state outside RabbitMQ. Entries older than that window are forgotten.
 final class OutcomeLedger: Sendable {
-    /// Header on events (and markers) saying what the event means for its request.
-    static let outcomeHeader = "x-bridge-outcome"
     static let marker = "marker"
 
     private struct State {
@@ -63,12 +61,12 @@ final class OutcomeLedger: Sendable {
         var unacknowledged = 0
         for try await delivery in consumer {
             let headers = delivery.properties.headers
-            let outcome = headers?[Self.outcomeHeader]?.stringValue
+            let outcome = headers?[BridgeHeader.outcome]?.stringValue
             if outcome == Self.marker {
                 if let id = delivery.properties.messageID {
                     state.withLock { $0.markerWaiters.removeValue(forKey: id) }?.finish()
                 }
-            } else if let outcome, let requestID = headers?[RequestContext.requestIDHeader]?.stringValue {
+            } else if let outcome, let requestID = headers?[BridgeHeader.requestID]?.stringValue {
                 record(outcome, for: requestID)
             }
             unacknowledged += 1
@@ -79,15 +77,16 @@ final class OutcomeLedger: Sendable {
         }
     }
 
-    /// Returns once this instance has read every event published before the call, by putting a
-    /// marker in the stream and waiting to read it back.
-    func sync(using publisher: EventPublisher, timeout: Duration = .seconds(10)) async throws {
+    /// Returns `true` once this instance has read every event published before the call, by
+    /// putting a marker in the stream and waiting to read it back; `false` when the marker did not
+    /// come back within `timeout` (the reader lags behind the stream).
+    func sync(using publisher: EventPublisher, timeout: Duration = .seconds(10)) async throws -> Bool {
         let id = "marker/" + UUID().uuidString
         let (seen, continuation) = AsyncStream<Void>.makeStream()
         state.withLock { $0.markerWaiters[id] = continuation }
         defer { state.withLock { $0.markerWaiters.removeValue(forKey: id) }?.finish() }
         try await publisher.publishMarker(id)
-        try await withThrowingTaskGroup(of: Bool.self) { group in
+        return try await withThrowingTaskGroup(of: Bool.self) { group in
             group.addTask {
                 for await _ in seen {}
                 return true
@@ -98,7 +97,7 @@ final class OutcomeLedger: Sendable {
             }
             let markerSeen = try await group.next() ?? false
             group.cancelAll()
-            if !markerSeen { throw BridgeError.brokerUnavailable }
+            return markerSeen
         }
     }
 }

@@ -22,38 +22,80 @@ struct PollProcessor: Sendable {
     let metrics: BridgeMetrics
     let logger: Logger
 
-    func process(_ delivery: AMQPDelivery, publisher: EventPublisher) async throws {
+    func process(_ delivery: some RequestMessage, publisher: EventPublisher) async throws {
         guard let job = PendingJob(bytes: delivery.body) else {
             logger.error("dropping an unreadable poll message")
             delivery.ack()
             return
         }
-        guard RequestProcessor.now() < job.deadline + RequestProcessor.milliseconds(Self.lateWindow) else {
+        guard Self.isWanted(job, now: RequestProcessor.now()) else {
             delivery.ack()
             return
         }
         try await rateLimiter.acquire(applicationID: job.applicationKey)
         let started = ContinuousClock.now
-        switch await client.poll(jobID: job.jobID) {
-        case .result(let result):
-            metrics.poll("result")
-            let late = ledger.hasTimedOut(job.context.requestID)
-            let event = JobEvent.result(result, context: job.context, via: .poll, late: late)
-            try await publisher.publish(event)
-            ledger.record(event.outcome, for: job.context.requestID)
-            metrics.event(event)
-            metrics.jobDuration.recordMilliseconds(RequestProcessor.now() - job.submittedAt)
-        case .pending:
-            metrics.poll("pending")
-            let answeredAtOnce = ContinuousClock.now - started < .seconds(1)
-            try await publisher.schedulePoll(job, pause: answeredAtOnce)
-        case .failed(let failure):
-            metrics.poll("failed")
-            logger.info(
-                "poll failed; trying again",
-                metadata: ["job_id": "\(job.jobID)", "error": "\(failure.message)"])
-            try await publisher.schedulePoll(job, pause: true)
+        let outcome = await client.poll(jobID: job.jobID)
+        let step = Self.step(
+            after: outcome, timedOut: ledger.hasTimedOut(job.context.requestID), answeredIn: ContinuousClock.now - started)
+        do {
+            switch step {
+            case .publish(let result, let late):
+                metrics.poll(.result)
+                let event = JobEvent.result(result, context: job.context, via: .poll, late: late)
+                do {
+                    try await publisher.publish(event)
+                } catch where PublishFailure.isSetback(error) {
+                    // Blitline keeps the result a few minutes: poll for it again after a pause.
+                    logger.warning("the broker refused a poll result's event; polling again", metadata: ["error": "\(error)"])
+                    metrics.requestSetbacks.increment()
+                    try await publisher.schedulePoll(job, pause: true)
+                    break
+                }
+                ledger.record(event.outcome, for: job.context.requestID)
+                metrics.event(event)
+                metrics.jobDuration.recordMilliseconds(RequestProcessor.now() - job.submittedAt)
+            case .pollAgain(let pause, let label):
+                metrics.poll(label)
+                if case .failed(let failure) = outcome {
+                    logger.info("poll failed; trying again", metadata: ["job_id": "\(job.jobID)", "error": "\(failure.message)"])
+                }
+                try await publisher.schedulePoll(job, pause: pause)
+            }
+        } catch where PublishFailure.isSetback(error) {
+            logger.warning("the broker refused a poll message; handing it back later", metadata: ["error": "\(error)"])
+            metrics.requestSetbacks.increment()
+            try await Task.sleep(for: RequestProcessor.requeuePause)
+            delivery.requeue()
+            return
         }
         delivery.ack()
+    }
+}
+
+extension PollProcessor {
+    /// What to do after a long poll, apart from I/O.
+    enum Step: Sendable, Equatable {
+        /// Blitline had the result: publish its event (`late` after the job's timeout event).
+        case publish(JobResult, late: Bool)
+        /// Not yet (or the poll failed): poll again, after a pause when Blitline answered at once
+        /// or failed, so that a job never spends the rate in a tight loop.
+        case pollAgain(pause: Bool, PollOutcomeLabel)
+    }
+
+    /// The metric label of a poll that found no result.
+    typealias PollOutcomeLabel = BridgeMetrics.PollOutcome
+
+    /// Whether a job is still polled: until its deadline plus `lateWindow`, after which its
+    /// timeout event has said all there is.
+    static func isWanted(_ job: PendingJob, now: Int64) -> Bool {
+        now < job.deadline + lateWindow.milliseconds
+    }
+
+    static func step(after outcome: PollOutcome, timedOut: Bool, answeredIn: Duration) -> Step {
+        switch outcome {
+        case .result(let result): .publish(result, late: timedOut)
+        case .pending: .pollAgain(pause: answeredIn < .seconds(1), .pending)
+        case .failed: .pollAgain(pause: true, .failed)
+        }
     }
 }

@@ -4,43 +4,87 @@ import Crypto
 import Foundation
 import Logging
 
-/// Takes one request from the jobs queue to the point where the broker holds whatever finishes it
-/// (contract sections 5, 7 and 8): validate, submit, then acknowledge only once the job's deadline
-/// (and poll schedule) or the request's failure event is confirmed.
+/// Carries one request through the steps `RequestRules` decides, up to the point where the
+/// broker holds whatever finishes it: its deadline (and poll schedule), or its failure event and
+/// dead letter. Only then is it acknowledged.
+///
+/// An error that concerns this request alone (a setback) is settled here, by putting the request
+/// back for later with what it reached; only an error of the session itself is thrown, and the
+/// request is then redelivered to the next session.
 struct RequestProcessor: Sendable {
-    /// How many submit attempts a request has had, on requests coming back from a retry queue.
-    static let attemptHeader = "x-bridge-attempt"
+    /// How long a request waits in hand before it is handed back to its queue, when not even a
+    /// copy of it could be published.
+    static let requeuePause: Duration = .seconds(5)
+    /// The bytes of requests parsed, prepared and submitted at once: thousands of ordinary
+    /// requests, sixteen of the largest `MAX_REQUEST_BYTES` allows by default.
+    static let workingBytes = 16 << 20
 
     let configuration: BridgeConfiguration
-    let topology: Topology
-    let submitter: JobSubmitter
+    let rules: RequestRules
+    let submitter: any JobSubmitting
     /// Signs postback URLs; `nil` in polling mode.
     let postbackKeys: PostbackToken.Keys?
     let ledger: OutcomeLedger
     let metrics: BridgeMetrics
     let logger: Logger
+    var requeuePause = Self.requeuePause
+    /// Shared by every request of the bridge.
+    var workingBytes = ByteBudget(capacity: Self.workingBytes)
 
-    func process(_ delivery: AMQPDelivery, publisher: EventPublisher) async throws {
+    func process(_ request: some RequestMessage, effects: some RequestEffects) async throws {
+        do {
+            try await workingBytes.withBytes(request.body.count) {
+                try await process(request, effects: effects, logger: logger)
+            }
+        } catch is CancellationError {
+            // The session ended while the request waited its turn: the broker gives it to the next.
+        }
+    }
+
+    private func process(_ request: some RequestMessage, effects: some RequestEffects, logger: Logger) async throws {
         metrics.requestsReceived.increment()
         metrics.requestsInFlight.increment()
         defer { metrics.requestsInFlight.decrement() }
-        let context = RequestContext(delivery.properties)
+        let context = RequestContext(request.properties)
         var logger = logger
         logger[metadataKey: "request_id"] = "\(context.requestID)"
         if let traceID = context.traceID { logger[metadataKey: "trace_id"] = "\(traceID)" }
 
-        let job: BlitlineJob
-        do {
-            job = try BlitlineJob.validate(
-                delivery.body, defaultApplicationID: configuration.blitlineApplicationID,
-                maxBytes: configuration.maxRequestBytes)
-        } catch {
-            logger.notice("invalid request", metadata: ["error": "\(error.message)"])
-            try await fail(delivery, context, reason: .invalidRequest, message: error.message, publisher: publisher)
-            return
+        var step = rules.firstStep(for: request, context: context, now: Self.now())
+        var setbacks = RequestRules.setbacks(in: request.properties)
+        while true {
+            switch step {
+            case .submit(let job, let attempt):
+                // A session that is ending submits nothing more: it could not finish the job.
+                guard !Task.isCancelled else { return }
+                step = await submit(job, bytes: request.body.count, attempt: attempt, context: context, logger: &logger)
+            case .giveBack:
+                return
+            case .requeueAfterPause:
+                logger.warning("no copy of the request could be published; handing it back to its queue later")
+                try await Task.sleep(for: requeuePause)
+                request.requeue()
+                return
+            case .countRedelivery, .schedule, .fail, .retry:
+                do {
+                    try await carryOut(step, for: request, context: context, effects: effects, logger: logger)
+                    request.ack()
+                    return
+                } catch where PublishFailure.isSetback(error) {
+                    logger.warning(
+                        "the broker refused a message for this request; it is put back for later",
+                        metadata: ["error": "\(error)", "setbacks": "\(setbacks + 1)"])
+                    metrics.requestSetbacks.increment()
+                    step = rules.afterSetback(of: step, setbacks: setbacks)
+                    setbacks += 1
+                }
+            }
         }
+    }
 
-        let attempt = delivery.properties.headers?[Self.attemptHeader]?.intValue ?? 1
+    private func submit(
+        _ job: BlitlineJob, bytes: Int, attempt: Int, context: RequestContext, logger: inout Logger
+    ) async -> RequestRules.Step {
         let submittedAt = Self.now()
         var postbackURL: String?
         if let base = configuration.postbackBaseURL, let postbackKeys {
@@ -49,63 +93,67 @@ struct RequestProcessor: Sendable {
         }
         let prepared = job.prepared(applicationID: configuration.blitlineApplicationID, postbackURL: postbackURL)
         let started = ContinuousClock.now
-        let outcome = await submitter.submit(prepared)
+        let outcome = await submitter.submit(prepared, bytes: bytes)
         metrics.submitDuration.record(since: started)
-
         switch outcome {
         case .accepted(let jobID, _):
-            metrics.submission("accepted")
+            metrics.submission(.accepted)
             logger[metadataKey: "job_id"] = "\(jobID)"
-            var pending = PendingJob(
-                context: context, jobID: jobID, submittedAt: submittedAt,
-                deadline: submittedAt + Self.milliseconds(configuration.jobTimeout), applicationKey: "")
-            if configuration.usesPostbacks {
-                try await publisher.scheduleDeadline(pending)
-            } else {
-                pending.applicationKey = Self.applicationKey(prepared.applicationID ?? "")
-                async let poll: Void = publisher.schedulePoll(pending, pause: false)
-                try await publisher.scheduleDeadline(pending)
-                try await poll
-            }
-            delivery.ack()
             logger.debug("submitted", metadata: ["attempt": "\(attempt)"])
-
         case .rejected(let message):
-            metrics.submission("rejected")
+            metrics.submission(.rejected)
             logger.notice("Blitline refused the job", metadata: ["error": "\(message)"])
-            try await fail(delivery, context, reason: .rejected, message: message, publisher: publisher)
-
         case .transient(let failure):
-            metrics.submission("transient")
-            guard attempt < configuration.submitMaxAttempts else {
-                let message = "Blitline could not be reached after \(attempt) attempts: \(failure.message)"
-                logger.warning("giving up on the request", metadata: ["error": "\(failure.message)"])
-                try await fail(delivery, context, reason: .submitFailed, message: message, publisher: publisher)
-                return
-            }
-            let step = topology.retryStep(attempt: attempt, minimum: failure.retryAfter)
-            logger.info(
-                "submit failed; retrying later",
-                metadata: ["attempt": "\(attempt)", "retry_in": "\(Topology.retryDelays[step])", "error": "\(failure.message)"])
-            metrics.submitRetries.increment()
-            try await publisher.retry(delivery, context: context, attempt: attempt + 1, step: step)
-            delivery.ack()
+            metrics.submission(.transient)
+            logger.info("submit failed", metadata: ["attempt": "\(attempt)", "error": "\(failure.message)"])
         }
+        return rules.afterSubmit(
+            outcome, attempt: attempt, submittedAt: submittedAt, applicationID: prepared.applicationID)
     }
 
-    /// A request that cannot succeed as it is: its failure event, the request into the
-    /// dead-letter queue, then the acknowledgement.
-    private func fail(
-        _ delivery: AMQPDelivery, _ context: RequestContext, reason: JobEvent.Reason, message: String,
-        publisher: EventPublisher
+    private func carryOut(
+        _ step: RequestRules.Step, for request: some RequestMessage, context: RequestContext,
+        effects: some RequestEffects, logger: Logger
     ) async throws {
-        let event = JobEvent.failure(context, reason: reason, message: message)
-        async let deadLettered: Void = publisher.deadLetter(delivery, context: context, error: "\(reason.rawValue): \(message)")
-        try await publisher.publish(event)
-        try await deadLettered
-        ledger.record(event.outcome, for: context.requestID)
-        metrics.event(event)
-        delivery.ack()
+        switch step {
+        case .countRedelivery(let count):
+            logger.info("redelivered request counted and put back", metadata: ["redeliveries": "\(count)"])
+            // The copy keeps what the request reached before (its attempt, an accepted job id, …).
+            var headers = AMQPTable((request.properties.headers?.entries ?? []).filter { BridgeHeader.all.contains($0.key) })
+            headers[BridgeHeader.redeliveries] = .int32(Int32(count))
+            try await effects.putBack(request, context: context, headers: headers, delayStep: nil)
+        case .schedule(let jobID, let submittedAt, let applicationID):
+            var pending = PendingJob(
+                context: context, jobID: jobID, submittedAt: submittedAt,
+                deadline: submittedAt + configuration.jobTimeout.milliseconds, applicationKey: "")
+            if configuration.usesPostbacks {
+                try await effects.scheduleDeadline(pending)
+            } else {
+                pending.applicationKey = Self.applicationKey(applicationID ?? "")
+                async let poll: Void = effects.schedulePoll(pending, pause: false)
+                try await effects.scheduleDeadline(pending)
+                try await poll
+            }
+        case .fail(let reason, let message):
+            if reason == .invalidRequest {
+                logger.notice("invalid request", metadata: ["error": "\(message)"])
+            } else {
+                logger.warning("the request failed", metadata: ["reason": "\(reason.rawValue)", "error": "\(message)"])
+            }
+            let event = JobEvent.failure(context, reason: reason, message: message)
+            // The event first: a dead letter is only written for a request whose event is out, so
+            // that a setback between the two repeats the event (same id), never the dead letter.
+            try await effects.publish(event)
+            try await effects.deadLetter(request, context: context, error: "\(reason.rawValue): \(message)")
+            ledger.record(event.outcome, for: context.requestID)
+            metrics.event(event)
+        case .retry(let delayStep, let headers):
+            if headers[BridgeHeader.attempt] != nil { metrics.submitRetries.increment() }
+            logger.info("request put back for later", metadata: ["retry_in": "\(Topology.retryDelays[delayStep])"])
+            try await effects.putBack(request, context: context, headers: headers, delayStep: delayStep)
+        case .submit, .giveBack, .requeueAfterPause:
+            preconditionFailure("\(step) is not carried out by publishing")
+        }
     }
 
     static func postbackURL(base: String, token: String) -> String {
@@ -119,7 +167,16 @@ struct RequestProcessor: Sendable {
 
     static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 
-    static func milliseconds(_ duration: Duration) -> Int64 {
-        duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
+    static func milliseconds(_ duration: Duration) -> Int64 { duration.milliseconds }
+}
+
+extension RequestRules {
+    /// The first step for a message as it arrived.
+    func firstStep(for request: some RequestMessage, context: RequestContext, now: Int64) -> Step {
+        firstStep(
+            for: Arrival(
+                body: request.body, properties: request.properties, redelivered: request.redelivered,
+                isBodyDiscarded: request.isBodyDiscarded, bodySize: request.bodySize),
+            context: context, now: now)
     }
 }

@@ -12,8 +12,11 @@ struct TimeoutProcessor: Sendable {
     let ledger: OutcomeLedger
     let metrics: BridgeMetrics
     let logger: Logger
+    /// How long a deadline message waits in hand before it is handed back, when its timeouts
+    /// cannot be decided or published now.
+    var requeuePause = RequestProcessor.requeuePause
 
-    func process(_ delivery: AMQPDelivery, publisher: EventPublisher) async throws {
+    func process(_ delivery: some RequestMessage, publisher: EventPublisher) async throws {
         let (jobs, unreadable) = PendingJob.all(in: delivery.body)
         if unreadable > 0 {
             logger.error(
@@ -24,13 +27,29 @@ struct TimeoutProcessor: Sendable {
             delivery.ack()
             return
         }
-        try await ledger.sync(using: publisher)
-        try await withThrowingDiscardingTaskGroup { group in
-            for job in jobs where ledger.outcome(for: job.context.requestID) == nil {
-                group.addTask { try await timeOut(job, publisher: publisher) }
+        do {
+            guard try await ledger.sync(using: publisher) else {
+                // Deciding now could time out a job whose result is in the part of the stream not
+                // read yet: the deadline waits instead, and the session carries on.
+                logger.warning("the outcomes stream is read too slowly to decide timeouts; deciding later")
+                return try await requeueLater(delivery)
             }
+            try await withThrowingDiscardingTaskGroup { group in
+                for job in jobs where ledger.outcome(for: job.context.requestID) == nil {
+                    group.addTask { try await timeOut(job, publisher: publisher) }
+                }
+            }
+        } catch where PublishFailure.isSetback(error) {
+            logger.warning("the broker refused a timeout event; deciding later", metadata: ["error": "\(error)"])
+            metrics.requestSetbacks.increment()
+            return try await requeueLater(delivery)
         }
         delivery.ack()
+    }
+
+    private func requeueLater(_ delivery: some RequestMessage) async throws {
+        try await Task.sleep(for: requeuePause)
+        delivery.requeue()
     }
 
     private func timeOut(_ job: PendingJob, publisher: EventPublisher) async throws {

@@ -29,10 +29,10 @@ struct Topology: Sendable {
     }
 
     /// The retry step for the `attempt`-th retry, at least `minimum` long.
-    func retryStep(attempt: Int, minimum: Duration?) -> Int {
-        var step = min(max(attempt - 1, 0), Self.retryDelays.count - 1)
+    static func retryStep(attempt: Int, minimum: Duration?) -> Int {
+        var step = attempt <= 1 ? 0 : min(attempt - 1, retryDelays.count - 1)
         if let minimum {
-            while step < Self.retryDelays.count - 1, Self.retryDelays[step] < minimum { step += 1 }
+            while step < retryDelays.count - 1, retryDelays[step] < minimum { step += 1 }
         }
         return step
     }

@@ -81,6 +81,15 @@ final class BridgeProcess: Sendable {
     }
 
     /// Sends a signal (`SIGTERM`, `SIGKILL`, …) if the process still runs.
+    /// The process's peak resident memory so far (`VmHWM`), in bytes; `nil` once it has exited.
+    var peakResidentBytes: Int? {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+            let kilobytes = Int(line.split(separator: " ").dropFirst().first ?? "")
+        else { return nil }
+        return kilobytes * 1024
+    }
+
     func signal(_ signal: Int32) {
         if isRunning { kill(pid, signal) }
     }

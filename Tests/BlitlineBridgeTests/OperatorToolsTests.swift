@@ -89,10 +89,14 @@ extension BridgeProcessTests {
                     "x-bridge-error": .string("rejected: no"), "traceparent": .string("t"), "x-bridge-attempt": .int32(3),
                     "x-death": .array([]), "x-first-death-queue": .string("q"), "x-bridge-request-id": .string("r"),
                 ],
-                correlationID: "c", messageID: "m")
+                deliveryMode: AMQPProperties.transient, correlationID: "c", expiration: "60000", messageID: "m",
+                userID: "producer")
             let replayed = DeadLettersCommand.replayProperties(properties)
             #expect(replayed.headers == ["traceparent": .string("t"), "x-bridge-request-id": .string("r")])
             #expect(replayed.messageID == "m" && replayed.correlationID == "c")
+            // A copy the bridge publishes never expires, is never refused for another user's id, survives a restart.
+            #expect(replayed.userID == nil && replayed.expiration == nil)
+            #expect(replayed.deliveryMode == AMQPProperties.persistent)
             #expect(DeadLettersCommand.replayProperties(AMQPProperties(headers: ["x-bridge-error": .string("e")])).headers == nil)
         }
 
@@ -261,7 +265,7 @@ struct OperatorQueues: Sendable {
                     .table(["count": .int64(2), "reason": .string("expired"), "queue": .string(topology.retryQueue(0))])
                 ]),
                 "x-bridge-error": .string(letter.error),
-                RequestContext.requestIDHeader: .string(letter.requestID),
+                BridgeHeader.requestID: .string(letter.requestID),
             ]
             try await channel.publish(
                 letter.body, routingKey: deadQueue, mandatory: true,

@@ -6,17 +6,23 @@ import NIOHTTP1
 extension BlitlineClient {
     /// Submits one job (`POST {api}/job`, form field `json` holding the job object).
     public func submit(_ job: BlitlineJob) async -> SubmitOutcome {
-        await self.submit([job], isBatch: false)[0]
+        await self.submit([job], isBatch: false).outcomes(jobCount: 1)[0]
     }
 
     /// Submits several jobs in one request (form field `json` holding a JSON array); the outcomes
     /// are in the order of `jobs`. An empty batch sends nothing.
     public func submit(_ jobs: [BlitlineJob]) async -> [SubmitOutcome] {
-        guard !jobs.isEmpty else { return [] }
+        await self.submitBatch(jobs).outcomes(jobCount: jobs.count)
+    }
+
+    /// Submits several jobs in one request, and says whether Blitline answered for each job or
+    /// for the request as a whole (a refusal of the whole batch may be caused by one job).
+    public func submitBatch(_ jobs: [BlitlineJob]) async -> SubmitAnswer {
+        guard !jobs.isEmpty else { return .each([]) }
         return await self.submit(jobs, isBatch: true)
     }
 
-    private func submit(_ jobs: [BlitlineJob], isBatch: Bool) async -> [SubmitOutcome] {
+    private func submit(_ jobs: [BlitlineJob], isBatch: Bool) async -> SubmitAnswer {
         let payload: JSONValue = isBatch ? .array(jobs.map(\.json)) : jobs[0].json
         var request = HTTPClientRequest(url: self.configuration.apiURL + "/job")
         request.method = .POST
@@ -31,7 +37,7 @@ extension BlitlineClient {
         logger.trace("submit body", metadata: ["json": "\(jobs.map(\.redactedJSONString))"])
 
         let started = ContinuousClock.now
-        let outcomes: [SubmitOutcome]
+        let answer: SubmitAnswer
         do {
             let response = try await self.httpClient.execute(
                 request,
@@ -39,7 +45,7 @@ extension BlitlineClient {
                 logger: self.logger
             )
             let reply = try await response.body.collect(upTo: self.configuration.maxReplyBytes)
-            outcomes = SubmitReply.classify(
+            answer = SubmitReply.classify(
                 status: Int(response.status.code),
                 retryAfter: SubmitReply.retryAfter(response.headers.first(name: "Retry-After")),
                 body: Array(buffer: reply),
@@ -53,9 +59,9 @@ extension BlitlineClient {
         } catch {
             let failure = Self.transportFailure(error, timeout: self.configuration.submitTimeout)
             logger.warning("submit to Blitline failed", metadata: ["error": "\(failure.message)"])
-            outcomes = Array(repeating: .transient(failure), count: jobs.count)
+            answer = .whole(.transient(failure))
         }
-        return outcomes
+        return answer
     }
 
     /// Describes an error thrown while talking to Blitline as a transient failure.

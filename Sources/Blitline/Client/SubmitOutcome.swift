@@ -22,3 +22,20 @@ public struct AnnouncedImage: Sendable, Hashable {
         self.url = url
     }
 }
+
+/// Blitline's answer to one submit request, which may carry several jobs.
+public enum SubmitAnswer: Sendable, Hashable {
+    /// One outcome per job, in the order they were sent.
+    case each([SubmitOutcome])
+    /// One answer for the request as a whole, naming no job: a refusal (an `error` beside no
+    /// per-job results, or a non-2xx status) or a transient failure.
+    case whole(SubmitOutcome)
+
+    /// Each job's outcome, the whole request's answer repeated for every job.
+    public func outcomes(jobCount: Int) -> [SubmitOutcome] {
+        switch self {
+        case .each(let outcomes): outcomes
+        case .whole(let outcome): Array(repeating: outcome, count: jobCount)
+        }
+    }
+}

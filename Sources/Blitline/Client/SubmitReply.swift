@@ -1,9 +1,10 @@
 /// Classifies Blitline's answer to a submit: the one place that decides accepted, rejected or
 /// transient.
 ///
-/// A Blitline `error` is a refusal whatever the status; without one, HTTP 429, 408 and 5xx are
-/// transient, other non-2xx statuses are refusals that name the status, and a 2xx reply is matched
-/// to the submitted jobs by position.
+/// A Blitline `error` is a refusal whatever the status; a batch's per-job results are each job's
+/// answer whatever the status; without those, HTTP 429, 408 and 5xx are transient, other non-2xx
+/// statuses are refusals that name the status, and a 2xx reply is matched to the submitted jobs by
+/// position.
 enum SubmitReply {
     static func classify(
         status: Int,
@@ -11,10 +12,17 @@ enum SubmitReply {
         body: [UInt8],
         jobCount: Int,
         isBatch: Bool
-    ) -> [SubmitOutcome] {
+    ) -> SubmitAnswer {
         let results = Self.results(in: body)
         if let error = Self.error(in: results) {
-            return Array(repeating: .rejected(message: "Blitline refused the job: \(error)"), count: jobCount)
+            return .whole(.rejected(message: "Blitline refused the job: \(error)"))
+        }
+        // A batch answered job by job, refusals among them: each job's answer is its own,
+        // whatever the status says of the request.
+        if isBatch, case .array(let entries)? = results, entries.count == jobCount,
+            entries.contains(where: { Self.error(in: $0) != nil })
+        {
+            return .each(entries.map(Self.outcome(of:)))
         }
         if status == 429 {
             let failure = SubmitFailure(
@@ -22,7 +30,7 @@ enum SubmitReply {
                 message: "Blitline answered HTTP 429 (too many requests)",
                 retryAfter: retryAfter
             )
-            return Array(repeating: .transient(failure), count: jobCount)
+            return .whole(.transient(failure))
         }
         if status >= 500 || status == 408 {
             let failure = SubmitFailure(
@@ -30,17 +38,17 @@ enum SubmitReply {
                 message: "Blitline answered HTTP \(status) without an error message",
                 retryAfter: retryAfter
             )
-            return Array(repeating: .transient(failure), count: jobCount)
+            return .whole(.transient(failure))
         }
         guard (200..<300).contains(status) else {
             let note = (300..<400).contains(status) ? " (redirects are not followed)" : ""
             let message = "Blitline answered HTTP \(status) without an error message\(note)"
-            return Array(repeating: .rejected(message: message), count: jobCount)
+            return .whole(.rejected(message: message))
         }
         return Self.matchAccepted(results, jobCount: jobCount, isBatch: isBatch)
     }
 
-    private static func matchAccepted(_ results: JSONValue?, jobCount: Int, isBatch: Bool) -> [SubmitOutcome] {
+    private static func matchAccepted(_ results: JSONValue?, jobCount: Int, isBatch: Bool) -> SubmitAnswer {
         let entries: [JSONValue]? =
             switch results {
             case .array(let elements) where isBatch || elements.count == 1: elements
@@ -52,9 +60,9 @@ enum SubmitReply {
                 kind: .malformedReply,
                 message: "Blitline's reply does not hold \(jobCount) job result(s)"
             )
-            return Array(repeating: .transient(failure), count: jobCount)
+            return .whole(.transient(failure))
         }
-        return entries.map(Self.outcome(of:))
+        return .each(entries.map(Self.outcome(of:)))
     }
 
     private static func outcome(of entry: JSONValue) -> SubmitOutcome {

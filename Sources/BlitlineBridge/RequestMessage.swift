@@ -1,0 +1,51 @@
+import AMQP
+import Blitline
+
+/// A request as `RequestProcessor` sees it: what arrived, and how to settle it with the broker.
+protocol RequestMessage: Sendable {
+    var body: [UInt8] { get }
+    var properties: AMQPProperties { get }
+    var redelivered: Bool { get }
+    /// The body was over the consumer's limit and was not kept.
+    var isBodyDiscarded: Bool { get }
+    /// The body's size as the broker announced it.
+    var bodySize: UInt64 { get }
+    func ack()
+    /// Hands the message back to its queue.
+    func requeue()
+}
+
+extension AMQPDelivery: RequestMessage {
+    var isBodyDiscarded: Bool { false }
+    var bodySize: UInt64 { UInt64(body.count) }
+    func ack() { ack(multiple: false) }
+    func requeue() { nack(requeue: true) }
+}
+
+/// What `RequestProcessor` needs from the broker to carry a request's steps out; `EventPublisher`
+/// in the bridge. Each call returns once the broker has confirmed.
+protocol RequestEffects: Sendable {
+    func publish(_ event: JobEvent) async throws
+    func deadLetter(_ request: RequestMessage, context: RequestContext, error: String) async throws
+    func putBack(_ request: RequestMessage, context: RequestContext, headers: AMQPTable, delayStep: Int?) async throws
+    func scheduleDeadline(_ job: PendingJob) async throws
+    func schedulePoll(_ job: PendingJob, pause: Bool) async throws
+}
+
+extension EventPublisher: RequestEffects {}
+
+/// Submits a job (of about `bytes` of JSON) to Blitline; `JobSubmitter` in the bridge.
+protocol JobSubmitting: Sendable {
+    func submit(_ job: BlitlineJob, bytes: Int) async -> SubmitOutcome
+}
+
+extension JobSubmitter: JobSubmitting {}
+
+/// Whether a failed publish concerns its message alone (the broker refused, returned or could not
+/// be sent that message, or closed channel after channel over it) rather than the session.
+enum PublishFailure {
+    static func isSetback(_ error: any Error) -> Bool {
+        guard let error = error as? AMQPError else { return false }
+        return [.nacked, .returned, .invalidArgument, .channelClosed].contains(error.code)
+    }
+}

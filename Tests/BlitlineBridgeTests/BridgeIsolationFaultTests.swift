@@ -1,0 +1,305 @@
+import AMQP
+import Blitline
+import Foundation
+import Synchronization
+import Testing
+
+/// What real producers and downstream setups send (README, "What each kind of bad input gets"):
+/// each case among normal requests, each checked for what a user would notice — exactly one
+/// terminal event per request under one id, the requests behind it complete, Blitline saw no job
+/// twice, no broker reconnect, `/readyz` 200 throughout, and the process alive.
+@Suite(.serialized) struct BridgeIsolationFaultTests {
+    /// Samples `/readyz` every 200 ms while a test runs.
+    final class ReadinessProbe: Sendable {
+        /// The statuses seen, in order (0: no answer).
+        final class Answers: Sendable {
+            private let statuses = Mutex<[Int]>([])
+            func append(_ status: Int) { statuses.withLock { $0.append(status) } }
+            var all: [Int] { statuses.withLock { $0 } }
+        }
+
+        private let answers = Answers()
+        private let task: Mutex<Task<Void, Never>?> = Mutex(nil)
+
+        init(_ bridge: BridgeProcess) {
+            let sampling = Task { [answers] in
+                while !Task.isCancelled {
+                    let status = (try? await bridge.get("/readyz").status) ?? 0
+                    answers.append(status)
+                    try? await Task.sleep(for: .milliseconds(200))
+                }
+            }
+            task.withLock { $0 = sampling }
+        }
+
+        /// Stops sampling; returns what was not 200.
+        func stop() async -> (samples: Int, notReady: [Int]) {
+            let task = task.withLock { $0 }
+            task?.cancel()
+            await task?.value
+            let all = answers.all
+            return (all.count, all.filter { $0 != 200 })
+        }
+    }
+
+    /// The checks every case ends with.
+    func expectUndisturbed(
+        _ bridge: BridgeProcess, _ probe: ReadinessProbe, _ h: BridgeHarness,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) async throws {
+        let readiness = await probe.stop()
+        #expect(readiness.samples > 3, sourceLocation: sourceLocation)
+        #expect(readiness.notReady.isEmpty, "/readyz answered \(readiness.notReady)", sourceLocation: sourceLocation)
+        #expect(bridge.isRunning, "the bridge died:\n\(bridge.logTail())", sourceLocation: sourceLocation)
+        let reconnects = try await bridge.metrics().value("blitline_bridge_broker_reconnects_total")
+        #expect(reconnects == 0, "\(h.diagnostics())", sourceLocation: sourceLocation)
+    }
+
+    /// Each request's events all carry one id, and no event is for anything else.
+    func expectOneIDEach(_ requests: [TestRequest], _ h: BridgeHarness, sourceLocation: SourceLocation = #_sourceLocation) {
+        let ids = h.events.idsByRequest
+        for request in requests {
+            #expect(ids[request.id]?.count == 1, "\(request.id.prefix(40)): \(ids[request.id] ?? [])", sourceLocation: sourceLocation)
+        }
+    }
+
+    func invalid(_ id: String) -> TestRequest { TestRequest.raw(id, Array("not json".utf8)) }
+
+    @Test func requestIDsTooLongForAMQPFailAloneAndNothingIsSubmittedTwice() async throws {
+        try await BridgeHarness.run("long-ids") { h in
+            let bridge = try await h.startBridge()
+            let probe = ReadinessProbe(bridge)
+            let longValid = TestRequest.thumbnails(String(repeating: "v", count: 250), index: 1)
+            let longInvalid = invalid(String(repeating: "i", count: 250))
+            let normal = (0..<10).map { TestRequest.thumbnails("long-ids-normal-\($0)", index: $0) }
+            let outcomes = try await h.outcomes(of: [longValid, longInvalid] + normal, settle: .seconds(1))
+            outcomes.expectEachCompleted(normal)
+            for request in [longValid, longInvalid] {
+                let event = outcomes.single(request)
+                #expect(event?.reason == "invalid_request")
+                #expect(event?.errors.first?.contains("at most 200") == true, "\(event?.errors ?? [])")
+                #expect(event?.id == request.id + "/failed", "the event's JSON carries the id in full")
+            }
+            #expect(try await h.deadLetters(count: 2).count == 2)
+            #expect(try await h.simulator.stats()["jobs_accepted"] == normal.count)
+            try await expectUndisturbed(bridge, probe, h)
+        }
+    }
+
+    @Test func aProducerOfAnotherBrokerUserIsCopiedWithoutItsUserID() async throws {
+        let user = "producer-\(TestEnvironment.uniqueSuffix())"
+        try TestEnvironment.controlBroker("ctl", "add_user", user, "producer-password")
+        try TestEnvironment.controlBroker("ctl", "set_permissions", "-p", "/", user, ".*", ".*", ".*")
+        defer { _ = try? TestEnvironment.controlBroker("ctl", "delete_user", user) }
+        try await BridgeHarness.run("user-id") { h in
+            let bridge = try await h.startBridge()
+            let probe = ReadinessProbe(bridge)
+            // The first submit fails (HTTP 500): that request goes through a retry queue.
+            try await h.simulator.control(["fail_submits": 1])
+            let retried = TestRequest.thumbnails("user-id-retried", index: 1)
+            let invalidRequest = invalid("user-id-invalid")
+            let producerURL = try TestEnvironment.brokerURL.replacingOccurrences(
+                of: "guest:guest@", with: "\(user):producer-password@")
+            let producer = try await AMQPConnection.connect(url: producerURL)
+            let channel = try await producer.openChannel()
+            try await channel.enableConfirms()
+            for request in [retried, invalidRequest] {
+                var properties = request.properties
+                properties.userID = user
+                try await channel.publish(request.body, routingKey: h.jobsQueue, properties: properties)
+            }
+            await producer.close()
+            let normal = (0..<5).map { TestRequest.thumbnails("user-id-normal-\($0)", index: $0) }
+            let outcomes = try await h.outcomes(of: normal, settle: .zero)
+            #expect(
+                await h.events.waitForEvents(for: [retried.id, invalidRequest.id], timeout: .seconds(30)),
+                "\(h.diagnostics())")
+            try await Task.sleep(for: .milliseconds(500))
+            outcomes.expectEachCompleted(normal)
+            #expect(h.events.events(for: retried.id).map(\.status) == ["completed"])
+            #expect(h.events.events(for: invalidRequest.id).map(\.reason) == ["invalid_request"])
+            let dead = try await h.deadLetters(count: 1)
+            #expect(dead.first?.properties.userID == nil)
+            #expect(dead.first?.properties.messageID == invalidRequest.id)
+            #expect(try await h.simulator.stats()["jobs_accepted"] == normal.count + 1)
+            try await expectUndisturbed(bridge, probe, h)
+        }
+    }
+
+    @Test func aFullDownstreamQueueDelaysEventsAndResubmitsNothing() async throws {
+        // Postback retries on Blitline's own schedule (1 s, 3 s, 15 s) outlast the full queue.
+        try await BridgeHarness.run("full-downstream", retrySpeedFactor: 1) { h in
+            let bridge = try await h.startBridge()
+            let probe = ReadinessProbe(bridge)
+            let full = h.jobsQueue + ".full-downstream"
+            let broker = try await TestEnvironment.connect()
+            let channel = try await broker.openChannel()
+            try await channel.declareQueue(
+                full, arguments: ["x-max-length": .int64(0), "x-overflow": .string("reject-publish")])
+            try await channel.bindQueue(full, exchange: h.eventsExchange, routingKey: "job.#")
+            let invalids = (0..<4).map { invalid("full-invalid-\($0)") }
+            let valids = (0..<4).map { TestRequest.thumbnails("full-valid-\($0)", index: $0) }
+            try await h.publish(invalids + valids)
+            try await Task.sleep(for: .seconds(15))
+            _ = try await channel.deleteQueue(full)
+            await broker.close()
+            let all = invalids + valids
+            #expect(
+                await h.events.waitForEvents(for: all.map(\.id), timeout: .seconds(60)),
+                "no event for \(h.events.missing(all.map(\.id)))\n\(h.diagnostics())")
+            try await Task.sleep(for: .seconds(1))
+            expectOneIDEach(all, h)
+            for request in valids { #expect(h.events.events(for: request.id).allSatisfy { $0.status == "completed" }) }
+            for request in invalids { #expect(h.events.events(for: request.id).allSatisfy { $0.reason == "invalid_request" }) }
+            // A dead letter is written once its event is out: after the next retry past the full queue.
+            #expect(
+                try await h.deadLetters(count: invalids.count, timeout: .seconds(60)).count == invalids.count,
+                "each dead-lettered")
+            #expect(try await h.depth(of: h.deadQueue) == 0, "and only once")
+            #expect(try await h.simulator.stats()["jobs_accepted"] == valids.count, "nothing submitted twice")
+            try await expectUndisturbed(bridge, probe, h)
+        }
+    }
+
+    @Test func garbageInTheBridgesOwnHeadersIsNotBelieved() async throws {
+        try await BridgeHarness.run("garbage-headers") { h in
+            let bridge = try await h.startBridge()
+            let probe = ReadinessProbe(bridge)
+            // Each first submit fails (HTTP 500), so the attempt header is read to retry.
+            let values: [AMQPFieldValue] = [
+                .int64(Int64.min), .int64(Int64.max), .int32(-1), .int32(0), .string("nine"), .uint64(UInt64.max),
+            ]
+            try await h.simulator.control(["fail_submits": .number(values.count)])
+            var requests: [TestRequest] = []
+            for (index, value) in values.enumerated() {
+                var request = TestRequest.thumbnails("garbage-attempt-\(index)", index: index)
+                request.headers = [
+                    "x-bridge-attempt": value, "x-bridge-job-id": .string("forged/job"),
+                    "x-bridge-failure": .string("pwned"), "x-bridge-redeliveries": value,
+                ]
+                requests.append(request)
+            }
+            let outcomes = try await h.outcomes(of: requests, timeout: .seconds(40), settle: .seconds(1))
+            for request in requests {
+                let event = outcomes.single(request)
+                #expect(event?.status == "completed", "\(event?.errors ?? [])")
+            }
+            #expect(try await h.simulator.stats()["jobs_accepted"] == requests.count)
+            try await expectUndisturbed(bridge, probe, h)
+        }
+    }
+
+    @Test func aTraceparentThatIsNotW3CIsIgnoredAndTheJobStillCompletes() async throws {
+        try await BridgeHarness.run("traceparent") { h in
+            let bridge = try await h.startBridge()
+            let probe = ReadinessProbe(bridge)
+            var long = TestRequest.thumbnails("traceparent-long", index: 1)
+            long.headers = ["traceparent": .string("00-" + String(repeating: "a", count: 13_000))]
+            var malformed = TestRequest.thumbnails("traceparent-malformed", index: 2)
+            malformed.headers = ["traceparent": .string("01-xyz")]
+            let normal = TestRequest.thumbnails("traceparent-normal", index: 3)
+            let outcomes = try await h.outcomes(of: [long, malformed, normal], settle: .seconds(1))
+            for request in [long, malformed] {
+                let event = outcomes.single(request)
+                #expect(event?.status == "completed", "\(event?.errors ?? [])")
+                #expect(event?.data?["completed_via"]?.stringValue == "postback")
+                #expect(event?.properties.headers?["traceparent"] == nil)
+            }
+            #expect(outcomes.single(normal)?.status == "completed")
+            try await expectUndisturbed(bridge, probe, h)
+        }
+    }
+
+    @Test func threeRequestsBlitlineRefusesInOneBatchAreEachSubmittedOnce() async throws {
+        try await BridgeHarness.run("refused-batch", simulator: { $0.allowedApplicationIDs = [BridgeHarness.applicationID] }) { h in
+            let bridge = try await h.startBridge()
+            let probe = ReadinessProbe(bridge)
+            // Eight slow submissions take every slot; the three refused ones wait, then go together.
+            try await h.simulator.control(["submit_latency_ms": 1500])
+            let first = (0..<8).map { TestRequest.thumbnails("refused-batch-normal-\($0)", index: $0) }
+            let refused = (0..<3).map { TestRequest.thumbnails("refused-batch-stolen-\($0)", index: $0, applicationID: "stolen") }
+            try await h.publish(first)
+            try await Task.sleep(for: .milliseconds(500))
+            let outcomes = try await h.outcomes(of: refused, settle: .zero)
+            #expect(await h.events.waitForEvents(for: first.map(\.id), timeout: .seconds(30)))
+            try await Task.sleep(for: .seconds(1))
+            for request in refused { #expect(outcomes.single(request)?.reason == "rejected") }
+            let stats = try await h.simulator.stats()
+            #expect(stats["jobs_rejected"] == refused.count, "each refused job was submitted once")
+            #expect(stats["jobs_accepted"] == first.count)
+            try await expectUndisturbed(bridge, probe, h)
+        }
+    }
+
+    @Test func aRequestRedeliveredTooOftenIsDeadLetteredNotSubmittedAgain() async throws {
+        try await BridgeHarness.run("redeliveries") { h in
+            var settings = try h.settings()
+            settings.extra["MAX_REDELIVERIES"] = "1"
+            settings.extra["PREFETCH"] = "1"
+            // Every submit takes long enough for the bridge to die while holding the request.
+            try await h.simulator.control(["submit_latency_ms": 60_000])
+            let request = TestRequest.thumbnails("redelivered", index: 1)
+            try await h.publish(request)
+            var bridge = try await h.startBridge(settings)
+            for _ in 0..<2 {
+                #expect(await eventually(timeout: .seconds(20)) {
+                    (try? await h.simulator.stats()["submit_requests"]) ?? 0 >= 1
+                })
+                bridge.signal(SIGKILL)
+                _ = await bridge.waitForExit(timeout: .seconds(5))
+                try await h.simulator.control(["reset_stats": true])
+                bridge = try await h.restart(bridge)
+            }
+            #expect(await h.events.waitForEvents(for: [request.id], timeout: .seconds(30)), "\(h.diagnostics())")
+            let event = h.events.events(for: request.id).first
+            #expect(event?.reason == "submit_failed")
+            #expect(event?.errors.first?.contains("not submitted again") == true, "\(event?.errors ?? [])")
+            let dead = try await h.deadLetters(count: 1)
+            #expect(dead.first?.properties.messageID == request.id)
+            #expect(try await h.simulator.stats()["submit_requests"] == 0, "not submitted a third time")
+        }
+    }
+
+    @Test func requestsLargerThanTheLimitAreNeverHeldInMemory() async throws {
+        try await BridgeHarness.run("large-requests") { h in
+            let bridge = try await h.startBridge()
+            let probe = ReadinessProbe(bridge)
+            let before = bridge.peakResidentBytes ?? 0
+            let large = (0..<20).map { TestRequest.raw("large-\($0)", [UInt8](repeating: UInt8(ascii: " "), count: 15 << 20)) }
+            let normal = (0..<5).map { TestRequest.thumbnails("large-normal-\($0)", index: $0) }
+            let outcomes = try await h.outcomes(of: large + normal, timeout: .seconds(90), settle: .seconds(1))
+            outcomes.expectEachCompleted(normal)
+            for request in large {
+                let event = outcomes.single(request)
+                #expect(event?.reason == "invalid_request")
+                #expect(event?.errors.first == "the request is 15728640 bytes; at most 1048576 bytes are accepted")
+            }
+            let peak = try #require(bridge.peakResidentBytes)
+            print("large-requests: bridge peak RSS \(before >> 20) MiB before, \(peak >> 20) MiB after 20 × 15 MiB requests")
+            #expect(peak < 128 << 20, "peak RSS \(peak >> 20) MiB: far below a 256 MiB pod limit")
+            let dead = try await h.deadLetters(count: large.count, timeout: .seconds(30))
+            #expect(dead.count == large.count)
+            try await expectUndisturbed(bridge, probe, h)
+        }
+    }
+
+    @Test func prefetchRequestsAtTheSizeLimitStayWithinAPodsMemory() async throws {
+        try await BridgeHarness.run("limit-sized") { h in
+            let bridge = try await h.startBridge()
+            // PREFETCH (64) requests of just under MAX_REQUEST_BYTES (1 MiB): valid JSON that
+            // Blitline refuses (its limit is 250,000 characters), so each is held, submitted, failed.
+            let padding = String(repeating: "p", count: 1_048_576 - 200)
+            let requests = (0..<64).map { index in
+                TestRequest.raw(
+                    "limit-sized-\(index)",
+                    Array(#"{"src":"https://example.com/a.png","functions":[{"name":"no_op"}],"note":"\#(padding)"}"#.utf8))
+            }
+            #expect(requests.allSatisfy { $0.body.count <= 1_048_576 })
+            let outcomes = try await h.outcomes(of: requests, timeout: .seconds(90), settle: .zero)
+            for request in requests { #expect(outcomes.single(request)?.reason == "rejected") }
+            let peak = try #require(bridge.peakResidentBytes)
+            print("limit-sized: bridge peak RSS \(peak >> 20) MiB with 64 requests of 1 MiB in hand")
+            #expect(peak < 256 << 20, "peak RSS \(peak >> 20) MiB")
+        }
+    }
+}
