@@ -47,9 +47,7 @@ public struct BridgeApp: Sendable {
 
     private func run(client: BlitlineClient) async throws {
         let metrics = BridgeMetrics()
-        let topology = Topology(
-            jobsQueue: configuration.jobsQueue, eventsExchange: configuration.eventsExchange,
-            jobTimeout: configuration.jobTimeout)
+        let topology = configuration.topology
         let session = BrokerSession()
         let submitter = JobSubmitter(client: client)
         let ledger = OutcomeLedger(window: configuration.jobTimeout + PollProcessor.lateWindow + .seconds(600))

@@ -364,10 +364,24 @@ extension BridgeConfiguration {
             variable: "MAX_REDELIVERIES", placeholder: "<count>",
             meaning: "A request the broker redelivers more often than this (the bridge lost the broker "
                 + "or died while holding it each time) goes to JOBS_QUEUE.dead instead of being submitted again",
-            form: "use a whole number from 0 to 1000",
+            form: "use a whole number from 0 to 19",
             defaultValue: { String($0.maxRedeliveries) },
             parse: { configuration, value, setting throws(ConfigurationError) in
-                configuration.maxRedeliveries = try integer(value, setting, in: 0...1000)
+                configuration.maxRedeliveries = try integer(value, setting, in: 0...(Topology.deliveryLimit - 1))
+            }
+        ),
+        Setting(
+            variable: "QUEUE_TYPE", placeholder: "quorum|classic",
+            meaning: "The type of every queue the bridge declares (the outcomes stream stays a stream): quorum "
+                + "queues are replicated over a cluster and dead-letter at least once; classic keeps the "
+                + "queues of earlier versions",
+            form: "use quorum or classic",
+            defaultValue: { $0.queueType.rawValue },
+            parse: { configuration, value, setting throws(ConfigurationError) in
+                guard let type = Topology.QueueType(rawValue: value.lowercased()) else {
+                    throw setting.invalid(value, "a queue type")
+                }
+                configuration.queueType = type
             }
         ),
         Setting(

@@ -32,6 +32,8 @@ public struct BridgeConfiguration: Sendable {
     public var submitMaxAttempts = 5
     /// A request redelivered more often than this is dead-lettered instead of submitted again.
     public var maxRedeliveries = 5
+    /// The type of the bridge's queues.
+    var queueType: Topology.QueueType = .quorum
     /// From submission to giving up with a `timeout` failure.
     public var jobTimeout: Duration = .seconds(30 * 60)
     /// Polls per second per application id, over all instances together.
@@ -43,6 +45,11 @@ public struct BridgeConfiguration: Sendable {
     public var logLevel: Logger.Level = .info
 
     public init() {}
+
+    /// The queues and exchange these settings name.
+    var topology: Topology {
+        Topology(jobsQueue: jobsQueue, eventsExchange: eventsExchange, jobTimeout: jobTimeout, queueType: queueType)
+    }
 
     /// Postback mode (`POSTBACK_BASE_URL` set) or polling mode.
     public var usesPostbacks: Bool { postbackBaseURL != nil }

@@ -12,8 +12,9 @@ public struct BridgeError: Error, Sendable, CustomStringConvertible {
     static func topologyMismatch(queue: String, detail: String) -> BridgeError {
         BridgeError(
             code: .topologyMismatch,
-            description: "queue \(queue) already exists with other arguments (\(detail)); "
-                + "delete it or give the bridge another JOBS_QUEUE (the README lists the arguments)")
+            description: "queue \(queue) already exists with other arguments (\(detail)); the README's "
+                + "Topology section lists the arguments and how to move queues of an earlier version "
+                + "(QUEUE_TYPE=classic keeps classic queues as they were)")
     }
 
     /// No broker connection at the moment; retried after reconnection.

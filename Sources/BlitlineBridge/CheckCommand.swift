@@ -94,9 +94,7 @@ public struct CheckCommand: Sendable {
             return report(Self.brokerFailure(error, amqp))
         }
         report(Finding(.pass, "broker", "connected to \(amqp) and logged in as \(amqp.username)"))
-        let topology = Topology(
-            jobsQueue: configuration.jobsQueue, eventsExchange: configuration.eventsExchange,
-            jobTimeout: configuration.jobTimeout)
+        let topology = configuration.topology
         for queue in topology.queues {
             report(await Self.checkQueue(queue.name, arguments: queue.arguments, topology: topology, on: connection))
         }

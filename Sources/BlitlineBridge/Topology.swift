@@ -1,11 +1,27 @@
 import AMQP
 
-/// The queues and exchange the bridge owns (contract section 4), all durable, declared at start-up
+/// The queues and exchange the bridge owns (README, "Topology"), all durable, declared at start-up
 /// and after every reconnect.
 struct Topology: Sendable {
+    /// The type of every queue the bridge declares but the outcomes stream (`QUEUE_TYPE`).
+    enum QueueType: String, Sendable, CaseIterable {
+        /// Replicated over a cluster's nodes; dead-lettering out of the delay queues is
+        /// at-least-once. The default.
+        case quorum
+        /// The queues of earlier versions, on the node that declared them; dead-lettering is
+        /// at-most-once (a node lost at the moment of expiry drops the message).
+        case classic
+    }
+
+    /// On quorum queues the broker dead-letters a request delivered this many times (into
+    /// `deadQueue`): a backstop for a request the bridge cannot even take (`MAX_REDELIVERIES`
+    /// acts first, with an event).
+    static let deliveryLimit = 20
+
     let jobsQueue: String
     let eventsExchange: String
     let jobTimeout: Duration
+    var queueType: QueueType = .quorum
 
     /// Steps of the submit retry backoff: a TTL queue each, dead-lettering back into the jobs
     /// queue. One TTL per queue, so that a long delay never holds a short one back.
@@ -45,30 +61,39 @@ struct Topology: Sendable {
 
     /// Each queue with its arguments, in declaration order (also what the README lists).
     var queues: [(name: String, arguments: AMQPTable)] {
-        let backToJobs: AMQPTable = [
-            "x-dead-letter-exchange": .string(""), "x-dead-letter-routing-key": .string(jobsQueue),
-        ]
-        var queues: [(name: String, arguments: AMQPTable)] = [(jobsQueue, [:]), (deadQueue, [:])]
-        for (step, delay) in Self.retryDelays.enumerated() {
-            var arguments = backToJobs
-            arguments["x-message-ttl"] = .int64(Int64(delay.components.seconds * 1000))
-            queues.append((retryQueue(step), arguments))
+        // Quorum queues dead-letter at least once only with reject-publish overflow; classic
+        // queues keep the arguments of earlier versions, so that they are declared unchanged.
+        let kind: AMQPTable =
+            switch queueType {
+            case .quorum: ["x-queue-type": .string("quorum")]
+            case .classic: [:]
+            }
+        func deadLetteringTo(_ queue: String) -> AMQPTable {
+            var arguments = kind.merging(["x-dead-letter-exchange": .string(""), "x-dead-letter-routing-key": .string(queue)])
+            if queueType == .quorum {
+                arguments["x-dead-letter-strategy"] = .string("at-least-once")
+                arguments["x-overflow"] = .string("reject-publish")
+            }
+            return arguments
         }
-        let toTimeouts: AMQPTable = [
-            "x-dead-letter-exchange": .string(""), "x-dead-letter-routing-key": .string(timeoutsQueue),
-        ]
-        let pollPause: AMQPTable = [
-            "x-message-ttl": .int64(Int64(Self.pollPause.components.seconds * 1000)),
-            "x-dead-letter-exchange": .string(""), "x-dead-letter-routing-key": .string(pollsQueue),
-        ]
+        func ttl(_ delay: Duration) -> AMQPTable { ["x-message-ttl": .int64(delay.milliseconds)] }
+
+        var jobs = kind
+        if queueType == .quorum {
+            jobs = deadLetteringTo(deadQueue).merging(["x-delivery-limit": .int64(Int64(Self.deliveryLimit))])
+        }
+        var queues: [(name: String, arguments: AMQPTable)] = [(jobsQueue, jobs), (deadQueue, kind)]
+        for (step, delay) in Self.retryDelays.enumerated() {
+            queues.append((retryQueue(step), deadLetteringTo(jobsQueue).merging(ttl(delay))))
+        }
         let stream: AMQPTable = [
             "x-queue-type": .string("stream"), "x-max-age": .string(outcomesRetention),
             "x-stream-max-segment-size-bytes": .int64(50_000_000),
         ]
-        queues.append((deadlinesQueue, toTimeouts))
-        queues.append((timeoutsQueue, [:]))
-        queues.append((pollsQueue, ["x-single-active-consumer": .bool(true)]))
-        queues.append((pollsWaitQueue, pollPause))
+        queues.append((deadlinesQueue, deadLetteringTo(timeoutsQueue)))
+        queues.append((timeoutsQueue, kind))
+        queues.append((pollsQueue, kind.merging(["x-single-active-consumer": .bool(true)])))
+        queues.append((pollsWaitQueue, deadLetteringTo(pollsQueue).merging(ttl(Self.pollPause))))
         queues.append((outcomesStream, stream))
         return queues
     }

@@ -33,7 +33,11 @@ final class BridgeHarness: Sendable {
     var eventsQueue: String { jobsQueue + ".test-events" }
     /// `{JOBS_QUEUE}.dead`.
     var deadQueue: String { topology.deadQueue }
-    var topology: Topology { Topology(jobsQueue: jobsQueue, eventsExchange: eventsExchange, jobTimeout: .seconds(60)) }
+    var topology: Topology {
+        Topology(
+            jobsQueue: jobsQueue, eventsExchange: eventsExchange, jobTimeout: .seconds(60),
+            queueType: TestEnvironment.queueType)
+    }
 
     private init(label: String, simulator: RunningSimulator, broker: BrokerClient) {
         let suffix = TestEnvironment.uniqueSuffix()
@@ -78,7 +82,7 @@ final class BridgeHarness: Sendable {
             try await channel.declareQueue(eventsQueue, durable: true)
             try await channel.bindQueue(eventsQueue, exchange: eventsExchange, routingKey: "job.#")
             try await channel.declareQueue(replyQueue, durable: true)
-            try await channel.declareQueue(jobsQueue, durable: true)
+            try await channel.declareQueue(jobsQueue, durable: true, arguments: topology.queues[0].arguments)
         }
     }
 

@@ -38,6 +38,7 @@ struct BridgeSettings: Sendable {
             "SUBMIT_MAX_ATTEMPTS": String(submitMaxAttempts),
             "SHUTDOWN_TIMEOUT": shutdownTimeout,
             "LOG_LEVEL": "debug",
+            "QUEUE_TYPE": TestEnvironment.queueType.rawValue,
         ]
         if let applicationID { environment["BLITLINE_APPLICATION_ID"] = applicationID }
         if let postbackBaseURL { environment["POSTBACK_BASE_URL"] = postbackBaseURL }

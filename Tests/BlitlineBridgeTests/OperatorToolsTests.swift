@@ -223,7 +223,7 @@ struct OperatorQueues: Sendable {
         let queues = OperatorQueues(
             topology: Topology(
                 jobsQueue: "test.\(label).\(suffix).jobs", eventsExchange: "test.\(label).\(suffix).events",
-                jobTimeout: .seconds(30 * 60)),
+                jobTimeout: .seconds(30 * 60), queueType: TestEnvironment.queueType),
             connection: connection, channel: channel)
         let outcome: Result<Void, any Error>
         do {

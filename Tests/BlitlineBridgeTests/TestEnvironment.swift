@@ -4,6 +4,8 @@ import Logging
 import Synchronization
 import Testing
 
+@testable import BlitlineBridge
+
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -28,6 +30,11 @@ enum TestEnvironment {
             try #require(FileManager.default.isExecutableFile(atPath: path), "\(path) is not an executable")
             return path
         }
+    }
+
+    /// `AMQP_TEST_QUEUE_TYPE`: the `QUEUE_TYPE` the bridges under test run with (default quorum).
+    static var queueType: Topology.QueueType {
+        ProcessInfo.processInfo.environment["AMQP_TEST_QUEUE_TYPE"].flatMap(Topology.QueueType.init(rawValue:)) ?? .quorum
     }
 
     static func connect() async throws -> AMQPConnection {
