@@ -3,9 +3,15 @@
 # project's own (its own name, ports and data folder; see deploy/rabbitmq-node.sh), runs the whole
 # test suite against it, stops the node even when tests fail, and exits with the tests' status.
 #
-# Suites named …FaultTests stop, kill or freeze the broker or raise its memory alarm: they run in
-# a second pass, one test at a time, after everything else has run in parallel. Extra arguments go
-# to both passes of `swift test` (e.g. --filter AMQPTests).
+# Three passes:
+#   1. everything but the fault tests, in parallel;
+#   2. suites named …FaultTests (they stop, kill or freeze the broker or raise its memory alarm),
+#      one test at a time;
+#   3. suites named …ClusterFaultTests, against a three-node cluster (deploy/rabbitmq-cluster.sh)
+#      started once for them and stopped after.
+# Extra arguments go to each pass of `swift test` (e.g. --filter AMQPTests); with arguments, the
+# second pass runs only if they name "Fault" and the third only if they name "Cluster" (repeated
+# --filter options are OR-ed). BLITLINE_SKIP_CLUSTER=1 leaves the third pass out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,5 +25,25 @@ export AMQP_TEST_URL="$BROKER_URL" AMQP_TEST_BROKER="$BROKER_CONTROL"
 export BLITLINE_BRIDGE_BIN="$(swift build --show-bin-path)/blitline-bridge"
 status=0
 swift test --skip-build --skip 'FaultTests' "$@" || status=$?
-swift test --skip-build --no-parallel --filter 'FaultTests' "$@" || status=$?
+if [ $# -eq 0 ] || [[ "$*" == *Fault* ]]; then
+    swift test --skip-build --no-parallel --filter 'FaultTests' --skip 'ClusterFaultTests' "$@" || status=$?
+fi
+
+if [ "${BLITLINE_SKIP_CLUSTER:-}" != 1 ] && { [ $# -eq 0 ] || [[ "$*" == *Cluster* ]]; }; then
+    CLUSTER_DIR=$(mktemp -d /tmp/blitline-bridge-cluster.XXXXXX)
+    export CLUSTER_DIR
+    chmod 755 "$CLUSTER_DIR"
+    stop_cluster() {
+        deploy/rabbitmq-cluster.sh stop || true
+        rm -rf "$CLUSTER_DIR"
+    }
+    trap stop_cluster EXIT
+    if deploy/rabbitmq-cluster.sh start; then
+        AMQP_TEST_CLUSTER_URLS=$(deploy/rabbitmq-cluster.sh url) AMQP_TEST_CLUSTER="$PWD/deploy/rabbitmq-cluster.sh" \
+            swift test --skip-build --no-parallel --filter 'ClusterFaultTests' "$@" || status=$?
+    else
+        echo "the test cluster did not start" >&2
+        status=1
+    fi
+fi
 exit $status

@@ -1,12 +1,26 @@
 import AMQP
+import Foundation
 
 extension BridgeConfiguration {
-    /// The connection settings of `AMQP_URL` with `AMQP_CA_FILE`, under a name the management UI
-    /// shows.
-    func brokerConfiguration(connectionName: String) throws -> AMQPConnection.Configuration {
-        var configuration = try AMQPConnection.Configuration(url: amqpURL)
-        if let amqpCAFile { configuration.tls?.caFile = amqpCAFile }
-        configuration.connectionName = connectionName
-        return configuration
+    /// The broker nodes of `AMQP_URL` with `AMQP_CA_FILE`, under a name the management UI shows:
+    /// `name` followed by this host's name and process id, so that an operator tells instances
+    /// apart. A `connection_name` in a URL is kept as it is.
+    func brokerEndpoints(connectionName name: String) throws -> AMQPEndpoints {
+        let nodes = try AMQPEndpoints(urls: amqpURL).configurations
+        let instance = "\(name) (\(ProcessInfo.processInfo.hostName) pid \(getpid()))"
+        return AMQPEndpoints(
+            nodes.map { node in
+                var node = node
+                if let amqpCAFile { node.tls?.caFile = amqpCAFile }
+                node.connectionName = node.connectionName ?? instance
+                return node
+            },
+            start: Int.random(in: 0..<nodes.count))
+    }
+
+    /// The first node of `AMQP_URL`, for the operator tools (see `brokerEndpoints`).
+    func brokerConfiguration(connectionName name: String) throws -> AMQPConnection.Configuration {
+        var endpoints = try brokerEndpoints(connectionName: name)
+        return endpoints.next()
     }
 }

@@ -168,7 +168,7 @@ extension BridgeConfiguration: CustomStringConvertible {
         let values = Self.settings.map { setting -> String in
             let value: String?
             switch setting.variable {
-            case "AMQP_URL": value = redactingPassword(amqpURL)
+            case "AMQP_URL": value = redactingPasswords(amqpURL)
             case "BLITLINE_APPLICATION_ID": value = blitlineApplicationID.map { _ in "(set)" }
             case "POSTBACK_SECRET": value = postbackSecrets.isEmpty ? nil : "(\(postbackSecrets.count) set)"
             default: value = setting.defaultValue(self)
@@ -217,20 +217,20 @@ extension BridgeConfiguration {
 
     static let settings: [Setting] = [
         Setting(
-            variable: "AMQP_URL", placeholder: "<url>",
-            meaning: "The broker; amqps:// for TLS with the peer verified",
-            form: "use amqp://user:password@host:port/vhost or amqps://..., with / in the vhost as %2F",
+            variable: "AMQP_URL", placeholder: "<url>[,<url>...]",
+            meaning: "The broker; amqps:// for TLS with the peer verified. Several URLs separated by "
+                + "commas are the nodes of one cluster: the bridge starts at a random one and moves to the "
+                + "next on any connection failure",
+            form: "use amqp://user:password@host:port/vhost or amqps://..., with / in the vhost as %2F, "
+                + "several separated by commas",
             defaultValue: { $0.amqpURL },
             parse: { configuration, value, setting throws(ConfigurationError) in
                 do throws(AMQPError) {
-                    _ = try AMQPConnection.Configuration(url: value)
+                    _ = try AMQPEndpoints(urls: value)
                 } catch {
-                    let shown = redactingPassword(value)
-                    var reason = error.replyText
-                    if let password = password(in: value), !password.isEmpty {
-                        reason = reason.replacingOccurrences(of: password, with: "***")
-                    }
-                    throw setting.failure("\(quoted(shown)) is not a broker URL (\(reason)); \(setting.form)")
+                    // The AMQP module's errors never quote a URL; the value is shown without passwords.
+                    throw setting.failure(
+                        "\(quoted(redactingPasswords(value))) is not a broker URL (\(error.replyText)); \(setting.form)")
                 }
                 configuration.amqpURL = value
             }
@@ -586,7 +586,13 @@ private func password(in url: String) -> Substring? {
 }
 
 /// `url` with its password replaced by `***`.
-private func redactingPassword(_ url: String) -> String {
+private func redactingPassword(_ url: some StringProtocol) -> String {
+    let url = String(url)
     guard let secret = password(in: url) else { return url }
     return url.replacingCharacters(in: secret.startIndex..<secret.endIndex, with: "***")
+}
+
+/// Each of the comma-separated URLs with its password replaced by `***`.
+func redactingPasswords(_ urls: String) -> String {
+    urls.split(separator: ",", omittingEmptySubsequences: false).map(redactingPassword).joined(separator: ",")
 }

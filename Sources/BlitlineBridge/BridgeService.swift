@@ -36,10 +36,11 @@ struct BridgeService: Service, CustomStringConvertible {
     /// Runs sessions until a graceful shutdown (or cancellation); only a fatal error ends it sooner.
     private func runSessions() async throws {
         var failures = 0
+        var nodes = try configuration.brokerEndpoints(connectionName: "blitline-bridge consumer")
         while !Task.isCancelled, !Task.isShuttingDownGracefully {
             let started = ContinuousClock.now
             do {
-                try await runSession()
+                try await runSession(on: &nodes)
                 failures = 0
                 if Task.isShuttingDownGracefully || Task.isCancelled { return }
                 logger.warning("broker session ended unexpectedly; starting a new one")
@@ -68,10 +69,10 @@ struct BridgeService: Service, CustomStringConvertible {
         return .milliseconds(Int(base * Double.random(in: 0.5...1.5) * 1000))
     }
 
-    private func runSession() async throws {
-        var amqp = try configuration.brokerConfiguration(connectionName: "blitline-bridge consumer")
-        let consuming = try await AMQPConnection.connect(amqp, logger: logger)
-        amqp.connectionName = "blitline-bridge publisher"
+    private func runSession(on nodes: inout AMQPEndpoints) async throws {
+        let (consuming, node) = try await connectToANode(&nodes, name: "consumer")
+        var amqp = node
+        amqp.connectionName = node.connectionName?.replacingOccurrences(of: "consumer", with: "publisher")
         let publishing: AMQPConnection
         do {
             publishing = try await AMQPConnection.connect(amqp, logger: logger)
@@ -80,7 +81,7 @@ struct BridgeService: Service, CustomStringConvertible {
             throw error
         }
         do {
-            try await serve(consuming: consuming, publishing: publishing)
+            try await serve(consuming: consuming, publishing: publishing, node: node)
         } catch {
             await close(consuming, publishing)
             throw error
@@ -88,17 +89,34 @@ struct BridgeService: Service, CustomStringConvertible {
         await close(consuming, publishing)
     }
 
+    /// Connects to the next node that answers, trying each once; both of a session's connections
+    /// go to the node that answered.
+    private func connectToANode(
+        _ nodes: inout AMQPEndpoints, name: String
+    ) async throws -> (AMQPConnection, AMQPConnection.Configuration) {
+        var failure: (any Error)?
+        for _ in nodes.configurations {
+            let node = nodes.next()
+            do {
+                return (try await AMQPConnection.connect(node, logger: logger), node)
+            } catch {
+                if nodes.configurations.count > 1 {
+                    logger.info("broker node unavailable; trying the next", metadata: ["broker": "\(node)", "error": "\(error)"])
+                }
+                failure = error
+            }
+        }
+        throw failure!
+    }
+
     private func close(_ connections: AMQPConnection...) async {
         session.disconnected()
         for connection in connections { await connection.close() }
     }
 
-    /// The broker's URL without its password, for logs.
-    private var amqpDescription: String {
-        (try? AMQPConnection.Configuration(url: configuration.amqpURL)).map { "\($0)" } ?? "?"
-    }
-
-    private func serve(consuming: AMQPConnection, publishing: AMQPConnection) async throws {
+    private func serve(
+        consuming: AMQPConnection, publishing: AMQPConnection, node: AMQPConnection.Configuration
+    ) async throws {
         try await topology.declare(on: consuming)
         let publisher = EventPublisher(channel: try await PublishChannel.open(on: publishing), topology: topology)
 
@@ -108,7 +126,7 @@ struct BridgeService: Service, CustomStringConvertible {
         session.connected(publisher)
         logger.info(
             "connected to the broker",
-            metadata: ["broker": "\(amqpDescription)", "mode": "\(configuration.usesPostbacks ? "postback" : "polling")"])
+            metadata: ["broker": "\(node)", "mode": "\(configuration.usesPostbacks ? "postback" : "polling")"])
 
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {

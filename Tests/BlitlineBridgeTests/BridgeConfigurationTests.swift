@@ -1,7 +1,8 @@
-import BlitlineBridge
 import Foundation
 import Logging
 import Testing
+
+@testable import BlitlineBridge
 
 @Suite struct BridgeConfigurationTests {
     /// Contract section 3, plus `AMQP_CA_FILE`: variable, flag, default as help shows it.
@@ -244,6 +245,8 @@ import Testing
             failure(["AMQP_URL": "amqp://bridge:hunter2-hunter2@rabbit:notaport/"]),
             failure(["AMQP_URL": "amqp://bridge:hunter2-hunter2%zz@rabbit/"]),
             failure(["AMQP_URL": "https://bridge:hunter2-hunter2@rabbit/"]),
+            failure(["AMQP_URL": "amqp://a:hunter2-one@n1/,amqp://b:hunter2-two@n2:bad/,amqp://c:hunter2-3@n3/"]),
+            failure(["AMQP_URL": "amqp://a:hunter2-one@n1/,,amqp://c:hunter2-3@n3/"]),
         ]
         for error in errors {
             let error = try #require(error)
@@ -258,6 +261,23 @@ import Testing
         #expect(!configuration.description.contains(Self.secret))
         #expect(configuration.description.contains("amqp://bridge:***@rabbit/"))
         #expect(!BridgeConfiguration.helpText.contains("hunter2"))
+    }
+
+    @Test func severalBrokerURLsAreTheNodesOfOneCluster() throws {
+        let configuration = try parse([
+            "AMQP_URL": "amqp://a:pw-one@rabbit-1:5672/jobs, amqp://a:pw-two@rabbit-2:5673/jobs,amqp://a:pw-3@rabbit-3/jobs"
+        ])
+        let nodes = try configuration.brokerEndpoints(connectionName: "blitline-bridge consumer").configurations
+        #expect(nodes.map(\.host) == ["rabbit-1", "rabbit-2", "rabbit-3"])
+        #expect(nodes.map(\.port) == [5672, 5673, 5672])
+        #expect(nodes.allSatisfy { $0.virtualHost == "jobs" })
+        // Instances are told apart in the management UI by host name and process id.
+        #expect(nodes.allSatisfy { $0.connectionName == "blitline-bridge consumer (\(ProcessInfo.processInfo.hostName) pid \(getpid()))" })
+        #expect(configuration.description.contains("amqp://a:***@rabbit-1:5672/jobs, amqp://a:***@rabbit-2:5673/jobs,amqp://a:***@rabbit-3/jobs"))
+        let named = try parse(["AMQP_URL": "amqp://rabbit/?connection_name=mine"])
+        #expect(try named.brokerEndpoints(connectionName: "x").configurations[0].connectionName == "mine")
+        let error = try #require(failure(["AMQP_URL": "amqp://a:pw-one@n1/,http://n2/"]))
+        #expect(error.description.contains("URL 2 of 2"), "\(error)")
     }
 
     @Test func argumentsThatAreNotSettingsAreErrors() throws {

@@ -78,10 +78,12 @@ final class BridgeHarness: Sendable {
 
     private func declareTestTopology() async throws {
         try await broker.withChannel { channel in
+            // The test's own queues are of the bridge's type: on a cluster, they outlive a node too.
+            let kind: AMQPTable = topology.queueType == .quorum ? ["x-queue-type": .string("quorum")] : [:]
             try await channel.declareExchange(eventsExchange, type: "topic", durable: true)
-            try await channel.declareQueue(eventsQueue, durable: true)
+            try await channel.declareQueue(eventsQueue, durable: true, arguments: kind)
             try await channel.bindQueue(eventsQueue, exchange: eventsExchange, routingKey: "job.#")
-            try await channel.declareQueue(replyQueue, durable: true)
+            try await channel.declareQueue(replyQueue, durable: true, arguments: kind)
             try await channel.declareQueue(jobsQueue, durable: true, arguments: topology.queues[0].arguments)
         }
     }
@@ -174,6 +176,13 @@ final class BridgeHarness: Sendable {
     /// Publishes a body as it is to one of the bridge's queues, confirmed.
     func publishRaw(_ body: [UInt8], to queue: String) async throws {
         try await broker.withChannel { try await $0.publish(body, routingKey: queue) }
+    }
+
+    /// Messages in a queue, ready or delivered and not yet acknowledged (from `rabbitmqctl`).
+    func messagesHeld(in queue: String) throws -> Int? {
+        let rows = try TestEnvironment.controlBroker("ctl", "-q", "list_queues", "name", "messages", "--no-table-headers")
+        return rows.split(separator: "\n").lazy.map { $0.split(whereSeparator: \.isWhitespace) }
+            .first { $0.first.map(String.init) == queue }.flatMap { $0.last.flatMap { Int($0) } }
     }
 
     /// Messages ready in a queue.

@@ -157,6 +157,7 @@ import Testing
                 "each dead-lettered")
             #expect(try await h.depth(of: h.deadQueue) == 0, "and only once")
             #expect(try await h.simulator.stats()["jobs_accepted"] == valids.count, "nothing submitted twice")
+            #expect(try h.messagesHeld(in: h.jobsQueue) == 0, "every request was settled")
             try await expectUndisturbed(bridge, probe, h)
         }
     }

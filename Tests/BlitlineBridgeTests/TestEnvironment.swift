@@ -12,13 +12,33 @@ import Testing
 
 /// What deploy/test.sh hands the tests: the throwaway broker and the built bridge executable.
 enum TestEnvironment {
-    /// `AMQP_TEST_URL`: the broker's URL.
+    /// `AMQP_TEST_URL`: the broker's URL; within `$brokerOverride.withValue`, that one instead
+    /// (the cluster's comma-separated URLs).
     static var brokerURL: String {
         get throws {
-            try #require(
+            if let brokerOverride { return brokerOverride }
+            return try #require(
                 ProcessInfo.processInfo.environment["AMQP_TEST_URL"],
                 "AMQP_TEST_URL is not set: run the tests with deploy/test.sh, which starts a broker")
         }
+    }
+
+    /// The broker URL(s) that the tests in scope use instead of `AMQP_TEST_URL`.
+    @TaskLocal static var brokerOverride: String?
+
+    /// `AMQP_TEST_CLUSTER_URLS`: the three-node cluster's URLs, comma-separated, when
+    /// deploy/test.sh started one.
+    static var clusterURLs: String? { ProcessInfo.processInfo.environment["AMQP_TEST_CLUSTER_URLS"] }
+
+    /// The AMQP ports of the cluster's nodes 1, 2 and 3.
+    static func clusterPorts() throws -> [Int] {
+        try AMQPEndpoints(urls: try #require(clusterURLs)).configurations.map(\.port)
+    }
+
+    /// Runs deploy/rabbitmq-cluster.sh (`AMQP_TEST_CLUSTER`) with `arguments`, e.g. `stop-node 2`.
+    @discardableResult
+    static func controlCluster(_ arguments: String...) throws -> String {
+        try run("AMQP_TEST_CLUSTER", arguments)
     }
 
     /// `BLITLINE_BRIDGE_BIN`: the `blitline-bridge` executable under test.
@@ -37,17 +57,29 @@ enum TestEnvironment {
         ProcessInfo.processInfo.environment["AMQP_TEST_QUEUE_TYPE"].flatMap(Topology.QueueType.init(rawValue:)) ?? .quorum
     }
 
+    /// Connects to the broker, or to the first cluster node that answers.
     static func connect() async throws -> AMQPConnection {
-        try await AMQPConnection.connect(
-            try AMQPConnection.Configuration(url: brokerURL),
-            logger: Logger(label: "amqp") { _ in SwiftLogNoOpLogHandler() })
+        var endpoints = try AMQPEndpoints(urls: brokerURL)
+        var failure: (any Error)?
+        for _ in endpoints.configurations {
+            do {
+                return try await AMQPConnection.connect(
+                    endpoints.next(), logger: Logger(label: "amqp") { _ in SwiftLogNoOpLogHandler() })
+            } catch {
+                failure = error
+            }
+        }
+        throw failure!
     }
 
     /// Runs deploy/rabbitmq-node.sh (`AMQP_TEST_BROKER`) with `arguments`, e.g. `ctl stop_app`.
     @discardableResult
     static func controlBroker(_ arguments: String...) throws -> String {
-        let script = try #require(
-            ProcessInfo.processInfo.environment["AMQP_TEST_BROKER"], "AMQP_TEST_BROKER is not set")
+        try run("AMQP_TEST_BROKER", arguments)
+    }
+
+    private static func run(_ variable: String, _ arguments: [String]) throws -> String {
+        let script = try #require(ProcessInfo.processInfo.environment[variable], "\(variable) is not set")
         let process = Process()
         process.executableURL = URL(fileURLWithPath: script)
         process.arguments = arguments
@@ -58,7 +90,7 @@ enum TestEnvironment {
         let data = output.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         let text = String(decoding: data, as: UTF8.self)
-        try #require(process.terminationStatus == 0, "rabbitmq-node.sh \(arguments) failed: \(text)")
+        try #require(process.terminationStatus == 0, "\(script) \(arguments) failed: \(text)")
         return text
     }
 
