@@ -47,7 +47,9 @@ extension AMQPConnection {
         ///
         /// User, password and vhost are percent-decoded (`%2F` is `/`); an absent or empty vhost is
         /// `/`. `heartbeat` is in seconds, `connection_timeout` in milliseconds. `amqps` also takes
-        /// `cacertfile`, `certfile`, `keyfile` and `verify=verify_none`.
+        /// `cacertfile`, `certfile`, `keyfile` and `verify=verify_none`. Errors
+        /// (`AMQPError.Code.invalidURL`) say which part is wrong without quoting the URL, so they
+        /// never carry its password.
         public init(url: String) throws(AMQPError) {
             self.init()
             let tlsScheme: Bool
@@ -77,17 +79,17 @@ extension AMQPConnection {
                     guard !path.contains("/") else {
                         throw AMQPError(.invalidURL, "the vhost must be one path segment; write / as %2F")
                     }
-                    virtualHost = try Self.percentDecoded(path)
+                    virtualHost = try Self.percentDecoded(path, "vhost")
                 }
             }
             if let at = authority.lastIndex(of: "@") {
                 let userInfo = authority[..<at]
                 authority = authority[authority.index(after: at)...]
                 if let colon = userInfo.firstIndex(of: ":") {
-                    username = try Self.percentDecoded(userInfo[..<colon])
-                    password = try Self.percentDecoded(userInfo[userInfo.index(after: colon)...])
+                    username = try Self.percentDecoded(userInfo[..<colon], "user name")
+                    password = try Self.percentDecoded(userInfo[userInfo.index(after: colon)...], "password")
                 } else {
-                    username = try Self.percentDecoded(userInfo)
+                    username = try Self.percentDecoded(userInfo, "user name")
                 }
             }
             try parseHostAndPort(authority)
@@ -108,7 +110,7 @@ extension AMQPConnection {
                 hostPart = authority[..<colon]
                 portPart = authority[authority.index(after: colon)...]
             }
-            if !hostPart.isEmpty { host = try Self.percentDecoded(hostPart) }
+            if !hostPart.isEmpty { host = try Self.percentDecoded(hostPart, "host") }
             if let portPart {
                 guard let value = Int(portPart), (1...65535).contains(value) else {
                     throw AMQPError(.invalidURL, "the port must be a number from 1 to 65535")
@@ -120,8 +122,8 @@ extension AMQPConnection {
         private mutating func parseQuery(_ query: Substring) throws(AMQPError) {
             for pair in query.split(separator: "&") where !pair.isEmpty {
                 let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-                let key = try Self.percentDecoded(parts[0])
-                let value = parts.count > 1 ? try Self.percentDecoded(parts[1]) : ""
+                let key = try Self.percentDecoded(parts[0], "query")
+                let value = parts.count > 1 ? try Self.percentDecoded(parts[1], "query") : ""
                 func integer() throws(AMQPError) -> Int {
                     guard let number = Int(value), number >= 0 else {
                         throw AMQPError(.invalidURL, "\(key) must be a non-negative integer")
@@ -156,7 +158,8 @@ extension AMQPConnection {
             }
         }
 
-        static func percentDecoded(_ text: Substring) throws(AMQPError) -> String {
+        /// Decodes `%XX` escapes. Errors name the `part` of the URL, never its text: it may be a password.
+        static func percentDecoded(_ text: Substring, _ part: String) throws(AMQPError) -> String {
             guard text.contains("%") else { return String(text) }
             var bytes: [UInt8] = []
             var iterator = text.utf8.makeIterator()
@@ -167,11 +170,11 @@ extension AMQPConnection {
                 }
                 guard let high = iterator.next().flatMap(Self.hexValue),
                     let low = iterator.next().flatMap(Self.hexValue)
-                else { throw AMQPError(.invalidURL, "bad percent-encoding in \"\(text)\"") }
+                else { throw AMQPError(.invalidURL, "bad percent-encoding in the \(part)") }
                 bytes.append(high << 4 | low)
             }
             guard let string = String(validating: bytes, as: UTF8.self) else {
-                throw AMQPError(.invalidURL, "percent-encoding in \"\(text)\" is not UTF-8")
+                throw AMQPError(.invalidURL, "percent-encoding in the \(part) is not UTF-8")
             }
             return string
         }
