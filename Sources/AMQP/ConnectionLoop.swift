@@ -93,9 +93,20 @@ final class ConnectionLoop: @unchecked Sendable {
                 runLoop()
             }
             thread.name = "amqp \(configuration.host):\(configuration.port)"
-            thread.stackSize = 1 << 20
+            thread.stackSize = Self.stackSize(frameMax: configuration.frameMax)
             thread.start()
         }
+    }
+
+    /// Stack for librabbitmq 0.11, which decodes nested field tables and arrays recursively with
+    /// no depth limit (fixed upstream in 0.14, not in Debian's 0.11.0-1+deb12u3): measured on
+    /// Debian's build, about 96 bytes of stack per level of arrays (5 bytes of frame each) and 112
+    /// per level of tables (6 bytes each), so under 20 bytes of stack per byte of frame. 32 per byte
+    /// leaves room; the pages are only touched by such a message. A frame_max of 0 (the broker's
+    /// choice) is taken as RabbitMQ's largest default, 128 KiB.
+    static func stackSize(frameMax: Int) -> Int {
+        let frame = frameMax > 0 ? frameMax : 131_072
+        return min(max(16 << 20, 32 * frame + (1 << 20)), 1 << 30)
     }
 
     /// Posts a command; fails it at once if the connection is already closed.
