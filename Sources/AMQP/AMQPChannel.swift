@@ -128,6 +128,9 @@ public struct AMQPChannel: Sendable, Hashable {
     /// away first (then the message may or may not have arrived: publish it again). Any number of
     /// publishes may be in flight at once; the broker settles them in batches. While the broker
     /// blocks publishing (resource alarm), publishes wait.
+    ///
+    /// A message that cannot be encoded (see `AMQPProperties.validateForPublish`) is refused with
+    /// `.invalidArgument` before anything is written; the channel and connection stay usable.
     public func publish(
         _ body: [UInt8], exchange: String = "", routingKey: String, mandatory: Bool = false,
         properties: AMQPProperties = AMQPProperties()

@@ -74,13 +74,18 @@ extension ConnectionLoop {
         }
     }
 
+    /// Publishes on the owner thread after the exact pre-flight check (`validateForPublish`): a
+    /// message that cannot be encoded is refused before a byte is written.
     func publish(
         _ body: [UInt8], on handle: AMQPChannel, exchange: String, routingKey: String,
         mandatory: Bool, properties: AMQPProperties,
         continuation: CheckedContinuation<Void, any Error>
     ) {
         let channel: ChannelState
-        do { channel = try self.channel(handle) } catch {
+        do throws(AMQPError) {
+            channel = try self.channel(handle)
+            try properties.validateForPublish(frameMax: frameMax, exchange: exchange, routingKey: routingKey)
+        } catch {
             continuation.resume(throwing: error)
             return
         }
@@ -96,11 +101,10 @@ extension ConnectionLoop {
         }
         arena.reset()
         guard status == AMQP_STATUS_OK.rawValue else {
-            let error =
-                status == AMQP_STATUS_TABLE_TOO_BIG.rawValue
-                ? AMQPError(.invalidArgument, "the message headers do not fit in one frame")
-                : libraryError(status, while: "publishing")
-            if error.code != .invalidArgument { closeConnection(error) }
+            // The basic.publish frame may be on the wire without its header: the broker would take
+            // the next frame on this connection as the missing one. Only closing is safe.
+            let error = libraryError(status, while: "publishing")
+            closeConnection(error)
             continuation.resume(throwing: error)
             return
         }

@@ -46,6 +46,8 @@ final class ConnectionLoop: @unchecked Sendable {
     private var blocked = false
     private var lastInbound = ContinuousClock.now
     private(set) var heartbeat: Duration = .zero
+    /// The negotiated largest frame, envelope included.
+    private(set) var frameMax = 131_072
     private var closing: AMQPError?
     /// Consumers holding deliveries from the current pass over the socket.
     var sinksToFlush: [ConsumerSink] = []
@@ -363,8 +365,9 @@ final class ConnectionLoop: @unchecked Sendable {
         return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
     }
 
-    func setNegotiatedHeartbeat(_ seconds: Int32) {
+    func setNegotiated(heartbeat seconds: Int32, frameMax: Int32) {
         heartbeat = .seconds(Int(seconds))
+        self.frameMax = Int(frameMax)
         lastInbound = .now
     }
 }
