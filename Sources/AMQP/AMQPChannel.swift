@@ -152,11 +152,18 @@ public struct AMQPChannel: Sendable, Hashable {
     /// need manual acknowledgement. Consumer arguments such as `x-stream-offset` go in `arguments`.
     /// The returned sequence ends with an error if the broker cancels the consumer or the channel or
     /// connection closes.
+    ///
+    /// A delivery whose body is declared larger than `maxBodyBytes` arrives with an empty `body`
+    /// and `isBodyDiscarded` set (its `bodySize` says how large it was): the body is read from the
+    /// socket and dropped frame by frame, never held in memory. Acknowledge it as any other.
     public func consume(
-        queue: String, prefetch: UInt16, exclusive: Bool = false, arguments: AMQPTable = [:]
+        queue: String, prefetch: UInt16, exclusive: Bool = false, arguments: AMQPTable = [:],
+        maxBodyBytes: Int? = nil
     ) async throws -> AMQPConsumer {
         try await loop.perform { loop throws(AMQPError) in
-            try loop.consume(self, queue: queue, prefetch: prefetch, exclusive: exclusive, arguments: arguments)
+            try loop.consume(
+                self, queue: queue, prefetch: prefetch, exclusive: exclusive, arguments: arguments,
+                maxBodyBytes: maxBodyBytes)
         }
     }
 

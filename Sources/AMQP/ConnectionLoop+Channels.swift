@@ -119,7 +119,8 @@ extension ConnectionLoop {
     }
 
     func consume(
-        _ handle: AMQPChannel, queue: String, prefetch: UInt16, exclusive: Bool, arguments: AMQPTable
+        _ handle: AMQPChannel, queue: String, prefetch: UInt16, exclusive: Bool, arguments: AMQPTable,
+        maxBodyBytes: Int?
     ) throws(AMQPError) -> AMQPConsumer {
         // basic.qos with global=false applies to consumers started after it on this channel.
         _ = try rpc(handle, "setting the prefetch") { state, number in
@@ -135,7 +136,7 @@ extension ConnectionLoop {
         }
         guard let tag else { throw AMQPError(.protocolError, "no consumer tag from basic.consume-ok") }
         let (stream, continuation) = ConsumerSink.Batches.makeStream()
-        try channel(handle).consumers[tag] = ConsumerSink(continuation)
+        try channel(handle).consumers[tag] = ConsumerSink(continuation, maxBodyBytes: maxBodyBytes)
         let loop = self
         continuation.onTermination = { termination in
             if case .cancelled = termination {
@@ -169,7 +170,8 @@ extension ConnectionLoop {
         let routingKey = String(amqpBytes: ok.routing_key)
         let delivery = withMessage(on: handle.number, reading: "a message from \(queue)") { message in
             AMQPDelivery(
-                body: [UInt8](amqpBytes: message.body), properties: AMQPProperties(message.properties),
+                body: [UInt8](amqpBytes: message.body), bodySize: UInt64(message.body.len), isBodyDiscarded: false,
+                properties: AMQPProperties(message.properties),
                 exchange: exchange, routingKey: routingKey, redelivered: ok.redelivered != 0,
                 deliveryTag: ok.delivery_tag, consumerTag: "",
                 channel: AMQPChannel(loop: self, number: handle.number, id: channel.id))

@@ -44,7 +44,10 @@ final class ConnectionLoop: @unchecked Sendable {
     let arena = CArena()
     private var deferredPublishes: [Command] = []
     private var blocked = false
-    private var lastInbound = ContinuousClock.now
+    var lastInbound = ContinuousClock.now
+    /// Frames of other channels read while a message's content was read, in arrival order;
+    /// dispatched before anything else is read.
+    var setAsideFrames: [amqp_frame_t] = []
     private(set) var heartbeat: Duration = .zero
     /// The negotiated largest frame, envelope included.
     private(set) var frameMax = 131_072
@@ -257,6 +260,10 @@ final class ConnectionLoop: @unchecked Sendable {
         var frame = amqp_frame_t()
         var immediately = timeval(tv_sec: 0, tv_usec: 0)
         while closing == nil {
+            if !setAsideFrames.isEmpty {
+                handle(setAsideFrames.removeFirst())
+                continue
+            }
             let status = amqp_simple_wait_frame_noblock(state, &frame, &immediately)
             if status == AMQP_STATUS_TIMEOUT.rawValue { return }
             guard status == AMQP_STATUS_OK.rawValue else {
@@ -266,7 +273,7 @@ final class ConnectionLoop: @unchecked Sendable {
             lastInbound = .now
             handle(frame)
             // Stop before a read that would only find the socket empty; poll() tells when to read.
-            if amqp_data_in_buffer(state) == 0, amqp_frames_enqueued(state) == 0 { return }
+            if amqp_data_in_buffer(state) == 0, amqp_frames_enqueued(state) == 0, setAsideFrames.isEmpty { return }
         }
     }
 
@@ -298,6 +305,7 @@ final class ConnectionLoop: @unchecked Sendable {
                 amqp_set_rpc_timeout(state, &timeout)
                 _ = amqp_connection_close(state, Int32(AMQP_REPLY_SUCCESS))
             }
+            setAsideFrames.removeAll()
             amqp_destroy_connection(state)
             self.state = nil
         }
