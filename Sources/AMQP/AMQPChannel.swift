@@ -131,20 +131,30 @@ public struct AMQPChannel: Sendable, Hashable {
     ///
     /// A message that cannot be encoded (see `AMQPProperties.validateForPublish`) is refused with
     /// `.invalidArgument` before anything is written; the channel and connection stay usable.
+    ///
+    /// Cancelling the calling task makes this throw `CancellationError` at once. A publish not
+    /// yet written (waiting while the broker blocks publishing) is then never written; one
+    /// already written may still reach the queue, and its confirm is consumed silently.
     public func publish(
         _ body: [UInt8], exchange: String = "", routingKey: String, mandatory: Bool = false,
         properties: AMQPProperties = AMQPProperties()
     ) async throws {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            loop.submit(
-                ConnectionLoop.Command(
-                    isPublish: true,
-                    run: { loop in
-                        loop.publish(
-                            body, on: self, exchange: exchange, routingKey: routingKey,
-                            mandatory: mandatory, properties: properties, continuation: continuation)
-                    },
-                    fail: { continuation.resume(throwing: $0) }))
+        let ticket = PublishTicket(id: loop.makePublishID())
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                guard ticket.suspend(continuation) else { return }
+                loop.submit(
+                    ConnectionLoop.Command(
+                        publishID: ticket.id,
+                        run: { loop in
+                            loop.publish(
+                                body, on: self, exchange: exchange, routingKey: routingKey,
+                                mandatory: mandatory, properties: properties, ticket: ticket)
+                        },
+                        fail: { ticket.resume(throwing: $0) }))
+            }
+        } onCancel: {
+            if ticket.cancel() { loop.dropDeferredPublish(ticket.id) }
         }
     }
 
@@ -187,7 +197,6 @@ public struct AMQPChannel: Sendable, Hashable {
     func settle(_ send: @escaping @Sendable (amqp_connection_state_t) -> Int32) {
         loop.submit(
             ConnectionLoop.Command(
-                isPublish: false,
                 run: { loop in loop.settleDelivery(self, send) },
                 fail: { _ in }))
     }

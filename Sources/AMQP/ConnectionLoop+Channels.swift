@@ -75,18 +75,19 @@ extension ConnectionLoop {
     }
 
     /// Publishes on the owner thread after the exact pre-flight check (`validateForPublish`): a
-    /// message that cannot be encoded is refused before a byte is written.
+    /// message that cannot be encoded is refused before a byte is written. A cancelled publish
+    /// is dropped here, unwritten.
     func publish(
         _ body: [UInt8], on handle: AMQPChannel, exchange: String, routingKey: String,
-        mandatory: Bool, properties: AMQPProperties,
-        continuation: CheckedContinuation<Void, any Error>
+        mandatory: Bool, properties: AMQPProperties, ticket: PublishTicket
     ) {
+        guard !ticket.isCancelled else { return }
         let channel: ChannelState
         do throws(AMQPError) {
             channel = try self.channel(handle)
             try properties.validateForPublish(frameMax: frameMax, exchange: exchange, routingKey: routingKey)
         } catch {
-            continuation.resume(throwing: error)
+            ticket.resume(throwing: error)
             return
         }
         arena.reset()
@@ -105,15 +106,15 @@ extension ConnectionLoop {
             // the next frame on this connection as the missing one. Only closing is safe.
             let error = libraryError(status, while: "publishing")
             closeConnection(error)
-            continuation.resume(throwing: error)
+            ticket.resume(throwing: error)
             return
         }
         guard channel.confirmMode else {
-            continuation.resume()
+            ticket.resume()
             return
         }
         channel.pending[channel.nextPublishSequence] = ChannelState.PendingPublish(
-            continuation: continuation, mandatory: mandatory, exchange: exchange,
+            ticket: ticket, mandatory: mandatory, exchange: exchange,
             routingKey: routingKey, messageID: properties.messageID)
         channel.nextPublishSequence += 1
     }
@@ -142,7 +143,7 @@ extension ConnectionLoop {
             if case .cancelled = termination {
                 loop.submit(
                     Command(
-                        isPublish: false, run: { try? $0.cancelConsumer(handle, tag: tag) },
+                        run: { try? $0.cancelConsumer(handle, tag: tag) },
                         fail: { _ in }))
             }
         }
