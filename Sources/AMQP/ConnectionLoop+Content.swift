@@ -27,7 +27,7 @@ extension ConnectionLoop {
         // Copied before the channel's memory is released below.
         let properties = AMQPProperties(decoded.assumingMemoryBound(to: amqp_basic_properties_t.self).pointee)
         let bodySize = header.payload.properties.body_size
-        let keep = bodySize <= UInt64(maxBodyBytes ?? Int.max)
+        let keep = bodySize <= maxBodyBytes.map { UInt64(max($0, 0)) } ?? .max
         var body: [UInt8] = []
         if keep { body.reserveCapacity(Int(min(bodySize, 16 << 20))) }
         releaseFrames(on: number)
