@@ -128,20 +128,33 @@ public struct AMQPChannel: Sendable, Hashable {
     /// away first (then the message may or may not have arrived: publish it again). Any number of
     /// publishes may be in flight at once; the broker settles them in batches. While the broker
     /// blocks publishing (resource alarm), publishes wait.
+    ///
+    /// A message that cannot be encoded (see `AMQPProperties.validateForPublish`) is refused with
+    /// `.invalidArgument` before anything is written; the channel and connection stay usable.
+    ///
+    /// Cancelling the calling task makes this throw `CancellationError` at once. A publish not
+    /// yet written (waiting while the broker blocks publishing) is then never written; one
+    /// already written may still reach the queue, and its confirm is consumed silently.
     public func publish(
         _ body: [UInt8], exchange: String = "", routingKey: String, mandatory: Bool = false,
         properties: AMQPProperties = AMQPProperties()
     ) async throws {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            loop.submit(
-                ConnectionLoop.Command(
-                    isPublish: true,
-                    run: { loop in
-                        loop.publish(
-                            body, on: self, exchange: exchange, routingKey: routingKey,
-                            mandatory: mandatory, properties: properties, continuation: continuation)
-                    },
-                    fail: { continuation.resume(throwing: $0) }))
+        let ticket = PublishTicket(id: loop.makePublishID())
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                guard ticket.suspend(continuation) else { return }
+                loop.submit(
+                    ConnectionLoop.Command(
+                        publishID: ticket.id,
+                        run: { loop in
+                            loop.publish(
+                                body, on: self, exchange: exchange, routingKey: routingKey,
+                                mandatory: mandatory, properties: properties, ticket: ticket)
+                        },
+                        fail: { ticket.resume(throwing: $0) }))
+            }
+        } onCancel: {
+            if ticket.cancel() { loop.dropDeferredPublish(ticket.id) }
         }
     }
 
@@ -149,11 +162,18 @@ public struct AMQPChannel: Sendable, Hashable {
     /// need manual acknowledgement. Consumer arguments such as `x-stream-offset` go in `arguments`.
     /// The returned sequence ends with an error if the broker cancels the consumer or the channel or
     /// connection closes.
+    ///
+    /// A delivery whose body is declared larger than `maxBodyBytes` arrives with an empty `body`
+    /// and `isBodyDiscarded` set (its `bodySize` says how large it was): the body is read from the
+    /// socket and dropped frame by frame, never held in memory. Acknowledge it as any other.
     public func consume(
-        queue: String, prefetch: UInt16, exclusive: Bool = false, arguments: AMQPTable = [:]
+        queue: String, prefetch: UInt16, exclusive: Bool = false, arguments: AMQPTable = [:],
+        maxBodyBytes: Int? = nil
     ) async throws -> AMQPConsumer {
         try await loop.perform { loop throws(AMQPError) in
-            try loop.consume(self, queue: queue, prefetch: prefetch, exclusive: exclusive, arguments: arguments)
+            try loop.consume(
+                self, queue: queue, prefetch: prefetch, exclusive: exclusive, arguments: arguments,
+                maxBodyBytes: maxBodyBytes)
         }
     }
 
@@ -177,7 +197,6 @@ public struct AMQPChannel: Sendable, Hashable {
     func settle(_ send: @escaping @Sendable (amqp_connection_state_t) -> Int32) {
         loop.submit(
             ConnectionLoop.Command(
-                isPublish: false,
                 run: { loop in loop.settleDelivery(self, send) },
                 fail: { _ in }))
     }

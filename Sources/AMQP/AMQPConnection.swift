@@ -49,6 +49,17 @@ public final class AMQPConnection: Sendable {
     /// Whether the broker has blocked publishing (a memory or disk alarm). Publishes wait meanwhile.
     public var isBlocked: Bool { loop.isBlocked }
 
+    /// Whether the broker blocks publishing: the current state first, then every change (the
+    /// broker's `connection.blocked` and `connection.unblocked`). The sequence ends when the
+    /// connection closes; a slow reader sees at least the latest states.
+    public func blockedChanges() -> AsyncStream<Bool> { loop.blockedChanges() }
+
+    /// The negotiated largest frame in bytes, envelope included: what
+    /// `AMQPProperties.validateForPublish(frameMax:)` needs to check a message for this connection.
+    public var frameMax: Int {
+        get async throws { try await loop.perform { $0.frameMax } }
+    }
+
     /// The negotiated heartbeat interval.
     public var heartbeat: Duration {
         get async throws { try await loop.perform { $0.heartbeat } }

@@ -2,7 +2,13 @@ import CRabbitMQ
 
 /// A message delivered to a consumer (or taken with `get`), to be acknowledged on its channel.
 public struct AMQPDelivery: Sendable {
+    /// The body; empty when `isBodyDiscarded`.
     public let body: [UInt8]
+    /// The body's size as the broker declared it, whether or not the body was kept.
+    public let bodySize: UInt64
+    /// The body was larger than the consumer's `maxBodyBytes` and was dropped unread: `body` is
+    /// empty. The delivery is still acknowledged (or rejected) as usual.
+    public let isBodyDiscarded: Bool
     public let properties: AMQPProperties
     public let exchange: String
     public let routingKey: String

@@ -31,7 +31,8 @@ public struct AMQPEndpoints: Sendable, Hashable {
         self.init(configurations, start: Int.random(in: 0..<configurations.count))
     }
 
-    /// The given nodes, `next()` starting with the one at `start` (wrapped into range).
+    /// The given nodes (at least one), `next()` starting with the one at `start` (wrapped into
+    /// range).
     public init(_ configurations: [AMQPConnection.Configuration], start: Int = 0) {
         precondition(!configurations.isEmpty, "AMQPEndpoints needs at least one node")
         self.configurations = configurations

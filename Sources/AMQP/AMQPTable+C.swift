@@ -12,15 +12,16 @@ extension AMQPTable {
         return amqp_table_t(num_entries: Int32(entries.count), entries: cEntries)
     }
 
-    /// Copies a table out of library memory.
-    init(_ table: amqp_table_t) {
+    /// Copies a table out of library memory; `depth` is the table's own (the outermost is 1).
+    /// Tables and arrays nested deeper than `maximumDepth` become `.void`.
+    init(_ table: amqp_table_t, depth: Int = 1) {
         self.init()
         guard table.num_entries > 0, let cEntries = table.entries else { return }
         var entries: [(key: String, value: AMQPFieldValue)] = []
         entries.reserveCapacity(Int(table.num_entries))
         for index in 0..<Int(table.num_entries) {
             let entry = cEntries[index]
-            entries.append((key: String(amqpBytes: entry.key), value: AMQPFieldValue(entry.value)))
+            entries.append((key: String(amqpBytes: entry.key), value: AMQPFieldValue(entry.value, depth: depth)))
         }
         self.init(entries)
     }
@@ -59,8 +60,14 @@ extension AMQPFieldValue {
         return field
     }
 
-    init(_ field: amqp_field_value_t) {
-        switch Unicode.Scalar(field.kind) {
+    /// Copies a value out of library memory; `depth` is that of the table or array holding it.
+    init(_ field: amqp_field_value_t, depth: Int) {
+        let kind = Unicode.Scalar(field.kind)
+        if kind == "F" || kind == "A", depth >= AMQPTable.maximumDepth {
+            self = .void
+            return
+        }
+        switch kind {
         case "t": self = .bool(field.value.boolean != 0)
         case "b": self = .int8(field.value.i8)
         case "B": self = .uint8(field.value.u8)
@@ -77,13 +84,13 @@ extension AMQPFieldValue {
         case "S": self = .string(String(amqpBytes: field.value.bytes))
         case "x": self = .bytes([UInt8](amqpBytes: field.value.bytes))
         case "T": self = .timestamp(field.value.u64)
-        case "F": self = .table(AMQPTable(field.value.table))
+        case "F": self = .table(AMQPTable(field.value.table, depth: depth + 1))
         case "A":
             let array = field.value.array
             var values: [AMQPFieldValue] = []
             if array.num_entries > 0, let entries = array.entries {
                 values.reserveCapacity(Int(array.num_entries))
-                for index in 0..<Int(array.num_entries) { values.append(AMQPFieldValue(entries[index])) }
+                for index in 0..<Int(array.num_entries) { values.append(AMQPFieldValue(entries[index], depth: depth + 1)) }
             }
             self = .array(values)
         default: self = .void

@@ -39,6 +39,11 @@ public struct AMQPTable: Sendable, Hashable, ExpressibleByDictionaryLiteral, Seq
         self.entries = entries
     }
 
+    /// How deep tables and arrays may nest, counting the outermost table as 1. Deeper ones are
+    /// refused when publishing, and replaced by `AMQPFieldValue.void` when received (librabbitmq
+    /// 0.11 and this module decode them recursively, so the bound keeps the stack bounded).
+    public static let maximumDepth = 64
+
     public var isEmpty: Bool { entries.isEmpty }
     public var count: Int { entries.count }
 

@@ -1,8 +1,9 @@
 /// What the connection's thread knows about one open channel.
 final class ChannelState {
-    /// A publish waiting for the broker's confirm.
+    /// A publish waiting for the broker's confirm (its caller may have stopped waiting: the
+    /// confirm is consumed all the same).
     struct PendingPublish {
-        let continuation: CheckedContinuation<Void, any Error>
+        let ticket: PublishTicket
         let mandatory: Bool
         let exchange: String
         let routingKey: String
@@ -31,9 +32,9 @@ final class ChannelState {
         for sequence in range {
             guard let publish = pending.removeValue(forKey: sequence) else { continue }
             if let failure = error ?? publish.returned {
-                publish.continuation.resume(throwing: failure)
+                publish.ticket.resume(throwing: failure)
             } else {
-                publish.continuation.resume()
+                publish.ticket.resume()
             }
         }
         while lowestUnconfirmed < nextPublishSequence, pending[lowestUnconfirmed] == nil {
@@ -59,7 +60,7 @@ final class ChannelState {
 
     /// Fails everything in flight on this channel: it is closed.
     func fail(_ error: AMQPError) {
-        for publish in pending.values { publish.continuation.resume(throwing: error) }
+        for publish in pending.values { publish.ticket.resume(throwing: error) }
         pending.removeAll()
         for consumer in consumers.values { consumer.finish(throwing: error) }
         consumers.removeAll()

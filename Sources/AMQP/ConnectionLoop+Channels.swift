@@ -74,14 +74,20 @@ extension ConnectionLoop {
         }
     }
 
+    /// Publishes on the owner thread after the exact pre-flight check (`validateForPublish`): a
+    /// message that cannot be encoded is refused before a byte is written. A cancelled publish
+    /// is dropped here, unwritten.
     func publish(
         _ body: [UInt8], on handle: AMQPChannel, exchange: String, routingKey: String,
-        mandatory: Bool, properties: AMQPProperties,
-        continuation: CheckedContinuation<Void, any Error>
+        mandatory: Bool, properties: AMQPProperties, ticket: PublishTicket
     ) {
+        guard !ticket.isCancelled else { return }
         let channel: ChannelState
-        do { channel = try self.channel(handle) } catch {
-            continuation.resume(throwing: error)
+        do throws(AMQPError) {
+            channel = try self.channel(handle)
+            try properties.validateForPublish(frameMax: frameMax, exchange: exchange, routingKey: routingKey)
+        } catch {
+            ticket.resume(throwing: error)
             return
         }
         arena.reset()
@@ -96,26 +102,26 @@ extension ConnectionLoop {
         }
         arena.reset()
         guard status == AMQP_STATUS_OK.rawValue else {
-            let error =
-                status == AMQP_STATUS_TABLE_TOO_BIG.rawValue
-                ? AMQPError(.invalidArgument, "the message headers do not fit in one frame")
-                : libraryError(status, while: "publishing")
-            if error.code != .invalidArgument { closeConnection(error) }
-            continuation.resume(throwing: error)
+            // The basic.publish frame may be on the wire without its header: the broker would take
+            // the next frame on this connection as the missing one. Only closing is safe.
+            let error = libraryError(status, while: "publishing")
+            closeConnection(error)
+            ticket.resume(throwing: error)
             return
         }
         guard channel.confirmMode else {
-            continuation.resume()
+            ticket.resume()
             return
         }
         channel.pending[channel.nextPublishSequence] = ChannelState.PendingPublish(
-            continuation: continuation, mandatory: mandatory, exchange: exchange,
+            ticket: ticket, mandatory: mandatory, exchange: exchange,
             routingKey: routingKey, messageID: properties.messageID)
         channel.nextPublishSequence += 1
     }
 
     func consume(
-        _ handle: AMQPChannel, queue: String, prefetch: UInt16, exclusive: Bool, arguments: AMQPTable
+        _ handle: AMQPChannel, queue: String, prefetch: UInt16, exclusive: Bool, arguments: AMQPTable,
+        maxBodyBytes: Int?
     ) throws(AMQPError) -> AMQPConsumer {
         // basic.qos with global=false applies to consumers started after it on this channel.
         _ = try rpc(handle, "setting the prefetch") { state, number in
@@ -131,13 +137,13 @@ extension ConnectionLoop {
         }
         guard let tag else { throw AMQPError(.protocolError, "no consumer tag from basic.consume-ok") }
         let (stream, continuation) = ConsumerSink.Batches.makeStream()
-        try channel(handle).consumers[tag] = ConsumerSink(continuation)
+        try channel(handle).consumers[tag] = ConsumerSink(continuation, maxBodyBytes: maxBodyBytes)
         let loop = self
         continuation.onTermination = { termination in
             if case .cancelled = termination {
                 loop.submit(
                     Command(
-                        isPublish: false, run: { try? $0.cancelConsumer(handle, tag: tag) },
+                        run: { try? $0.cancelConsumer(handle, tag: tag) },
                         fail: { _ in }))
             }
         }
@@ -165,7 +171,8 @@ extension ConnectionLoop {
         let routingKey = String(amqpBytes: ok.routing_key)
         let delivery = withMessage(on: handle.number, reading: "a message from \(queue)") { message in
             AMQPDelivery(
-                body: [UInt8](amqpBytes: message.body), properties: AMQPProperties(message.properties),
+                body: [UInt8](amqpBytes: message.body), bodySize: UInt64(message.body.len), isBodyDiscarded: false,
+                properties: AMQPProperties(message.properties),
                 exchange: exchange, routingKey: routingKey, redelivered: ok.redelivered != 0,
                 deliveryTag: ok.delivery_tag, consumerTag: "",
                 channel: AMQPChannel(loop: self, number: handle.number, id: channel.id))

@@ -46,8 +46,8 @@ extension ConnectionLoop {
         }
     }
 
-    /// Reads the header and body frames that follow a `basic.deliver`, `basic.return` or
-    /// `basic.get-ok` and hands them to `body`; a failed read closes the connection.
+    /// Reads the header and body frames that follow a `basic.get-ok` and hands them to `body`; a
+    /// failed read closes the connection. (Deliveries and returns use `readContent`.)
     func withMessage<T>(on number: UInt16, reading what: String, _ body: (amqp_message_t) -> T) -> T? {
         var message = amqp_message_t()
         let reply = amqp_read_message(state, number, &message, 0)
@@ -63,23 +63,25 @@ extension ConnectionLoop {
         let consumerTag = String(amqpBytes: deliver.consumer_tag)
         let exchange = String(amqpBytes: deliver.exchange)
         let routingKey = String(amqpBytes: deliver.routing_key)
-        withMessage(on: number, reading: "a delivery") { message in
-            guard let channel = channels[number], let consumer = channel.consumers[consumerTag] else {
-                // The consumer was cancelled here while the broker was sending: give the message back.
-                _ = amqp_basic_reject(state, number, deliver.delivery_tag, 1)
-                return
-            }
-            let first = consumer.append(
-                AMQPDelivery(
-                    body: [UInt8](amqpBytes: message.body),
-                    properties: AMQPProperties(message.properties),
-                    exchange: exchange, routingKey: routingKey,
-                    redelivered: deliver.redelivered != 0, deliveryTag: deliver.delivery_tag,
-                    consumerTag: consumerTag,
-                    channel: AMQPChannel(loop: self, number: number, id: channel.id)))
-            if first { sinksToFlush.append(consumer) }
-            deliveriesInPass += 1
+        let channel = channels[number]
+        let consumer = channel?.consumers[consumerTag]
+        // A message for a consumer cancelled meanwhile goes back to the queue: its body is dropped.
+        let maxBodyBytes: Int? = if let consumer { consumer.maxBodyBytes } else { 0 }
+        guard let content = readContent(on: number, maxBodyBytes: maxBodyBytes, reading: "a delivery") else { return }
+        guard let channel, let consumer else {
+            // The consumer was cancelled here while the broker was sending: give the message back.
+            _ = amqp_basic_reject(state, number, deliver.delivery_tag, 1)
+            return
         }
+        let first = consumer.append(
+            AMQPDelivery(
+                body: content.body, bodySize: content.bodySize, isBodyDiscarded: content.isBodyDiscarded,
+                properties: content.properties, exchange: exchange, routingKey: routingKey,
+                redelivered: deliver.redelivered != 0, deliveryTag: deliver.delivery_tag,
+                consumerTag: consumerTag,
+                channel: AMQPChannel(loop: self, number: number, id: channel.id)))
+        if first { sinksToFlush.append(consumer) }
+        deliveriesInPass += 1
     }
 
     private func returned(_ method: amqp_basic_return_t, on number: UInt16) {
@@ -88,11 +90,10 @@ extension ConnectionLoop {
             "message returned: \(String(amqpBytes: method.reply_text))")
         let exchange = String(amqpBytes: method.exchange)
         let routingKey = String(amqpBytes: method.routing_key)
-        guard let messageID = withMessage(on: number, reading: "a returned message", {
-            AMQPProperties($0.properties).messageID
-        }) else { return }
+        // Only the message id is needed to match the return to its publish: the body is dropped.
+        guard let content = readContent(on: number, maxBodyBytes: 0, reading: "a returned message") else { return }
         channels[number]?.markReturned(
-            exchange: exchange, routingKey: routingKey, messageID: messageID, error: error)
+            exchange: exchange, routingKey: routingKey, messageID: content.properties.messageID, error: error)
     }
 
     /// Answers a broker's `channel.close` with close-ok, as the protocol requires, and fails the

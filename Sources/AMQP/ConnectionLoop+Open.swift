@@ -30,10 +30,15 @@ extension ConnectionLoop {
 
         var rpcTimeout = timeval(configuration.rpcTimeout)
         amqp_set_rpc_timeout(state, &rpcTimeout)
-        setNegotiatedHeartbeat(amqp_get_heartbeat(state))
+        setNegotiated(heartbeat: amqp_get_heartbeat(state), frameMax: amqp_get_frame_max(state))
+        if Self.stackSize(frameMax: configuration.frameMax) < 20 * frameMax {
+            logger.warning(
+                "AMQP frame_max is larger than the connection thread's stack covers for deeply nested headers",
+                metadata: ["frameMax": "\(frameMax)"])
+        }
         logger.debug(
             "AMQP connection open",
-            metadata: ["broker": "\(configuration)", "heartbeat": "\(heartbeat)"])
+            metadata: ["broker": "\(configuration)", "heartbeat": "\(heartbeat)", "frameMax": "\(frameMax)"])
     }
 
     private func makeSocket(_ state: amqp_connection_state_t) throws(AMQPError) -> OpaquePointer {

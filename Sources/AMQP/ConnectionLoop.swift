@@ -13,9 +13,12 @@ import Synchronization
 final class ConnectionLoop: @unchecked Sendable {
     /// Work for the owner thread. `fail` answers the caller if the connection closes first.
     struct Command: Sendable {
-        let isPublish: Bool
+        /// Set for publishes, which wait while the broker blocks publishing.
+        var publishID: UInt64? = nil
         let run: @Sendable (ConnectionLoop) -> Void
         let fail: @Sendable (AMQPError) -> Void
+
+        var isPublish: Bool { publishID != nil }
     }
 
     private struct Mailbox {
@@ -26,6 +29,7 @@ final class ConnectionLoop: @unchecked Sendable {
         var cancelledWaiters: Set<Int> = []
         var nextWaiter = 0
         var blocked = false
+        var blockedWatchers: [Int: AsyncStream<Bool>.Continuation] = [:]
     }
 
     let configuration: AMQPConnection.Configuration
@@ -36,16 +40,22 @@ final class ConnectionLoop: @unchecked Sendable {
     /// When the owner thread entered a library call that can block without bound (0: not in one).
     private let blockingCallStartedAt = Atomic<UInt64>(0)
     private let socketFD = Atomic<Int32>(-1)
+    private let lastPublishID = Atomic<UInt64>(0)
 
     // Owner thread only.
     var state: amqp_connection_state_t?
     var channels: [UInt16: ChannelState] = [:]
     var nextChannelID: UInt64 = 1
     let arena = CArena()
-    private var deferredPublishes: [Command] = []
+    var deferredPublishes: [Command] = []
     private var blocked = false
-    private var lastInbound = ContinuousClock.now
+    var lastInbound = ContinuousClock.now
+    /// Frames of other channels read while a message's content was read, in arrival order;
+    /// dispatched before anything else is read.
+    var setAsideFrames: [amqp_frame_t] = []
     private(set) var heartbeat: Duration = .zero
+    /// The negotiated largest frame, envelope included.
+    private(set) var frameMax = 131_072
     private var closing: AMQPError?
     /// Consumers holding deliveries from the current pass over the socket.
     var sinksToFlush: [ConsumerSink] = []
@@ -93,9 +103,25 @@ final class ConnectionLoop: @unchecked Sendable {
                 runLoop()
             }
             thread.name = "amqp \(configuration.host):\(configuration.port)"
-            thread.stackSize = 1 << 20
+            thread.stackSize = Self.stackSize(frameMax: configuration.frameMax)
             thread.start()
         }
+    }
+
+    /// Stack for librabbitmq 0.11, which decodes nested field tables and arrays recursively with
+    /// no depth limit (fixed upstream in 0.14, not in Debian's 0.11.0-1+deb12u3): measured on
+    /// Debian's build, about 96 bytes of stack per level of arrays (5 bytes of frame each) and 112
+    /// per level of tables (6 bytes each), so under 20 bytes of stack per byte of frame. 32 per byte
+    /// leaves room; the pages are only touched by such a message. A frame_max of 0 (the broker's
+    /// choice) is taken as RabbitMQ's largest default, 128 KiB.
+    static func stackSize(frameMax: Int) -> Int {
+        let frame = frameMax > 0 ? frameMax : 131_072
+        return min(max(16 << 20, 32 * frame + (1 << 20)), 1 << 30)
+    }
+
+    /// A fresh id for a publish, so that a cancelled one can be found on the owner thread.
+    func makePublishID() -> UInt64 {
+        lastPublishID.add(1, ordering: .relaxed).newValue
     }
 
     /// Posts a command; fails it at once if the connection is already closed.
@@ -122,7 +148,6 @@ final class ConnectionLoop: @unchecked Sendable {
         try await withCheckedThrowingContinuation { continuation in
             submit(
                 Command(
-                    isPublish: false,
                     run: { loop in continuation.resume(with: Result { () throws(AMQPError) in try body(loop) }) },
                     fail: { continuation.resume(throwing: $0) }))
         }
@@ -161,7 +186,35 @@ final class ConnectionLoop: @unchecked Sendable {
 
     /// Asks the owner thread to close the connection with `reason`.
     func requestClose(_ reason: AMQPError) {
-        submit(Command(isPublish: false, run: { $0.closing = $0.closing ?? reason }, fail: { _ in }))
+        submit(Command(run: { $0.closing = $0.closing ?? reason }, fail: { _ in }))
+    }
+
+    /// Forgets a publish whose caller was cancelled while it waited for the broker to unblock
+    /// publishing, so that it is never written and its body is freed now.
+    func dropDeferredPublish(_ id: UInt64) {
+        submit(Command(run: { loop in loop.deferredPublishes.removeAll { $0.publishID == id } }, fail: { _ in }))
+    }
+
+    /// Yields whether the broker blocks publishing, now and at every change, until the
+    /// connection closes.
+    func blockedChanges() -> AsyncStream<Bool> {
+        let (stream, continuation) = AsyncStream.makeStream(of: Bool.self, bufferingPolicy: .bufferingNewest(16))
+        let id = mailbox.withLock { box -> Int? in
+            guard box.closeReason == nil else { return nil }
+            box.nextWaiter += 1
+            box.blockedWatchers[box.nextWaiter] = continuation
+            continuation.yield(box.blocked)
+            return box.nextWaiter
+        }
+        guard let id else {
+            continuation.yield(false)
+            continuation.finish()
+            return stream
+        }
+        continuation.onTermination = { [weak self] _ in
+            _ = self?.mailbox.withLock { $0.blockedWatchers.removeValue(forKey: id) }
+        }
+        return stream
     }
 
     // MARK: Owner thread
@@ -244,6 +297,10 @@ final class ConnectionLoop: @unchecked Sendable {
         var frame = amqp_frame_t()
         var immediately = timeval(tv_sec: 0, tv_usec: 0)
         while closing == nil {
+            if !setAsideFrames.isEmpty {
+                handle(setAsideFrames.removeFirst())
+                continue
+            }
             let status = amqp_simple_wait_frame_noblock(state, &frame, &immediately)
             if status == AMQP_STATUS_TIMEOUT.rawValue { return }
             guard status == AMQP_STATUS_OK.rawValue else {
@@ -253,7 +310,7 @@ final class ConnectionLoop: @unchecked Sendable {
             lastInbound = .now
             handle(frame)
             // Stop before a read that would only find the socket empty; poll() tells when to read.
-            if amqp_data_in_buffer(state) == 0, amqp_frames_enqueued(state) == 0 { return }
+            if amqp_data_in_buffer(state) == 0, amqp_frames_enqueued(state) == 0, setAsideFrames.isEmpty { return }
         }
     }
 
@@ -268,14 +325,16 @@ final class ConnectionLoop: @unchecked Sendable {
     private func finish(_ reason: AMQPError, quietly: Bool = false) {
         socketFD.store(-1, ordering: .relaxed)
         // The reason is visible before any caller learns of the failure.
-        let (commands, waiters) = mailbox.withLock { box in
+        let (commands, waiters, watchers) = mailbox.withLock { box in
             box.closeReason = box.closeReason ?? reason
             defer {
                 box.commands.removeAll()
                 box.closeWaiters.removeAll()
+                box.blockedWatchers.removeAll()
             }
-            return (box.commands, box.closeWaiters)
+            return (box.commands, box.closeWaiters, box.blockedWatchers)
         }
+        for watcher in watchers.values { watcher.finish() }
         flushDeliveries()
         if let state {
             // 0.11's destroy does not send connection.close; a close the broker started was
@@ -285,6 +344,7 @@ final class ConnectionLoop: @unchecked Sendable {
                 amqp_set_rpc_timeout(state, &timeout)
                 _ = amqp_connection_close(state, Int32(AMQP_REPLY_SUCCESS))
             }
+            setAsideFrames.removeAll()
             amqp_destroy_connection(state)
             self.state = nil
         }
@@ -300,7 +360,10 @@ final class ConnectionLoop: @unchecked Sendable {
 
     func setBlocked(_ blocked: Bool, reason: String) {
         self.blocked = blocked
-        mailbox.withLock { $0.blocked = blocked }
+        mailbox.withLock { box in
+            box.blocked = blocked
+            for watcher in box.blockedWatchers.values { watcher.yield(blocked) }
+        }
         logger.warning(
             blocked ? "broker blocked publishing" : "broker unblocked publishing",
             metadata: blocked ? ["reason": "\(reason)"] : [:])
@@ -352,8 +415,9 @@ final class ConnectionLoop: @unchecked Sendable {
         return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
     }
 
-    func setNegotiatedHeartbeat(_ seconds: Int32) {
+    func setNegotiated(heartbeat seconds: Int32, frameMax: Int32) {
         heartbeat = .seconds(Int(seconds))
+        self.frameMax = Int(frameMax)
         lastInbound = .now
     }
 }

@@ -7,8 +7,13 @@ final class ConsumerSink {
 
     private let continuation: Batches.Continuation
     private var pending: [AMQPDelivery] = []
+    /// Bodies declared larger are dropped unread (`AMQPDelivery.isBodyDiscarded`); nil: no limit.
+    let maxBodyBytes: Int?
 
-    init(_ continuation: Batches.Continuation) { self.continuation = continuation }
+    init(_ continuation: Batches.Continuation, maxBodyBytes: Int?) {
+        self.continuation = continuation
+        self.maxBodyBytes = maxBodyBytes
+    }
 
     /// Holds a delivery until `flush`; returns true when it is the first one held.
     func append(_ delivery: AMQPDelivery) -> Bool {

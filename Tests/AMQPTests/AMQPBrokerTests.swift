@@ -252,6 +252,34 @@ import Testing
         #expect(!queue.name.isEmpty)
     }
 
+    @Test func aBodyExactlyAtTheConsumersLimitIsDeliveredWholeOneByteMoreIsDropped() async throws {
+        let connection = try await TestBroker.connect()
+        defer { Task { await connection.close() } }
+        let channel = try await connection.openChannel()
+        let queue = try await channel.declareQueue("", exclusive: true, autoDelete: true).name
+        try await channel.enableConfirms()
+        let limit = 200_000  // more than one frame
+        let atLimit = (0..<limit).map { UInt8(truncatingIfNeeded: $0) }
+        try await channel.publish(atLimit, routingKey: queue, properties: .init(messageID: "at"))
+        try await channel.publish(atLimit + [0], routingKey: queue, properties: .init(messageID: "over"))
+        try await channel.publish([], routingKey: queue, properties: .init(messageID: "empty"))
+
+        var deliveries: [AMQPDelivery] = []
+        for try await delivery in try await channel.consume(queue: queue, prefetch: 10, maxBodyBytes: limit) {
+            deliveries.append(delivery)
+            if deliveries.count == 3 { break }
+        }
+        try #require(deliveries.count == 3)
+        #expect(deliveries[0].body == atLimit && !deliveries[0].isBodyDiscarded)
+        #expect(deliveries[0].bodySize == UInt64(limit))
+        #expect(deliveries[1].body.isEmpty && deliveries[1].isBodyDiscarded)
+        #expect(deliveries[1].bodySize == UInt64(limit + 1))
+        #expect(deliveries[1].properties.messageID == "over")
+        #expect(deliveries[2].body.isEmpty && !deliveries[2].isBodyDiscarded && deliveries[2].bodySize == 0)
+        deliveries[2].ack(multiple: true)
+        #expect(connection.closeReason == nil)
+    }
+
     @Test func closingFailsLaterCalls() async throws {
         let connection = try await TestBroker.connect()
         let channel = try await connection.openChannel()
