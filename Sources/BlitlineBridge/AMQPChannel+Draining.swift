@@ -6,10 +6,10 @@ extension AMQPChannel {
     /// consumer ends. On graceful shutdown the consumer is cancelled first, so no new delivery
     /// arrives while those in hand finish. An error from `handle` ends it all and is rethrown.
     func consume(
-        queue: String, prefetch: UInt16, arguments: AMQPTable = [:],
+        queue: String, prefetch: UInt16, arguments: AMQPTable = [:], maxBodyBytes: Int? = nil,
         handle: @escaping @Sendable (AMQPDelivery) async throws -> Void
     ) async throws {
-        let consumer = try await consume(queue: queue, prefetch: prefetch, arguments: arguments)
+        let consumer = try await consume(queue: queue, prefetch: prefetch, arguments: arguments, maxBodyBytes: maxBodyBytes)
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask {
                 do { try await gracefulShutdown() } catch { return }

@@ -132,8 +132,10 @@ struct BridgeService: Service, CustomStringConvertible {
             group.addTask {
                 try await withThrowingDiscardingTaskGroup { consumers in
                     consumers.addTask {
+                        // A request over MAX_REQUEST_BYTES is never held: its body is dropped as it arrives.
                         try await consuming.openChannel().consume(
-                            queue: topology.jobsQueue, prefetch: UInt16(configuration.prefetch)
+                            queue: topology.jobsQueue, prefetch: UInt16(configuration.prefetch),
+                            maxBodyBytes: configuration.maxRequestBytes
                         ) { try await requests.process($0, effects: publisher) }
                     }
                     consumers.addTask {

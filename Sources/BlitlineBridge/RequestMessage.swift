@@ -13,13 +13,14 @@ protocol RequestMessage: Sendable {
     func ack()
     /// Hands the message back to its queue.
     func requeue()
+    /// Refuses the message for good: the queue dead-letters it (quorum jobs queues, into `.dead`).
+    func deadLetterInPlace()
 }
 
 extension AMQPDelivery: RequestMessage {
-    var isBodyDiscarded: Bool { false }
-    var bodySize: UInt64 { UInt64(body.count) }
     func ack() { ack(multiple: false) }
     func requeue() { nack(requeue: true) }
+    func deadLetterInPlace() { reject(requeue: false) }
 }
 
 /// What `RequestProcessor` needs from the broker to carry a request's steps out; `EventPublisher`

@@ -67,8 +67,10 @@ struct RequestProcessor: Sendable {
                 return
             case .countRedelivery, .schedule, .fail, .retry:
                 do {
-                    try await carryOut(step, for: request, context: context, effects: effects, logger: logger)
-                    request.ack()
+                    switch try await carryOut(step, for: request, context: context, effects: effects, logger: logger) {
+                    case .acknowledge: request.ack()
+                    case .deadLetterInPlace: request.deadLetterInPlace()
+                    }
                     return
                 } catch where PublishFailure.isSetback(error) {
                     logger.warning(
@@ -111,10 +113,17 @@ struct RequestProcessor: Sendable {
             outcome, attempt: attempt, submittedAt: submittedAt, applicationID: prepared.applicationID)
     }
 
+    /// How a request whose step was carried out leaves the jobs queue.
+    private enum Settlement {
+        case acknowledge
+        /// Its body was not kept: the quorum jobs queue dead-letters it whole into `.dead`.
+        case deadLetterInPlace
+    }
+
     private func carryOut(
         _ step: RequestRules.Step, for request: some RequestMessage, context: RequestContext,
         effects: some RequestEffects, logger: Logger
-    ) async throws {
+    ) async throws -> Settlement {
         switch step {
         case .countRedelivery(let count):
             logger.info("redelivered request counted and put back", metadata: ["redeliveries": "\(count)"])
@@ -122,6 +131,7 @@ struct RequestProcessor: Sendable {
             var headers = AMQPTable((request.properties.headers?.entries ?? []).filter { BridgeHeader.all.contains($0.key) })
             headers[BridgeHeader.redeliveries] = .int32(Int32(count))
             try await effects.putBack(request, context: context, headers: headers, delayStep: nil)
+            return .acknowledge
         case .schedule(let jobID, let submittedAt, let applicationID):
             var pending = PendingJob(
                 context: context, jobID: jobID, submittedAt: submittedAt,
@@ -134,6 +144,7 @@ struct RequestProcessor: Sendable {
                 try await effects.scheduleDeadline(pending)
                 try await poll
             }
+            return .acknowledge
         case .fail(let reason, let message):
             if reason == .invalidRequest {
                 logger.notice("invalid request", metadata: ["error": "\(message)"])
@@ -144,13 +155,22 @@ struct RequestProcessor: Sendable {
             // The event first: a dead letter is only written for a request whose event is out, so
             // that a setback between the two repeats the event (same id), never the dead letter.
             try await effects.publish(event)
-            try await effects.deadLetter(request, context: context, error: "\(reason.rawValue): \(message)")
+            let settlement: Settlement
+            if request.isBodyDiscarded, configuration.queueType == .quorum {
+                // The body was never held: the broker, which still has it, dead-letters it whole.
+                settlement = .deadLetterInPlace
+            } else {
+                try await effects.deadLetter(request, context: context, error: "\(reason.rawValue): \(message)")
+                settlement = .acknowledge
+            }
             ledger.record(event.outcome, for: context.requestID)
             metrics.event(event)
+            return settlement
         case .retry(let delayStep, let headers):
             if headers[BridgeHeader.attempt] != nil { metrics.submitRetries.increment() }
             logger.info("request put back for later", metadata: ["retry_in": "\(Topology.retryDelays[delayStep])"])
             try await effects.putBack(request, context: context, headers: headers, delayStep: delayStep)
+            return .acknowledge
         case .submit, .giveBack, .requeueAfterPause:
             preconditionFailure("\(step) is not carried out by publishing")
         }

@@ -27,6 +27,7 @@ import Testing
 
         func ack() { settled.withLock { $0.append("ack") } }
         func requeue() { settled.withLock { $0.append("requeue") } }
+        func deadLetterInPlace() { settled.withLock { $0.append("reject") } }
         var settlements: [String] { settled.withLock { $0 } }
     }
 

@@ -78,19 +78,39 @@ enum TestEnvironment {
         try run("AMQP_TEST_BROKER", arguments)
     }
 
+    /// Runs a control script and returns what it printed. Spawned and reaped here rather than
+    /// with Foundation's `Process`, whose `waitUntilExit` was seen to miss the exit of a script
+    /// that leaves a broker running in the background.
     private static func run(_ variable: String, _ arguments: [String]) throws -> String {
         let script = try #require(ProcessInfo.processInfo.environment[variable], "\(variable) is not set")
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: script)
-        process.arguments = arguments
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        let text = String(decoding: data, as: UTF8.self)
-        try #require(process.terminationStatus == 0, "\(script) \(arguments) failed: \(text)")
+        var pipeFDs: [Int32] = [-1, -1]
+        try #require(pipe(&pipeFDs) == 0)
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 2)
+        posix_spawn_file_actions_addclose(&actions, pipeFDs[0])
+        posix_spawn_file_actions_addclose(&actions, pipeFDs[1])
+        let argv = ([script] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, script, &actions, nil, argv, environ)
+        close(pipeFDs[1])
+        defer { close(pipeFDs[0]) }
+        try #require(spawned == 0, "cannot run \(script): error \(spawned)")
+        var output: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = read(pipeFDs[0], &buffer, buffer.count)
+            if count > 0 { output += buffer[..<count] } else if count == 0 || errno != EINTR { break }
+        }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) == -1, errno == EINTR {}
+        let text = String(decoding: output, as: UTF8.self)
+        let exitCode = (status & 0x7f) == 0 ? (status >> 8) & 0xff : -1
+        try #require(exitCode == 0, "\(script) \(arguments) failed (\(exitCode)): \(text)")
         return text
     }
 
