@@ -1,8 +1,10 @@
 import Blitline
 import Logging
 
-/// Takes Blitline's postbacks: checks the signed token, decodes the result, and publishes the
-/// event; answers 2xx only once the broker has confirmed it, so that Blitline retries otherwise.
+/// Takes Blitline's postbacks: checks the signed token (before the listener reads the body),
+/// decodes the result, and publishes the event; answers 2xx only once the broker has confirmed it,
+/// so that Blitline retries otherwise. A publish cut short by the listener's deadline
+/// (cancellation) is a 503 like any other failure to publish.
 struct PostbackHandler: PostbackReceiving, CustomStringConvertible {
     let keys: PostbackToken.Keys
     let session: BrokerSession
@@ -13,19 +15,25 @@ struct PostbackHandler: PostbackReceiving, CustomStringConvertible {
     /// Without the secrets.
     var description: String { "PostbackHandler(\(keys.keys.count) keys)" }
 
-    func receivePostback(token: String, body: [UInt8], contentType: String?) async -> PostbackReply {
-        let received = ContinuousClock.now
-        let verified: PostbackToken
+    func verify(token: Substring) -> PostbackTokenCheck<PostbackToken> {
         do {
-            verified = try PostbackToken(verifying: token[...], keys: keys)
+            return .verified(try PostbackToken(verifying: token, keys: keys))
         } catch .malformed {
             metrics.postback("unsigned")
-            return PostbackReply(status: 401, message: "missing or unreadable postback signature")
+            return .refused(PostbackReply(status: 401, message: "missing or unreadable postback signature"))
+        } catch .expired {
+            metrics.postback("expired")
+            logger.notice("refused an expired postback URL")
+            return .refused(PostbackReply(status: 403, message: "the postback URL has expired"))
         } catch {
             metrics.postback("forged")
             logger.warning("refused a postback with a bad signature")
-            return PostbackReply(status: 403, message: "bad postback signature")
+            return .refused(PostbackReply(status: 403, message: "bad postback signature"))
         }
+    }
+
+    func receivePostback(_ verified: PostbackToken, body: [UInt8], contentType: String?) async -> PostbackReply {
+        let received = ContinuousClock.now
         let context = verified.context
         let result: JobResult
         do {
