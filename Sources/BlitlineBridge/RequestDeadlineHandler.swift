@@ -12,12 +12,9 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var deadlines: RequestDeadlines
     private var timer: Scheduled<Void>?
     private var started = false
-    private let onCut: @Sendable (RequestDeadlines.Phase) -> Void
 
-    /// - Parameter onCut: told when a connection is cut, e.g. to count it.
-    init(deadlines: RequestDeadlines, onCut: @escaping @Sendable (RequestDeadlines.Phase) -> Void = { _ in }) {
+    init(deadlines: RequestDeadlines) {
         self.deadlines = deadlines
-        self.onCut = onCut
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -69,12 +66,10 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
         case .disarm:
             timer?.cancel()
             timer = nil
-        case .arm(let delay, let phase):
+        case .arm(let delay, _):
             timer?.cancel()
-            let onCut = self.onCut
             let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
             timer = context.eventLoop.scheduleTask(in: TimeAmount(delay)) {
-                onCut(phase)
                 loopBound.value.close(promise: nil)
             }
         }
