@@ -7,23 +7,6 @@ import Testing
 /// The listener under abuse (contract section 10), in process: tokens checked before bodies,
 /// slow clients cut, postbacks answered by their deadline, and every allowance bounded.
 extension HTTPListenerTests {
-    /// Runs a listener with `limits` for the duration of `body`, which gets its port.
-    func withListenerPort(
-        limits: HTTPListener.Limits, receiver: FakeReceiver, _ body: (Int) async throws -> Void
-    ) async throws {
-        let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
-        let listener = Self.makeListener(limits: limits, receiver: receiver, ports: continuation)
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                defer { continuation.finish() }
-                try await listener.run()
-            }
-            let port = try #require(await ports.first { _ in true })
-            defer { group.cancelAll() }
-            try await body(port)
-        }
-    }
-
     /// Sends `prefix` at once, then one byte of `trickle` every `interval`, and returns how long
     /// the server took to close the connection (`nil` if it had not within `patience`).
     static func trickle(

@@ -129,6 +129,22 @@ import Testing
         ready: Flag = Flag(),
         _ body: (String) async throws -> Void
     ) async throws {
+        try await withListenerPort(
+            prefix: prefix, maxBytes: maxBytes, limits: limits, receiver: receiver, ready: ready
+        ) { port in
+            try await body("http://127.0.0.1:\(port)")
+        }
+    }
+
+    /// Runs a listener on a free port for the duration of `body`, which gets the port.
+    func withListenerPort(
+        prefix: String? = "",
+        maxBytes: Int = 8 << 20,
+        limits: HTTPListener.Limits? = nil,
+        receiver: FakeReceiver = FakeReceiver(),
+        ready: Flag = Flag(),
+        _ body: (Int) async throws -> Void
+    ) async throws {
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         let listener = Self.makeListener(
             prefix: prefix, maxBytes: maxBytes, limits: limits, receiver: receiver, ready: ready, ports: continuation)
@@ -139,7 +155,7 @@ import Testing
             }
             let port = try #require(await ports.first { _ in true })
             defer { group.cancelAll() }
-            try await body("http://127.0.0.1:\(port)")
+            try await body(port)
         }
     }
 
