@@ -74,7 +74,7 @@ public struct BridgeApp: Sendable {
                 keys: PostbackToken.Keys(secrets: configuration.postbackSecrets, jobTimeout: configuration.jobTimeout),
                 session: session, ledger: ledger, metrics: metrics, logger: logger),
             isReady: { session.isReady }, metricsText: metricsText, limits: configuration.listenerLimits,
-            logger: logger, onRunning: onListening)
+            logger: logger, onRunning: onListening, onShed: { metrics.postback($0.rawValue) })
 
         var group = ServiceGroupConfiguration(
             services: [

@@ -15,7 +15,7 @@ struct BridgeMetrics: Sendable {
         "blitline_bridge_submissions_total", label: "outcome", values: ["accepted", "rejected", "transient"])
     private let postbacks = LabelledCounter(
         "blitline_bridge_postbacks_total", label: "outcome",
-        values: ["accepted", "unsigned", "forged", "expired", "malformed", "unavailable"])
+        values: ["accepted", "unsigned", "forged", "expired", "malformed", "unavailable", "overloaded", "timed_out"])
     private let polls = LabelledCounter("blitline_bridge_polls_total", label: "outcome", values: ["result", "pending", "failed"])
     private let events: [String: Counter] = {
         let reasons = ["none", "invalid_request", "rejected", "submit_failed", "processing_failed", "timeout"]
@@ -32,7 +32,8 @@ struct BridgeMetrics: Sendable {
     /// `accepted`, `rejected` or `transient`.
     func submission(_ outcome: String) { submissions.increment(outcome) }
 
-    /// `accepted`, `unsigned`, `forged`, `expired`, `malformed`, `unavailable`.
+    /// `accepted`, `unsigned`, `forged`, `expired`, `malformed`, `unavailable`, `overloaded`,
+    /// `timed_out`.
     func postback(_ outcome: String) { postbacks.increment(outcome) }
 
     /// `result`, `pending`, `failed`.

@@ -35,6 +35,7 @@ extension HTTPListener {
             return tooLarge(context)
         }
         guard pendingPostbacks.take(1) else {
+            onShed(.overloaded)
             return closing(context, Self.text(.serviceUnavailable, "too many postbacks in hand; retry later"))
         }
         var held = 0
@@ -50,12 +51,14 @@ extension HTTPListener {
             body = bytes
         case .refused(let response):
             release(held)
+            if response.status == .serviceUnavailable { onShed(.overloaded) }
             return closing(context, response)
         }
 
         let left = limits.postbackDeadline - (ContinuousClock.now - headArrived)
         guard left > .zero else {
             release(held)
+            onShed(.timedOut)
             return Self.text(.serviceUnavailable, "the postback could not be handled in time; retry")
         }
         let contentType = request.headers[.contentType]
@@ -64,6 +67,7 @@ extension HTTPListener {
             return await receiver.receivePostback(verified, body: body, contentType: contentType)
         }
         guard let reply else {
+            onShed(.timedOut)
             return Self.text(.serviceUnavailable, "the postback could not be handled in time; retry")
         }
         return Self.reply(reply)

@@ -43,6 +43,7 @@ public struct HTTPListener: Service {
     let logger: Logger
     let onRunning: @Sendable (Int) async -> Void
     let onProbesRunning: @Sendable (Int) async -> Void
+    let onShed: @Sendable (Shed) -> Void
     /// Postback body bytes held, over all connections.
     let bufferedBytes: Allowance
     /// Postbacks being handled, including those answered at the deadline whose work goes on.
@@ -66,6 +67,8 @@ public struct HTTPListener: Service {
     ///     or token).
     ///   - onRunning: Called with the bound port once connections are accepted.
     ///   - onProbesRunning: Called with the probe listener's bound port once it accepts them.
+    ///   - onShed: Told of each verified postback answered 503 by the listener itself, e.g. to
+    ///     count it; the receiver counts the rest.
     public init(
         host: String,
         port: Int,
@@ -78,7 +81,8 @@ public struct HTTPListener: Service {
         limits: Limits = Limits(),
         logger: Logger,
         onRunning: @escaping @Sendable (Int) async -> Void = { _ in },
-        onProbesRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+        onProbesRunning: @escaping @Sendable (Int) async -> Void = { _ in },
+        onShed: @escaping @Sendable (Shed) -> Void = { _ in }
     ) {
         self.host = host
         self.port = port
@@ -92,6 +96,7 @@ public struct HTTPListener: Service {
         self.logger = logger
         self.onRunning = onRunning
         self.onProbesRunning = onProbesRunning
+        self.onShed = onShed
         self.bufferedBytes = Allowance(limit: limits.maxBufferedBytes)
         self.pendingPostbacks = Allowance(limit: limits.maxPendingPostbacks)
     }
@@ -202,6 +207,14 @@ extension HTTPListener: CustomStringConvertible {
 }
 
 extension HTTPListener {
+    /// Why the listener answered a verified postback 503 without the receiver's reply.
+    public enum Shed: String, Sendable {
+        /// Past `LISTEN_MAX_PENDING_POSTBACKS` or `LISTEN_MAX_BUFFERED_BYTES`.
+        case overloaded
+        /// Past the postback deadline; the handling was cancelled.
+        case timedOut = "timed_out"
+    }
+
     /// The listener could not start, typically because the address is in use or not local.
     public struct StartFailure: Error, Sendable, CustomStringConvertible {
         /// The address that could not be bound, as `host:port`.

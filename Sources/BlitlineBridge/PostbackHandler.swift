@@ -51,6 +51,9 @@ struct PostbackHandler: PostbackReceiving, CustomStringConvertible {
         let event = JobEvent.result(result, context: context, via: .postback, late: late)
         do {
             try await publisher.publish(event)
+        } catch where Task.isCancelled {
+            // The listener's deadline passed: it has answered 503 and counted it (`timed_out`).
+            return PostbackReply(status: 503, message: "the event could not be published in time; retry later")
         } catch {
             metrics.postback("unavailable")
             logger.warning(

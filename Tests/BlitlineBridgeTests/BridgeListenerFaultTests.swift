@@ -48,6 +48,8 @@ import Testing
             let slowest = answers.map(\.milliseconds).max() ?? 0
             #expect(!answers.isEmpty)
             #expect(slowest < 10_000, "a postback took \(slowest) ms to answer")
+            let timedOut = try await bridge.metrics().value("blitline_bridge_postbacks_total", ["outcome": "timed_out"])
+            #expect(timedOut >= Double(answers.filter { $0.status == 503 }.count), "503s counted as timed_out")
             print("listener-alarm: \(answers.count) postbacks answered, slowest \(slowest) ms, statuses \(answers.map(\.status))")
 
             let ids = requests.map(\.id)
