@@ -63,7 +63,7 @@ public struct BridgeApp: Sendable {
                     jobTimeout: configuration.jobTimeout),
                 submitter: submitter,
                 postbackKeys: configuration.postbackSecrets.isEmpty
-                    ? nil : PostbackToken.Keys(secrets: configuration.postbackSecrets),
+                    ? nil : PostbackToken.Keys(secrets: configuration.postbackSecrets, jobTimeout: configuration.jobTimeout),
                 ledger: ledger, metrics: metrics, logger: logger),
             timeouts: TimeoutProcessor(configuration: configuration, ledger: ledger, metrics: metrics, logger: logger),
             polls: PollProcessor(
@@ -72,11 +72,13 @@ public struct BridgeApp: Sendable {
             metrics: metrics, logger: logger)
         let listener = HTTPListener(
             host: configuration.listenHost, port: configuration.listenPort,
+            probeHost: configuration.healthHost, probePort: configuration.healthPort,
             postbackPathPrefix: configuration.postbackBaseURL.map(Self.path(of:)),
             receiver: PostbackHandler(
-                keys: PostbackToken.Keys(secrets: configuration.postbackSecrets), session: session, ledger: ledger, metrics: metrics,
-                logger: logger),
-            isReady: { session.isReady }, metricsText: metricsText, logger: logger, onRunning: onListening)
+                keys: PostbackToken.Keys(secrets: configuration.postbackSecrets, jobTimeout: configuration.jobTimeout),
+                session: session, ledger: ledger, metrics: metrics, logger: logger),
+            isReady: { session.isReady }, metricsText: metricsText, limits: configuration.listenerLimits,
+            logger: logger, onRunning: onListening, onShed: { metrics.postback($0 == .overloaded ? .overloaded : .timedOut) })
 
         var group = ServiceGroupConfiguration(
             services: [

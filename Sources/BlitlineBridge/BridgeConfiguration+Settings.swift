@@ -436,6 +436,70 @@ extension BridgeConfiguration {
                 configuration.logLevel = level
             }
         ),
+        Setting(
+            variable: "HEALTH_ADDRESS", placeholder: "<host:port>",
+            meaning: "A separate listener for /healthz, /readyz and /metrics, so that probes never queue "
+                + "behind postbacks. Unset: they are served on LISTEN_ADDRESS only",
+            form: "use host:port, e.g. 0.0.0.0:8081, 127.0.0.1:8081 or [::]:8081 (port 0 to 65535)",
+            defaultValue: { configuration in
+                configuration.healthHost.map { host in
+                    "\(host.contains(":") ? "[\(host)]" : host):\(configuration.healthPort)"
+                }
+            },
+            parse: { configuration, value, setting throws(ConfigurationError) in
+                let (host, port) = try listenAddress(value, setting)
+                (configuration.healthHost, configuration.healthPort) = (host, port)
+            }
+        ),
+        Setting(
+            variable: "LISTEN_MAX_CONNECTIONS", placeholder: "<count>",
+            meaning: "Connections the listener keeps open at once; more wait in the kernel's accept queue",
+            form: "use a whole number from 1 to 65535",
+            defaultValue: { String($0.listenMaxConnections) },
+            parse: { configuration, value, setting throws(ConfigurationError) in
+                configuration.listenMaxConnections = try integer(value, setting, in: 1...65535)
+            }
+        ),
+        Setting(
+            variable: "LISTEN_HEADER_TIMEOUT", placeholder: "<duration>",
+            meaning: "The longest a client may take to send a request head, from connecting or from "
+                + "its previous answer; slower connections are cut",
+            form: "use 250ms, 30s, 10m, 1h or bare seconds",
+            defaultValue: { durationText($0.listenHeaderTimeout) },
+            parse: { configuration, value, setting throws(ConfigurationError) in
+                configuration.listenHeaderTimeout = try duration(value, setting)
+            }
+        ),
+        Setting(
+            variable: "LISTEN_BODY_TIMEOUT", placeholder: "<duration>",
+            meaning: "The longest a client may take to send a request body after its head; slower "
+                + "connections are cut",
+            form: "use 250ms, 30s, 10m, 1h or bare seconds",
+            defaultValue: { durationText($0.listenBodyTimeout) },
+            parse: { configuration, value, setting throws(ConfigurationError) in
+                configuration.listenBodyTimeout = try duration(value, setting)
+            }
+        ),
+        Setting(
+            variable: "LISTEN_MAX_BUFFERED_BYTES", placeholder: "<bytes>",
+            meaning: "Postback body bytes held at once over all connections; a postback past it is "
+                + "answered 503 and Blitline retries",
+            form: "use a whole number of bytes, at least 8388608 (one postback of the largest size)",
+            defaultValue: { String($0.listenMaxBufferedBytes) },
+            parse: { configuration, value, setting throws(ConfigurationError) in
+                configuration.listenMaxBufferedBytes = try integer(value, setting, in: (8 << 20)...Int.max)
+            }
+        ),
+        Setting(
+            variable: "LISTEN_MAX_PENDING_POSTBACKS", placeholder: "<count>",
+            meaning: "Postbacks handled at once, those waiting on the broker included; more are "
+                + "answered 503 at once and Blitline retries",
+            form: "use a whole number from 1 to 65535",
+            defaultValue: { String($0.listenMaxPendingPostbacks) },
+            parse: { configuration, value, setting throws(ConfigurationError) in
+                configuration.listenMaxPendingPostbacks = try integer(value, setting, in: 1...65535)
+            }
+        ),
     ]
 }
 

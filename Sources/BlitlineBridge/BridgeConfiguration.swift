@@ -43,12 +43,33 @@ public struct BridgeConfiguration: Sendable {
     /// The longest a graceful shutdown may take.
     public var shutdownTimeout: Duration = .seconds(25)
     public var logLevel: Logger.Level = .info
+    /// A separate listener for `/healthz`, `/readyz` and `/metrics`, so that probes never queue
+    /// behind postbacks; `nil` serves them on the main listener only.
+    public var healthHost: String?
+    public var healthPort = 0
+    /// The listener's bounds (contract section 10); see `HTTPListener.Limits`.
+    public var listenMaxConnections = HTTPListener.Limits().maxConnections
+    public var listenHeaderTimeout = HTTPListener.Limits().headerTimeout
+    public var listenBodyTimeout = HTTPListener.Limits().bodyTimeout
+    public var listenMaxBufferedBytes = HTTPListener.Limits().maxBufferedBytes
+    public var listenMaxPendingPostbacks = HTTPListener.Limits().maxPendingPostbacks
 
     public init() {}
 
     /// The queues and exchange these settings name.
     var topology: Topology {
         Topology(jobsQueue: jobsQueue, eventsExchange: eventsExchange, jobTimeout: jobTimeout, queueType: queueType)
+    }
+
+    /// The listener's bounds as these settings give them.
+    public var listenerLimits: HTTPListener.Limits {
+        var limits = HTTPListener.Limits()
+        limits.maxConnections = listenMaxConnections
+        limits.headerTimeout = listenHeaderTimeout
+        limits.bodyTimeout = listenBodyTimeout
+        limits.maxBufferedBytes = listenMaxBufferedBytes
+        limits.maxPendingPostbacks = listenMaxPendingPostbacks
+        return limits
     }
 
     /// Postback mode (`POSTBACK_BASE_URL` set) or polling mode.

@@ -18,6 +18,12 @@ struct BridgeMetrics: Sendable {
         case accepted, rejected, transient
     }
 
+    /// What became of a postback (`blitline_bridge_postbacks_total{outcome}`).
+    enum PostbackOutcome: String, CaseIterable, Sendable {
+        case accepted, unsigned, forged, expired, malformed, unavailable, overloaded
+        case timedOut = "timed_out"
+    }
+
     /// What a long poll found (`blitline_bridge_polls_total{outcome}`).
     enum PollOutcome: String, CaseIterable, Sendable {
         case result, pending, failed
@@ -27,7 +33,7 @@ struct BridgeMetrics: Sendable {
         "blitline_bridge_submissions_total", label: "outcome", values: SubmissionOutcome.allCases.map(\.rawValue))
     private let postbacks = LabelledCounter(
         "blitline_bridge_postbacks_total", label: "outcome",
-        values: ["accepted", "unsigned", "forged", "malformed", "unavailable"])
+        values: PostbackOutcome.allCases.map(\.rawValue))
     private let polls = LabelledCounter(
         "blitline_bridge_polls_total", label: "outcome", values: PollOutcome.allCases.map(\.rawValue))
     private let events: [String: Counter] = {
@@ -44,8 +50,7 @@ struct BridgeMetrics: Sendable {
 
     func submission(_ outcome: SubmissionOutcome) { submissions.increment(outcome.rawValue) }
 
-    /// `accepted`, `unsigned`, `forged`, `malformed`, `unavailable`.
-    func postback(_ outcome: String) { postbacks.increment(outcome) }
+    func postback(_ outcome: PostbackOutcome) { postbacks.increment(outcome.rawValue) }
 
     func poll(_ outcome: PollOutcome) { polls.increment(outcome.rawValue) }
 

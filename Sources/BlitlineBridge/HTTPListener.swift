@@ -1,86 +1,141 @@
 import Hummingbird
+import HummingbirdCore
 import Logging
 import NIOCore
 import ServiceLifecycle
 import Synchronization
 
-/// The embedded HTTP listener: Blitline's postbacks, `/healthz`, `/readyz` and `/metrics`.
+/// The embedded HTTP listener: Blitline's postbacks, `/healthz`, `/readyz` and `/metrics`, and
+/// optionally a second listener for the probes alone.
 ///
 /// Runs as a `Service`: it serves until its graceful shutdown is triggered, then stops accepting
 /// connections, finishes the requests in hand and returns. A `ServiceGroup` shuts services down in
 /// reverse order, so a listener placed after the services its receiver needs keeps answering
 /// postbacks while those drain.
 ///
+/// It faces the internet (contract section 10), so everything a client can make it hold is
+/// bounded by ``Limits``: connections, the time to send a head and a body, postback bytes held,
+/// postbacks in hand. A postback's token is checked before its body is read.
+///
 /// | route | answer |
 /// | --- | --- |
-/// | `POST {prefix}/postback/{token}` | the receiver's status and message (`text/plain`); 413 past `maxPostbackBytes` |
+/// | `POST {prefix}/postback/{token}` | the receiver's status and message (`text/plain`); 401/403 for a refused token, at once, the body unread; 413 past `maxPostbackBytes`; 503 past the deadline or a limit |
 /// | `GET /healthz` | 200 `ok` |
 /// | `GET /readyz` | 200 `ready`, or 503 `not ready: …` |
 /// | `GET /metrics` | 200, Prometheus text format 0.0.4 |
 /// | anything else | 404 (405 for a known path with another method) |
+///
+/// The probe listener, when configured, serves `/healthz`, `/readyz` and `/metrics` only, with
+/// its own connection limit, so that probes never queue behind postbacks.
 public struct HTTPListener: Service {
-    /// The longest a postback may take, from its first byte to the answer: well within the 15 s
-    /// Blitline waits, so that a slow broker yields a 503 (and Blitline's retry) instead of
-    /// Blitline's own timeout.
-    static let postbackDeadline: Duration = .seconds(10)
     /// Connections with nothing to read or write for this long are closed.
     static let idleTimeout: TimeAmount = .seconds(30)
 
     let host: String
     let port: Int
+    let probeHost: String?
+    let probePort: Int
     let postbackPathPrefix: String?
     let receiver: any PostbackReceiving
     let isReady: @Sendable () -> Bool
     let metricsText: @Sendable () -> String
-    let maxPostbackBytes: Int
+    let limits: Limits
     let logger: Logger
     let onRunning: @Sendable (Int) async -> Void
+    let onProbesRunning: @Sendable (Int) async -> Void
+    let onShed: @Sendable (Shed) -> Void
+    /// Postback body bytes held, over all connections.
+    let bufferedBytes: Allowance
+    /// Postbacks being handled, including those answered at the deadline whose work goes on.
+    let pendingPostbacks: Allowance
 
     /// Creates a listener; nothing is bound until ``run()``.
     ///
     /// - Parameters:
     ///   - host: Address to bind, e.g. `0.0.0.0` or `::`.
     ///   - port: Port to bind; 0 picks a free one (see `onRunning`).
+    ///   - probeHost: Address of a separate listener for `/healthz`, `/readyz` and `/metrics`;
+    ///     `nil` serves them on the main listener only.
+    ///   - probePort: Port of the probe listener.
     ///   - postbackPathPrefix: `nil` serves no postback route (polling mode); otherwise `""` or a
     ///     path such as `/blitline` (no trailing slash) under which `/postback/{token}` is served.
-    ///   - receiver: Handles each postback; its reply is the answer.
+    ///   - receiver: Checks each postback's token, then handles its body; its reply is the answer.
     ///   - isReady: Whether `/readyz` answers 200.
     ///   - metricsText: The body of `/metrics`.
-    ///   - maxPostbackBytes: Larger postback bodies are answered 413 without being read. Default 8 MiB.
+    ///   - limits: What clients may have; see ``Limits``.
     ///   - logger: Receives the server's own lines and one debug line per postback (without body
     ///     or token).
     ///   - onRunning: Called with the bound port once connections are accepted.
+    ///   - onProbesRunning: Called with the probe listener's bound port once it accepts them.
+    ///   - onShed: Told of each verified postback answered 503 by the listener itself, e.g. to
+    ///     count it; the receiver counts the rest.
     public init(
         host: String,
         port: Int,
+        probeHost: String? = nil,
+        probePort: Int = 0,
         postbackPathPrefix: String?,
         receiver: any PostbackReceiving,
         isReady: @escaping @Sendable () -> Bool,
         metricsText: @escaping @Sendable () -> String,
-        maxPostbackBytes: Int = 8 << 20,
+        limits: Limits = Limits(),
         logger: Logger,
-        onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+        onRunning: @escaping @Sendable (Int) async -> Void = { _ in },
+        onProbesRunning: @escaping @Sendable (Int) async -> Void = { _ in },
+        onShed: @escaping @Sendable (Shed) -> Void = { _ in }
     ) {
         self.host = host
         self.port = port
+        self.probeHost = probeHost
+        self.probePort = probePort
         self.postbackPathPrefix = postbackPathPrefix
         self.receiver = receiver
         self.isReady = isReady
         self.metricsText = metricsText
-        self.maxPostbackBytes = maxPostbackBytes
+        self.limits = limits
         self.logger = logger
         self.onRunning = onRunning
+        self.onProbesRunning = onProbesRunning
+        self.onShed = onShed
+        self.bufferedBytes = Allowance(limit: limits.maxBufferedBytes)
+        self.pendingPostbacks = Allowance(limit: limits.maxPendingPostbacks)
     }
 
     /// Serves until graceful shutdown (or cancellation), then returns once the requests in hand
-    /// are answered. Throws ``StartFailure`` if the address cannot be bound.
+    /// are answered. Throws ``StartFailure`` if an address cannot be bound.
     public func run() async throws {
-        let onRunning = self.onRunning
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                try await serve(
+                    host: host, port: port, router: makeRouter(), maxConnections: limits.maxConnections,
+                    onRunning: onRunning)
+            }
+            if let probeHost {
+                group.addTask {
+                    try await serve(
+                        host: probeHost, port: probePort, router: makeProbeRouter(),
+                        maxConnections: limits.maxProbeConnections, onRunning: onProbesRunning)
+                }
+            }
+            try await group.waitForAll()
+        }
+    }
+
+    private func serve(
+        host: String, port: Int, router: Router<Context>, maxConnections: Int,
+        onRunning: @escaping @Sendable (Int) async -> Void
+    ) async throws {
         let running = Mutex(false)
+        let deadlines = RequestDeadlines(headerTimeout: limits.headerTimeout, bodyTimeout: limits.bodyTimeout)
         let application = Application(
-            router: makeRouter(),
-            server: .http1(configuration: .init(idleTimeout: Self.idleTimeout)),
-            configuration: .init(address: .hostname(host, port: port), serverName: nil),
+            router: router,
+            server: .http1(
+                configuration: .init(
+                    additionalChannelHandlers: [RequestDeadlineHandler(deadlines: deadlines)],
+                    idleTimeout: Self.idleTimeout)),
+            configuration: .init(
+                address: .hostname(host, port: port), serverName: nil,
+                availableConnectionsDelegate: MaximumAvailableConnections(maxConnections, logger: logger)),
             onServerRunning: { channel in
                 running.withLock { $0 = true }
                 await onRunning(channel.localAddress?.port ?? 0)
@@ -90,14 +145,32 @@ public struct HTTPListener: Service {
         do {
             try await application.run()
         } catch where !running.withLock({ $0 }) {
-            throw StartFailure(address: address, reason: "\(error)")
+            throw StartFailure(address: Self.address(host, port), reason: "\(error)")
         }
     }
 
     /// `host:port`, with an IPv6 host in brackets.
-    var address: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+    var address: String { Self.address(host, port) }
+
+    static func address(_ host: String, _ port: Int) -> String {
+        host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
 
     func makeRouter() -> Router<Context> {
+        let router = makeProbeRouter()
+        if let postbackPathPrefix {
+            router.post("\(postbackPathPrefix)/postback/:token") { request, context in
+                await self.postback(request, context: context, token: context.parameters.get("token") ?? "")
+            }
+            // `/postback/` with an empty token is a missing signature (401), not an unknown path.
+            router.post("\(postbackPathPrefix)/postback") { request, context in
+                await self.postback(request, context: context, token: "")
+            }
+        }
+        return router
+    }
+
+    func makeProbeRouter() -> Router<Context> {
         let router = Router(context: Context.self)
         router.get("/healthz") { _, _ in Self.text(.ok, "ok") }
         router.get("/readyz") { _, _ in
@@ -112,82 +185,10 @@ public struct HTTPListener: Service {
                 body: .init(byteBuffer: ByteBuffer(string: self.metricsText()))
             )
         }
-        if let postbackPathPrefix {
-            router.post("\(postbackPathPrefix)/postback/:token") { request, context in
-                await self.postback(request, context: context)
-            }
-        }
         return router
     }
 
-    private func postback(_ request: Request, context: Context) async -> Response {
-        let started = ContinuousClock.now
-        let response = await answerPostback(request, context: context)
-        logger.debug(
-            "postback answered",
-            metadata: [
-                "http.status": "\(response.status.code)",
-                "duration_ms": "\((ContinuousClock.now - started) / .milliseconds(1))",
-            ]
-        )
-        return response
-    }
-
-    private func answerPostback(_ request: Request, context: Context) async -> Response {
-        guard let token = context.parameters.get("token"), !token.isEmpty else {
-            return Self.text(.notFound, "no postback token")
-        }
-        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > maxPostbackBytes {
-            return tooLarge(context)
-        }
-        let contentType = request.headers[.contentType]
-        let receiver = self.receiver
-        let limit = self.maxPostbackBytes
-        let outcome = await withTaskGroup(of: PostbackOutcome.self) { group in
-            group.addTask {
-                var body: [UInt8] = []
-                do {
-                    for try await buffer in request.body {
-                        guard body.count + buffer.readableBytes <= limit else { return .tooLarge }
-                        body.append(contentsOf: buffer.readableBytesView)
-                    }
-                } catch {
-                    return .bodyFailed
-                }
-                return .replied(await receiver.receivePostback(token: token, body: body, contentType: contentType))
-            }
-            group.addTask {
-                try? await Task.sleep(for: Self.postbackDeadline)
-                return .timedOut
-            }
-            let first = await group.next()!
-            group.cancelAll()
-            return first
-        }
-        switch outcome {
-        case .replied(let reply):
-            guard (200...599).contains(reply.status) else {
-                return Self.text(.internalServerError, "the postback could not be handled")
-            }
-            return Self.text(HTTPResponse.Status(code: reply.status), reply.message)
-        case .tooLarge:
-            return tooLarge(context)
-        case .bodyFailed:
-            return Self.text(.badRequest, "the body could not be read")
-        case .timedOut:
-            return Self.text(.serviceUnavailable, "the postback could not be handled in time; retry")
-        }
-    }
-
-    /// 413, and the connection closes once it is written, so that the rest of the body is never read.
-    private func tooLarge(_ context: Context) -> Response {
-        context.channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
-        var response = Self.text(.contentTooLarge, "the postback is larger than \(maxPostbackBytes) bytes")
-        response.headers[.connection] = "close"
-        return response
-    }
-
-    private static func text(_ status: HTTPResponse.Status, _ message: String) -> Response {
+    static func text(_ status: HTTPResponse.Status, _ message: String) -> Response {
         Response(
             status: status,
             headers: [.contentType: "text/plain; charset=utf-8"],
@@ -197,14 +198,23 @@ public struct HTTPListener: Service {
 }
 
 extension HTTPListener: CustomStringConvertible {
-    /// The address only: service-lifecycle logs services by description, and the receiver may
+    /// The addresses only: service-lifecycle logs services by description, and the receiver may
     /// hold secrets.
     public var description: String {
-        "HTTPListener(\(address), postbacks: \(postbackPathPrefix.map { "\($0)/postback/{token}" } ?? "off"))"
+        let probes = probeHost.map { ", probes: \(Self.address($0, probePort))" } ?? ""
+        return "HTTPListener(\(address)\(probes), postbacks: \(postbackPathPrefix.map { "\($0)/postback/{token}" } ?? "off"))"
     }
 }
 
 extension HTTPListener {
+    /// Why the listener answered a verified postback 503 without the receiver's reply.
+    public enum Shed: String, Sendable {
+        /// Past `LISTEN_MAX_PENDING_POSTBACKS` or `LISTEN_MAX_BUFFERED_BYTES`.
+        case overloaded
+        /// Past the postback deadline; the handling was cancelled.
+        case timedOut = "timed_out"
+    }
+
     /// The listener could not start, typically because the address is in use or not local.
     public struct StartFailure: Error, Sendable, CustomStringConvertible {
         /// The address that could not be bound, as `host:port`.
@@ -216,7 +226,7 @@ extension HTTPListener {
         public var description: String { "cannot listen on \(address): \(reason)" }
     }
 
-    /// The request context: Hummingbird's basics plus the channel, which a 413 closes.
+    /// The request context: Hummingbird's basics plus the channel, which a refusal closes.
     struct Context: Hummingbird.RequestContext {
         var coreContext: CoreRequestContextStorage
         let channel: any Channel
@@ -225,12 +235,5 @@ extension HTTPListener {
             self.coreContext = .init(source: source)
             self.channel = source.channel
         }
-    }
-
-    private enum PostbackOutcome: Sendable {
-        case replied(PostbackReply)
-        case tooLarge
-        case bodyFailed
-        case timedOut
     }
 }

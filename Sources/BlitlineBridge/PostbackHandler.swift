@@ -1,8 +1,10 @@
 import Blitline
 import Logging
 
-/// Takes Blitline's postbacks: checks the signed token, decodes the result, and publishes the
-/// event; answers 2xx only once the broker has confirmed it, so that Blitline retries otherwise.
+/// Takes Blitline's postbacks: checks the signed token (before the listener reads the body),
+/// decodes the result, and publishes the event; answers 2xx only once the broker has confirmed it,
+/// so that Blitline retries otherwise. A publish cut short by the listener's deadline
+/// (cancellation) is a 503 like any other failure to publish.
 struct PostbackHandler: PostbackReceiving, CustomStringConvertible {
     let keys: PostbackToken.Keys
     let session: BrokerSession
@@ -13,45 +15,54 @@ struct PostbackHandler: PostbackReceiving, CustomStringConvertible {
     /// Without the secrets.
     var description: String { "PostbackHandler(\(keys.keys.count) keys)" }
 
-    func receivePostback(token: String, body: [UInt8], contentType: String?) async -> PostbackReply {
-        let received = ContinuousClock.now
-        let verified: PostbackToken
+    func verify(token: Substring) -> PostbackTokenCheck<PostbackToken> {
         do {
-            verified = try PostbackToken(verifying: token[...], keys: keys)
+            return .verified(try PostbackToken(verifying: token, keys: keys))
         } catch .malformed {
-            metrics.postback("unsigned")
-            return PostbackReply(status: 401, message: "missing or unreadable postback signature")
+            metrics.postback(.unsigned)
+            return .refused(PostbackReply(status: 401, message: "missing or unreadable postback signature"))
+        } catch .expired {
+            metrics.postback(.expired)
+            logger.notice("refused an expired postback URL")
+            return .refused(PostbackReply(status: 403, message: "the postback URL has expired"))
         } catch {
-            metrics.postback("forged")
+            metrics.postback(.forged)
             logger.warning("refused a postback with a bad signature")
-            return PostbackReply(status: 403, message: "bad postback signature")
+            return .refused(PostbackReply(status: 403, message: "bad postback signature"))
         }
+    }
+
+    func receivePostback(_ verified: PostbackToken, body: [UInt8], contentType: String?) async -> PostbackReply {
+        let received = ContinuousClock.now
         let context = verified.context
         let result: JobResult
         do {
             result = try JobResult.decode(postbackBody: body, contentType: contentType)
         } catch {
-            metrics.postback("malformed")
+            metrics.postback(.malformed)
             logger.notice("refused a postback", metadata: ["request_id": "\(context.requestID)", "error": "\(error)"])
             return PostbackReply(status: 400, message: "\(error)")
         }
         guard let publisher = session.publisher else {
-            metrics.postback("unavailable")
+            metrics.postback(.unavailable)
             return PostbackReply(status: 503, message: "the broker is not connected; retry later")
         }
         let late = ledger.hasTimedOut(context.requestID)
         let event = JobEvent.result(result, context: context, via: .postback, late: late)
         do {
             try await publisher.publish(event)
+        } catch where Task.isCancelled {
+            // The listener's deadline passed: it has answered 503 and counted it (`timed_out`).
+            return PostbackReply(status: 503, message: "the event could not be published in time; retry later")
         } catch {
-            metrics.postback("unavailable")
+            metrics.postback(.unavailable)
             logger.warning(
                 "could not publish a postback's event",
                 metadata: ["request_id": "\(context.requestID)", "job_id": "\(result.jobID)", "error": "\(error)"])
             return PostbackReply(status: 503, message: "the event could not be published; retry later")
         }
         ledger.record(event.outcome, for: context.requestID)
-        metrics.postback("accepted")
+        metrics.postback(.accepted)
         metrics.event(event)
         metrics.postbackToEvent.record(since: received)
         metrics.jobDuration.recordMilliseconds(RequestProcessor.now() - verified.submittedAt)

@@ -1,15 +1,34 @@
 import Blitline
 import Crypto
+import Foundation
 
 /// The signed last segment of a postback URL. It carries everything the event needs, so any
-/// instance can handle any postback without shared state, and an HMAC-SHA256 that proves the
-/// bridge made it (Blitline itself signs nothing).
+/// instance can handle any postback without shared state, an expiry, and an HMAC-SHA256 that
+/// proves the bridge made it (Blitline itself signs nothing).
 ///
-/// Form: `base64url(payload JSON) "." base64url(HMAC-SHA256(secret, payload))`.
+/// Forms, told apart by their first segment (a payload's base64url always starts with `ey`):
+/// - version 2, signed since revision 2 of the contract:
+///   `"2." base64url(payload JSON) "." base64url(HMAC-SHA256(secret, "blitline-bridge/2." payload))`,
+///   the payload with an expiry `e`;
+/// - version 1 (no version segment): `base64url(payload JSON) "." base64url(HMAC-SHA256(secret, payload))`,
+///   still verified so that jobs submitted before an upgrade can post back; they expire at
+///   `submittedAt` plus the keys' validity, like version 2 tokens signed then would.
+///
+/// A token is valid until `JOB_TIMEOUT` plus 24 hours after submission (contract section 10);
+/// later it is refused as ``Rejection/expired``.
 struct PostbackToken: Sendable, Hashable {
     var context: RequestContext
     /// Milliseconds since the Unix epoch.
     var submittedAt: Int64
+    /// Milliseconds since the Unix epoch after which the token is refused; `nil` until signed
+    /// or read (then `submittedAt` plus the keys' validity).
+    var expiresAt: Int64?
+
+    /// The version that ``signed(with:)-(Keys)`` writes.
+    static let currentVersion = 2
+    /// How long a postback URL outlives its job's deadline: Blitline retries for about ten
+    /// minutes, and an operator may replay a late postback within a day.
+    static let graceAfterJobTimeout: Duration = .seconds(24 * 3600)
 
     /// Why a token was not accepted.
     enum Rejection: Error, Equatable {
@@ -17,41 +36,25 @@ struct PostbackToken: Sendable, Hashable {
         case malformed
         /// Well formed, but no secret signed it (403).
         case badSignature
+        /// Signed by us, but past its expiry (403).
+        case expired
     }
 
-    /// The keys made from `POSTBACK_SECRET`: the first signs, any verifies.
+    /// The keys made from `POSTBACK_SECRET` (the first signs, any verifies) and how long a token
+    /// stays valid after submission.
     struct Keys: Sendable {
         let keys: [SymmetricKey]
+        /// From submission to expiry: `JOB_TIMEOUT` plus ``PostbackToken/graceAfterJobTimeout``.
+        let validity: Duration
 
-        init(secrets: [String]) { keys = secrets.map { SymmetricKey(data: Array($0.utf8)) } }
-    }
-
-    func signed(with keys: Keys) -> String {
-        let payload = payloadJSON.jsonBytes
-        let mac = HMAC<SHA256>.authenticationCode(for: payload, using: keys.keys[0])
-        return Base64URL.encode(payload) + "." + Base64URL.encode(Array(mac))
-    }
-
-    /// Signs with one secret (tests and tools; the bridge keeps its keys made once).
-    func signed(with secret: String) -> String { signed(with: Keys(secrets: [secret])) }
-
-    /// Checks the signature against every key (rotation) and reads the payload.
-    init(verifying token: Substring, keys: Keys) throws(Rejection) {
-        let parts = token.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 2, parts[0].utf8.count < 16_384, let payload = Base64URL.decode(parts[0]),
-            let mac = Base64URL.decode(parts[1]), mac.count == 32
-        else { throw .malformed }
-        let signedByUs = keys.keys.contains { key in
-            HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: payload, using: key)
+        init(secrets: [String], jobTimeout: Duration = BridgeConfiguration().jobTimeout) {
+            keys = secrets.map { SymmetricKey(data: Array($0.utf8)) }
+            validity = jobTimeout + PostbackToken.graceAfterJobTimeout
         }
-        guard signedByUs else { throw .badSignature }
-        guard let json = try? JSONValue(parsing: payload), let requestID = json["r"]?.stringValue,
-            let submittedAt = json["s"]?.intValue
-        else { throw .malformed }
-        self.context = RequestContext(
-            requestID: requestID, correlationID: json["c"]?.stringValue, replyTo: json["t"]?.stringValue,
-            traceparent: json["p"]?.stringValue)
-        self.submittedAt = Int64(submittedAt)
+
+        var validityMilliseconds: Int64 {
+            validity.components.seconds * 1000 + validity.components.attoseconds / 1_000_000_000_000_000
+        }
     }
 
     init(context: RequestContext, submittedAt: Int64) {
@@ -59,12 +62,79 @@ struct PostbackToken: Sendable, Hashable {
         self.submittedAt = submittedAt
     }
 
+    /// A token of `version` (2 unless a test asks for 1), expiring at ``expiresAt`` if set, else
+    /// `submittedAt` plus the keys' validity (version 1 carries no expiry: its verifier adds it).
+    func signed(with keys: Keys, version: Int = PostbackToken.currentVersion) -> String {
+        var token = self
+        guard version != 1 else {
+            token.expiresAt = nil
+            let payload = token.payloadJSON.jsonBytes
+            let mac = HMAC<SHA256>.authenticationCode(for: payload, using: keys.keys[0])
+            return Base64URL.encode(payload) + "." + Base64URL.encode(Array(mac))
+        }
+        token.expiresAt = expiresAt ?? submittedAt + keys.validityMilliseconds
+        let payload = token.payloadJSON.jsonBytes
+        let mac = HMAC<SHA256>.authenticationCode(for: Self.versionTwoDomain + payload, using: keys.keys[0])
+        return "2." + Base64URL.encode(payload) + "." + Base64URL.encode(Array(mac))
+    }
+
+    /// Signs with one secret (tests and tools; the bridge keeps its keys made once).
+    func signed(with secret: String) -> String { signed(with: Keys(secrets: [secret])) }
+
+    /// Checks the signature against every key (rotation), reads the payload and refuses it past
+    /// its expiry. Costs no I/O: the listener calls it before reading a postback's body.
+    ///
+    /// - Parameter now: Milliseconds since the Unix epoch.
+    init(verifying token: Substring, keys: Keys, now: Int64 = PostbackToken.now()) throws(Rejection) {
+        let parts = token.split(separator: ".", omittingEmptySubsequences: false)
+        let version: Int
+        let encodedPayload: Substring
+        let encodedMAC: Substring
+        switch parts.count {
+        case 2: (version, encodedPayload, encodedMAC) = (1, parts[0], parts[1])
+        case 3 where parts[0] == "2": (version, encodedPayload, encodedMAC) = (2, parts[1], parts[2])
+        default: throw .malformed
+        }
+        guard encodedPayload.utf8.count < 16_384, let payload = Base64URL.decode(encodedPayload),
+            let mac = Base64URL.decode(encodedMAC), mac.count == 32
+        else { throw .malformed }
+        let authenticated = version == 2 ? Self.versionTwoDomain + payload : payload
+        let signedByUs = keys.keys.contains { key in
+            HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: authenticated, using: key)
+        }
+        guard signedByUs else { throw .badSignature }
+        guard let json = try? JSONValue(parsing: payload), let requestID = json["r"]?.stringValue,
+            let submittedAt = json["s"]?.intValue
+        else { throw .malformed }
+        let expiresAt: Int64
+        if version == 2 {
+            guard let expiry = json["e"]?.intValue else { throw .malformed }
+            expiresAt = Int64(expiry)
+        } else {
+            expiresAt = Int64(submittedAt) + keys.validityMilliseconds
+        }
+        guard now <= expiresAt else { throw .expired }
+        self.context = RequestContext(
+            requestID: requestID, correlationID: json["c"]?.stringValue, replyTo: json["t"]?.stringValue,
+            traceparent: json["p"]?.stringValue)
+        self.submittedAt = Int64(submittedAt)
+        self.expiresAt = expiresAt
+    }
+
+    /// Milliseconds since the Unix epoch.
+    static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+
+    /// Prefixed to the payload under a version 2 MAC, so that no other use of the secret, and no
+    /// version 1 token, can be passed off as one.
+    private static let versionTwoDomain = Array("blitline-bridge/2.".utf8)
+
     private var payloadJSON: JSONValue {
         var members: [JSONValue.Member] = [.init(key: "r", value: .string(context.requestID))]
         if let value = context.correlationID { members.append(.init(key: "c", value: .string(value))) }
         if let value = context.replyTo { members.append(.init(key: "t", value: .string(value))) }
         if let value = context.traceparent { members.append(.init(key: "p", value: .string(value))) }
         members.append(.init(key: "s", value: .number(String(submittedAt))))
+        if let expiresAt { members.append(.init(key: "e", value: .number(String(expiresAt)))) }
         return .object(members)
     }
 }

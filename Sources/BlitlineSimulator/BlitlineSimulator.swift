@@ -15,8 +15,11 @@ public struct BlitlineSimulator: Sendable {
         public var port: Int
         /// Time from acceptance to the end of "processing". Default 200 ms.
         public var processingDelay: Duration
-        /// Multiplies Blitline's postback retry delays (1 s, 3 s, 15 s, 10 min). Default 1.
+        /// Multiplies the postback retry delays. Default 1.
         public var retrySpeedFactor: Double
+        /// The waits before each retry of a failed postback, before `retrySpeedFactor`: one retry
+        /// per element. Default Blitline's 1 s, 3 s, 15 s, 10 min.
+        public var postbackRetryDelays: [Duration]
         /// The longest a postback attempt waits for an answer (Blitline's limit). Default 15 s.
         public var postbackTimeout: Duration
         /// How long `GET /listen/{job_id}` is held open before answering an empty 200. Default 30 s.
@@ -44,7 +47,8 @@ public struct BlitlineSimulator: Sendable {
             resultRetention: Duration = .seconds(300),
             allowedApplicationIDs: Set<String>? = nil,
             maxJobCharacters: Int = 250_000,
-            faults: FaultPlan = FaultPlan()
+            faults: FaultPlan = FaultPlan(),
+            postbackRetryDelays: [Duration] = Configuration.blitlineRetryDelays
         ) {
             self.host = host
             self.port = port
@@ -57,7 +61,11 @@ public struct BlitlineSimulator: Sendable {
             self.allowedApplicationIDs = allowedApplicationIDs
             self.maxJobCharacters = maxJobCharacters
             self.faults = faults
+            self.postbackRetryDelays = postbackRetryDelays
         }
+
+        /// Blitline's postback retry delays: 1 s, 3 s, 15 s, 10 min.
+        public static let blitlineRetryDelays: [Duration] = [.seconds(1), .seconds(3), .seconds(15), .seconds(600)]
     }
 
     /// The configuration.

@@ -5,12 +5,12 @@ import NIOCore
 
 /// Delivers a finished job's result to its `postback_url` the way Blitline does: JSON
 /// `{"results": …}` with the job's `postback_headers` for `v` above 1.17, the legacy form field
-/// `results` otherwise; retried on Blitline's schedule when the job asks for it.
+/// `results` otherwise; retried on Blitline's schedule (or the configured one) when the job asks
+/// for it.
 struct PostbackSender: Sendable {
-    /// Blitline's retry delays (1 s, 3 s, 15 s, 10 min), before scaling by the speed factor.
-    static let retrySchedule: [Duration] = [.seconds(1), .seconds(3), .seconds(15), .seconds(600)]
-
     let httpClient: HTTPClient
+    /// The waits before each retry, before scaling by `speedFactor`.
+    let retryDelays: [Duration]
     let speedFactor: Double
     let timeout: Duration
     let statistics: StatisticsRecorder
@@ -20,7 +20,7 @@ struct PostbackSender: Sendable {
     func deliver(_ job: SimulatedJob, results: JSONValue) async -> Bool {
         guard let url = job.postbackURL else { return false }
         let request = Self.request(for: job, url: url, results: results)
-        let delays = job.retriesPostback ? Self.retrySchedule : []
+        let delays = job.retriesPostback ? self.retryDelays : []
         for attempt in 0...delays.count {
             if attempt > 0 {
                 guard (try? await Task.sleep(for: delays[attempt - 1] * self.speedFactor)) != nil else { return false }

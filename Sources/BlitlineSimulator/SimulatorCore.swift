@@ -29,6 +29,7 @@ final class SimulatorCore: Sendable {
         self.sourceLoader = SourceLoader(httpClient: httpClient)
         self.postbackSender = PostbackSender(
             httpClient: httpClient,
+            retryDelays: configuration.postbackRetryDelays,
             speedFactor: configuration.retrySpeedFactor,
             timeout: configuration.postbackTimeout,
             statistics: self.statistics,

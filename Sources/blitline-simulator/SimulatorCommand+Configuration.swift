@@ -27,8 +27,17 @@ extension SimulatorCommand {
             resultRetention: self.resultRetention,
             allowedApplicationIDs: self.applicationIDs.isEmpty ? nil : Set(self.applicationIDs),
             maxJobCharacters: self.maxJobCharacters,
-            faults: faults
+            faults: faults,
+            postbackRetryDelays: self.postbackRetryDelays
         )
+    }
+}
+
+/// Parses a comma-separated list of durations, e.g. `1s,3s,15s,600s`; `none` for no retries.
+func parseDurations(_ text: String) throws -> [Duration] {
+    guard text != "none" else { return [] }
+    return try text.split(separator: ",", omittingEmptySubsequences: false).map { item in
+        try parseDuration(String(item.filter { $0 != " " }))
     }
 }
 

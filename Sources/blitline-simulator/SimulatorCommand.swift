@@ -37,9 +37,9 @@ struct SimulatorCommand: AsyncParsableCommand {
             params applied to the source: the real size of a PNG, JPEG or GIF
             given as a local path, file:// URL or loopback http URL, else a size
             derived from the URL. Postbacks are JSON for v > 1.17 (with
-            postback_headers), the legacy form results= otherwise; retried at 1s,
-            3s, 15s, 10m (times --retry-speed) when retry_postback is true and
-            v >= 1.2. Any 2xx is a delivery.
+            postback_headers), the legacy form results= otherwise; retried after
+            --postback-retry-delays (1s, 3s, 15s, 10m; times --retry-speed) when
+            retry_postback is true and v >= 1.2. Any 2xx is a delivery.
 
             Durations accept 250ms, 30s, 10m, 1h or bare seconds. Each request is
             logged in one line at info.
@@ -57,6 +57,11 @@ struct SimulatorCommand: AsyncParsableCommand {
 
     @Option(help: "Multiplies the postback retry delays (1s, 3s, 15s, 10m); 0.01 makes them 10ms, 30ms, 150ms, 6s.")
     var retrySpeed = 1.0
+
+    @Option(
+        help: "The waits before each retry of a failed postback, comma-separated (one retry each), or none.",
+        transform: parseDurations)
+    var postbackRetryDelays: [Duration] = BlitlineSimulator.Configuration.blitlineRetryDelays
 
     @Option(help: "The longest a postback attempt waits for an answer.", transform: parseDuration)
     var postbackTimeout: Duration = .seconds(15)

@@ -27,6 +27,12 @@ import Testing
         ("MAX_REQUEST_BYTES", "--max-request-bytes", "1048576"),
         ("SHUTDOWN_TIMEOUT", "--shutdown-timeout", "25s"),
         ("LOG_LEVEL", "--log-level", "info"),
+        ("HEALTH_ADDRESS", "--health-address", "none"),
+        ("LISTEN_MAX_CONNECTIONS", "--listen-max-connections", "512"),
+        ("LISTEN_HEADER_TIMEOUT", "--listen-header-timeout", "10s"),
+        ("LISTEN_BODY_TIMEOUT", "--listen-body-timeout", "10s"),
+        ("LISTEN_MAX_BUFFERED_BYTES", "--listen-max-buffered-bytes", "33554432"),
+        ("LISTEN_MAX_PENDING_POSTBACKS", "--listen-max-pending-postbacks", "256"),
     ]
 
     static let secret = "s3cr3t-0123456789-0123456789-abcdef"

@@ -76,6 +76,9 @@ final class BridgeProcess: Sendable {
 
     var isRunning: Bool { process.withLock { $0.isRunning } }
 
+    /// The process id, e.g. to read `/proc/{pid}/status`.
+    var processID: pid_t { pid }
+
     /// The exit status, or `nil` while running or when a signal ended it.
     var exitStatus: Int32? {
         process.withLock { $0.isRunning || $0.terminationReason != .exit ? nil : $0.terminationStatus }

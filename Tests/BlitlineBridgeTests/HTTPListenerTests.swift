@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import BlitlineBridge
+import Dispatch
 import Glibc
 import Logging
 import NIOCore
@@ -8,7 +9,9 @@ import Synchronization
 import Testing
 
 @Suite struct HTTPListenerTests {
-    /// Records each postback and answers with a fixed reply, after an optional delay.
+    /// Refuses the empty token (401) and tokens starting with `bad` (403); records each postback
+    /// it handles and answers with a fixed reply, after an optional delay that cancellation cuts
+    /// short, or a hang that it does not (as a publish the broker holds back).
     final class FakeReceiver: PostbackReceiving {
         struct Call: Equatable {
             var token: String
@@ -18,18 +21,45 @@ import Testing
 
         let reply: PostbackReply
         let delay: Duration
+        let hang: Duration
         private let recorded = Mutex<[Call]>([])
+        private let checked = Mutex<[String]>([])
+        private let ended = Mutex(0)
 
-        init(reply: PostbackReply = PostbackReply(status: 200, message: "published"), delay: Duration = .zero) {
+        init(
+            reply: PostbackReply = PostbackReply(status: 200, message: "published"), delay: Duration = .zero,
+            hang: Duration = .zero
+        ) {
             self.reply = reply
             self.delay = delay
+            self.hang = hang
         }
 
         var calls: [Call] { recorded.withLock { $0 } }
+        /// Every token checked, refused or not.
+        var checkedTokens: [String] { checked.withLock { $0 } }
+        /// Handlings that have returned.
+        var endedCount: Int { ended.withLock { $0 } }
 
-        func receivePostback(token: String, body: [UInt8], contentType: String?) async -> PostbackReply {
+        func verify(token: Substring) -> PostbackTokenCheck<String> {
+            checked.withLock { $0.append(String(token)) }
+            if token.isEmpty { return .refused(PostbackReply(status: 401, message: "no token")) }
+            if token.hasPrefix("bad") { return .refused(PostbackReply(status: 403, message: "bad token")) }
+            return .verified(String(token))
+        }
+
+        func receivePostback(_ token: String, body: [UInt8], contentType: String?) async -> PostbackReply {
             recorded.withLock { $0.append(Call(token: token, body: body, contentType: contentType)) }
+            defer { ended.withLock { $0 += 1 } }
             if delay > .zero { try? await Task.sleep(for: delay) }
+            if hang > .zero {
+                let nanoseconds = hang.components.seconds * 1_000_000_000 + hang.components.attoseconds / 1_000_000_000
+                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                    DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds))) {
+                        continuation.resume()
+                    }
+                }
+            }
             return reply
         }
     }
@@ -64,16 +94,28 @@ import Testing
     static let quiet = Logger(label: "HTTPListenerTests") { _ in SwiftLogNoOpLogHandler() }
     static let metrics = "# TYPE blitline_bridge_requests_received_total counter\nblitline_bridge_requests_received_total 3\n"
 
+    static func limits(maxBytes: Int = 8 << 20, _ configure: (inout HTTPListener.Limits) -> Void = { _ in })
+        -> HTTPListener.Limits
+    {
+        var limits = HTTPListener.Limits()
+        limits.maxPostbackBytes = maxBytes
+        configure(&limits)
+        return limits
+    }
+
     static func makeListener(
         prefix: String? = "",
         maxBytes: Int = 8 << 20,
+        limits: HTTPListener.Limits? = nil,
         receiver: FakeReceiver = FakeReceiver(),
         ready: Flag = Flag(),
+        probePort: Int? = nil,
         ports: AsyncStream<Int>.Continuation
     ) -> HTTPListener {
         HTTPListener(
-            host: "127.0.0.1", port: 0, postbackPathPrefix: prefix, receiver: receiver,
-            isReady: { ready.value }, metricsText: { metrics }, maxPostbackBytes: maxBytes,
+            host: "127.0.0.1", port: 0, probeHost: probePort.map { _ in "127.0.0.1" }, probePort: probePort ?? 0,
+            postbackPathPrefix: prefix, receiver: receiver,
+            isReady: { ready.value }, metricsText: { metrics }, limits: limits ?? Self.limits(maxBytes: maxBytes),
             logger: quiet, onRunning: { ports.yield($0) }
         )
     }
@@ -82,13 +124,30 @@ import Testing
     func withListener(
         prefix: String? = "",
         maxBytes: Int = 8 << 20,
+        limits: HTTPListener.Limits? = nil,
         receiver: FakeReceiver = FakeReceiver(),
         ready: Flag = Flag(),
         _ body: (String) async throws -> Void
     ) async throws {
+        try await withListenerPort(
+            prefix: prefix, maxBytes: maxBytes, limits: limits, receiver: receiver, ready: ready
+        ) { port in
+            try await body("http://127.0.0.1:\(port)")
+        }
+    }
+
+    /// Runs a listener on a free port for the duration of `body`, which gets the port.
+    func withListenerPort(
+        prefix: String? = "",
+        maxBytes: Int = 8 << 20,
+        limits: HTTPListener.Limits? = nil,
+        receiver: FakeReceiver = FakeReceiver(),
+        ready: Flag = Flag(),
+        _ body: (Int) async throws -> Void
+    ) async throws {
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         let listener = Self.makeListener(
-            prefix: prefix, maxBytes: maxBytes, receiver: receiver, ready: ready, ports: continuation)
+            prefix: prefix, maxBytes: maxBytes, limits: limits, receiver: receiver, ready: ready, ports: continuation)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 defer { continuation.finish() }
@@ -96,7 +155,7 @@ import Testing
             }
             let port = try #require(await ports.first { _ in true })
             defer { group.cancelAll() }
-            try await body("http://127.0.0.1:\(port)")
+            try await body(port)
         }
     }
 
@@ -201,7 +260,6 @@ import Testing
         try await withListener { base async throws in
             #expect(try await send(.GET, "\(base)/").status == 404)
             #expect(try await send(.GET, "\(base)/nope").status == 404)
-            #expect(try await send(.POST, "\(base)/postback/").status == 404)
             #expect(try await send(.POST, "\(base)/postback/a/b", body: Array("{}".utf8)).status == 404)
             #expect([404, 405].contains(try await send(.POST, "\(base)/healthz").status))
         }
@@ -279,10 +337,12 @@ import Testing
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await listener.run() }
             let port = try #require(await ports.first { _ in true })
-            let (response, closed) = try Self.rawExchange(
-                port: port,
-                "POST /postback/huge HTTP/1.1\r\nHost: bridge\r\nContent-Type: application/json\r\n"
-                    + "Content-Length: \(4 << 20)\r\n\r\n")
+            let (response, closed) = try await onOwnThread {
+                try Self.rawExchange(
+                    port: port,
+                    "POST /postback/huge HTTP/1.1\r\nHost: bridge\r\nContent-Type: application/json\r\n"
+                        + "Content-Length: \(4 << 20)\r\n\r\n")
+            }
             #expect(response.hasPrefix("HTTP/1.1 413"))
             #expect(closed)
             group.cancelAll()

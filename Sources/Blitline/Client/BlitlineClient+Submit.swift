@@ -34,7 +34,7 @@ extension BlitlineClient {
         var logger = self.logger
         logger[metadataKey: "blitline.jobs"] = "\(jobs.count)"
         logger.debug("submitting to Blitline", metadata: ["url": "\(request.url)", "body.bytes": "\(body.count)"])
-        logger.trace("submit body", metadata: ["json": "\(jobs.map(\.redactedJSONString))"])
+        logger.trace("submit body", metadata: ["json": "\(jobs.map(\.loggableJSONString))"])
 
         let started = ContinuousClock.now
         let answer: SubmitAnswer
@@ -83,5 +83,17 @@ extension BlitlineClient {
             return SubmitFailure(kind: .malformedReply, message: "Blitline's reply is too large (\(error))")
         }
         return SubmitFailure(kind: .connection, message: "could not reach Blitline: \(error)")
+    }
+}
+
+extension BlitlineJob {
+    /// The job's JSON for logs: `application_id` and `postback_url` replaced by `"<redacted>"`. A
+    /// postback URL carries the signed token that lets its holder post a result, so it is never
+    /// logged, at any level.
+    fileprivate var loggableJSONString: String {
+        var json = self.json
+        if json["application_id"] != nil { json["application_id"] = "<redacted>" }
+        if json["postback_url"] != nil { json["postback_url"] = "<redacted>" }
+        return json.jsonString
     }
 }

@@ -81,7 +81,15 @@ extension JobResult {
         for entry in (results["images"] ?? results["image_results"])?.arrayValue ?? [] {
             result.appendImageEntry(entry)
         }
+        result.failedImageIdentifiers = Self.firstOccurrences(result.failedImageIdentifiers)
         return result
+    }
+
+    /// `identifiers` without repeats, in the order of their first occurrence; linear, so that a
+    /// body of 8 MiB of identifiers costs no more than reading it.
+    static func firstOccurrences(_ identifiers: [String]) -> [String] {
+        var seen = Set<String>(minimumCapacity: identifiers.count)
+        return identifiers.filter { seen.insert($0).inserted }
     }
 
     private mutating func appendImageEntry(_ entry: JSONValue) {
@@ -123,9 +131,7 @@ extension JobResult {
             case .array(let elements): elements.compactMap { Self.text($0) }
             default: []
             }
-        for identifier in identifiers where !self.failedImageIdentifiers.contains(identifier) {
-            self.failedImageIdentifiers.append(identifier)
-        }
+        self.failedImageIdentifiers += identifiers
     }
 
     /// An image entry's destination, whatever Blitline named it; `nil` when absent, empty or not

@@ -1,0 +1,77 @@
+import NIOCore
+import NIOHTTPTypes
+
+/// Carries out ``RequestDeadlines`` on one HTTP/1 connection: sits after the HTTP codec, watches
+/// request heads, ends and answers, and closes the connection when its client is too slow.
+final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    private var deadlines: RequestDeadlines
+    private var timer: Scheduled<Void>?
+    private var started = false
+
+    init(deadlines: RequestDeadlines) {
+        self.deadlines = deadlines
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { start(context) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        start(context)
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head: perform(deadlines.headReceived(), context)
+        case .body: break
+        case .end: perform(deadlines.bodyEnded(), context)
+        }
+        context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .end = unwrapOutboundIn(data) {
+            perform(deadlines.answerWritten(), context)
+        }
+        context.write(data, promise: promise)
+    }
+
+    private func start(_ context: ChannelHandlerContext) {
+        guard !started else { return }
+        started = true
+        perform(deadlines.connectionOpened(), context)
+    }
+
+    private func perform(_ action: RequestDeadlines.Action, _ context: ChannelHandlerContext) {
+        switch action {
+        case .keep:
+            return
+        case .disarm:
+            timer?.cancel()
+            timer = nil
+        case .arm(let delay, _):
+            timer?.cancel()
+            let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            timer = context.eventLoop.scheduleTask(in: TimeAmount(delay)) {
+                loopBound.value.close(promise: nil)
+            }
+        }
+    }
+}

@@ -1,0 +1,165 @@
+import Blitline
+import Foundation
+import Synchronization
+import Testing
+
+@testable import BlitlineBridge
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+extension BridgeProcessTests {
+    /// The bridge's listener facing the internet (contract section 10), as a process: tokens
+    /// checked before bodies, slow clients cut while probes and jobs go on, tokens that expire,
+    /// and no token in the logs.
+    @Suite struct BridgeListenerAbuseTests {
+        static let otherSecret = "another-secret-nobody-configured-0123456789"
+
+        /// 40 postbacks at once with garbage or foreign tokens that declare 8 MB and send only
+        /// their head: each is refused within 2 s, and the bridge never holds the bodies.
+        @Test func stalledUploadsWithBadTokensAreRefusedAtOnce() async throws {
+            try await BridgeHarness.run("listener-stalled") { h in
+                let bridge = try await h.startBridge()
+                let port = bridge.settings.listenPort
+                let foreign = h.postbackToken(for: "stalled", signedWith: Self.otherSecret)
+                let tokens = (0..<40).map { $0.isMultiple(of: 2) ? "garbage-\($0)" : foreign }
+                let sockets = try tokens.map { _ in
+                    try #require(RawConnection(port: port), "cannot connect to the bridge")
+                }
+                defer { sockets.forEach { $0.close() } }
+                let started = ContinuousClock.now
+                for (socket, token) in zip(sockets, tokens) {
+                    socket.send(
+                        "POST /blitline/postback/\(token) HTTP/1.1\r\nHost: bridge\r\n"
+                            + "Content-Type: application/json\r\nContent-Length: 8000000\r\n\r\n")
+                }
+                let responses = try await onOwnThread { sockets.map { $0.readUntilClosed(timeout: .seconds(5)) } }
+                let statuses = responses.map { String($0.text.prefix(12)) }
+                let open = responses.filter { !$0.closed }.count
+                #expect(open == 0, "\(open) refused uploads' connections stayed open")
+                let elapsed = ContinuousClock.now - started
+                #expect(
+                    statuses.allSatisfy { $0 == "HTTP/1.1 401" || $0 == "HTTP/1.1 403" }, "\(statuses)")
+                #expect(elapsed < .seconds(2), "the 40 answers took \(elapsed)")
+                let peak = try #require(Self.peakResidentMiB(of: bridge.processID))
+                #expect(peak < 100, "the bridge's peak RSS is \(peak) MiB")
+                print("listener-stalled: 40 answers in \(elapsed), bridge peak RSS \(peak) MiB")
+                try await Task.sleep(for: .milliseconds(300))
+                #expect(h.events.events.isEmpty)
+                #expect(bridge.isRunning)
+            }
+        }
+
+        /// 300 connections that send their head a byte every 2 s: probes on fresh connections
+        /// answer within 1 s, a job published meanwhile completes, and every slow connection is
+        /// cut by `LISTEN_HEADER_TIMEOUT`.
+        @Test func slowHeadersHurtNeitherProbesNorJobs() async throws {
+            try await BridgeHarness.run("listener-slow") { h in
+                var settings = try h.settings()
+                settings.extra["LISTEN_HEADER_TIMEOUT"] = "6s"
+                let bridge = try await h.startBridge(settings)
+                let slow = SlowClients(port: settings.listenPort, count: 300, interval: .seconds(2))
+                try #require(slow.connected == 300, "only \(slow.connected) of 300 slow clients connected")
+                slow.start()
+
+                try await Task.sleep(for: .seconds(1))
+                var probeTimes: [Duration] = []
+                for path in ["/healthz", "/readyz", "/healthz", "/readyz"] {
+                    let port = settings.listenPort
+                    let (answer, elapsed) = try await onOwnThread {
+                        let started = ContinuousClock.now
+                        let connection = try #require(RawConnection(port: port))
+                        connection.send("GET \(path) HTTP/1.1\r\nHost: bridge\r\nConnection: close\r\n\r\n")
+                        let answer = connection.readUntilClosed(timeout: .seconds(3))
+                        connection.close()
+                        return (answer, ContinuousClock.now - started)
+                    }
+                    #expect(answer.text.hasPrefix("HTTP/1.1 200"), "\(path): \(answer.text.prefix(40))")
+                    #expect(elapsed < .seconds(1), "\(path) took \(elapsed)")
+                    probeTimes.append(elapsed)
+                }
+                let request = TestRequest.thumbnails("slow-headers-0")
+                try await h.outcomes(of: [request], timeout: .seconds(30)).expectEachCompleted([request])
+
+                let cuts = await slow.waitUntilAllCut(timeout: .seconds(20))
+                #expect(cuts.count == 300, "\(300 - cuts.count) slow connections were never cut")
+                let latest = cuts.max() ?? .zero
+                #expect(latest < .seconds(6) + .seconds(3), "a slow connection lasted \(latest)")
+                #expect((cuts.min() ?? .zero) >= .seconds(5), "a slow connection was cut early")
+                print(
+                    "listener-slow: probes answered in \(probeTimes), 300 slow connections cut after "
+                        + "\(cuts.min() ?? .zero) to \(latest), bridge peak RSS "
+                        + "\(Self.peakResidentMiB(of: bridge.processID) ?? -1) MiB")
+                #expect(bridge.isRunning)
+            }
+        }
+
+        /// An expired token, an empty one and one from another secret are refused; no event.
+        @Test func expiredEmptyAndForeignTokensAreRefused() async throws {
+            try await BridgeHarness.run("listener-tokens") { h in
+                let bridge = try await h.startBridge()
+                let result = TestRequest.thumbnails("token-0").postbackBody(jobID: "0tokenjobidtokenjobidt")
+                let route = "/blitline/postback/"
+                // The harness's bridge has JOB_TIMEOUT 60s: valid until 60 s + 24 h after submission.
+                let context = RequestContext(requestID: "token-0", correlationID: nil, replyTo: nil, traceparent: nil)
+                let now = PostbackToken.now()
+                let keys = PostbackToken.Keys(secrets: [h.secret], jobTimeout: .seconds(60))
+                let lifetime = keys.validityMilliseconds
+                let expired = PostbackToken(context: context, submittedAt: now - lifetime - 60_000).signed(with: keys)
+                let expiredV1 = Self.versionOneToken(context: context, submittedAt: now - lifetime - 60_000, secret: h.secret)
+                let foreign = h.postbackToken(for: "token-0", signedWith: Self.otherSecret)
+
+                #expect(try await bridge.post(route + expired, body: result).status == 403)
+                #expect(try await bridge.post(route + expiredV1, body: result).status == 403)
+                #expect(try await bridge.post(route, body: result).status == 401)
+                #expect(try await bridge.post(String(route.dropLast()), body: result).status == 401)
+                #expect(try await bridge.post(route + foreign, body: result).status == 403)
+
+                try await Task.sleep(for: .milliseconds(500))
+                #expect(h.events.events.isEmpty, "a refused postback published \(h.events.events.compactMap(\.id))")
+                let metrics = try await bridge.metrics()
+                #expect(metrics.value("blitline_bridge_postbacks_total", ["outcome": "expired"]) == 2)
+
+                // Tokens in flight when the bridge was upgraded (version 1) still work until they expire.
+                let current = Self.versionOneToken(context: context, submittedAt: now - 1000, secret: h.secret)
+                #expect(try await bridge.post(route + current, body: result).status == 200)
+                #expect(await h.events.waitForCount(1, timeout: .seconds(10)))
+            }
+        }
+
+        /// At `LOG_LEVEL=trace` a job's whole life is logged, the submit body included, and yet
+        /// no line holds its postback token.
+        @Test func noLogLineHoldsAPostbackToken() async throws {
+            try await BridgeHarness.run("listener-trace") { h in
+                var settings = try h.settings()
+                settings.extra["LOG_LEVEL"] = "trace"
+                let bridge = try await h.startBridge(settings)
+                let request = TestRequest.thumbnails("traced-0")
+                try await h.outcomes(of: [request]).expectEachCompleted([request])
+
+                let lines = bridge.logLines
+                #expect(lines.contains { $0.contains("submit body") }, "the submit body is not logged at trace")
+                #expect(lines.contains { $0.contains("postback answered") })
+                // Every token's payload starts with {"r": (base64url eyJyIjoi), whatever its version.
+                let leaks = lines.filter { $0.contains("eyJyIjoi") || $0.contains("/postback/2.") }
+                #expect(leaks.isEmpty, "log lines with a postback URL or token:\n\(leaks.prefix(3).joined(separator: "\n"))")
+            }
+        }
+
+        /// A version 1 token as bridges before revision 2 signed them.
+        static func versionOneToken(context: RequestContext, submittedAt: Int64, secret: String) -> String {
+            PostbackToken(context: context, submittedAt: submittedAt)
+                .signed(with: PostbackToken.Keys(secrets: [secret]), version: 1)
+        }
+
+        /// `VmHWM` of `/proc/{pid}/status`, in MiB.
+        static func peakResidentMiB(of pid: pid_t) -> Int? {
+            guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+                let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+                let kilobytes = Int(line.split(separator: " ").dropFirst().first ?? "")
+            else { return nil }
+            return kilobytes / 1024
+        }
+    }
+}
