@@ -10,6 +10,10 @@ struct BridgeMetrics: Sendable {
     let postbackToEvent = Timer(label: "blitline_bridge_postback_to_event_seconds", preferredDisplayUnit: .seconds)
     let jobDuration = Timer(label: "blitline_bridge_job_duration_seconds", preferredDisplayUnit: .seconds)
     let brokerReconnects = Counter(label: "blitline_bridge_broker_reconnects_total")
+    /// 1 while the bridge is connected to the broker with its topology declared, else 0.
+    let brokerConnected = Gauge(label: "blitline_bridge_broker_connected")
+    /// 1 while the broker blocks the bridge's publishing (a memory or disk alarm), else 0.
+    let brokerBlocked = Gauge(label: "blitline_bridge_broker_blocked")
     /// Publishes refused for one request (nacked, returned, not encodable): the request was put back for later.
     let requestSetbacks = Counter(label: "blitline_bridge_request_setbacks_total")
 

@@ -36,6 +36,7 @@ struct BridgeService: Service, CustomStringConvertible {
     /// Runs sessions until a graceful shutdown (or cancellation); only a fatal error ends it sooner.
     private func runSessions() async throws {
         var failures = 0
+        metrics.brokerConnected.record(0)
         var nodes = try configuration.brokerEndpoints(connectionName: "blitline-bridge consumer")
         while !Task.isCancelled, !Task.isShuttingDownGracefully {
             let started = ContinuousClock.now
@@ -48,7 +49,7 @@ struct BridgeService: Service, CustomStringConvertible {
                 logger.critical("cannot start", metadata: ["error": "\(error)"])
                 throw error
             } catch {
-                session.disconnected()
+                disconnected()
                 if Task.isShuttingDownGracefully || Task.isCancelled { return }
                 if ContinuousClock.now - started >= Self.healthySession { failures = 0 }
                 failures += 1
@@ -110,7 +111,7 @@ struct BridgeService: Service, CustomStringConvertible {
     }
 
     private func close(_ connections: AMQPConnection...) async {
-        session.disconnected()
+        disconnected()
         for connection in connections { await connection.close() }
     }
 
@@ -124,6 +125,7 @@ struct BridgeService: Service, CustomStringConvertible {
         let streamConsumer = try await streamChannel.consume(
             queue: topology.outcomesStream, prefetch: 1000, arguments: ["x-stream-offset": ledger.startOffset])
         session.connected(publisher)
+        metrics.brokerConnected.record(1)
         logger.info(
             "connected to the broker",
             metadata: ["broker": "\(node)", "mode": "\(configuration.usesPostbacks ? "postback" : "polling")"])
@@ -158,15 +160,30 @@ struct BridgeService: Service, CustomStringConvertible {
                 throw AMQPError(.consumerCancelled, "the outcomes stream consumer ended")
             }
             group.addTask {
+                async let watching: Void = watchBlocked(publishing)
                 let reason = await Self.firstClosed(consuming, publishing)
                 // Not ready from this moment: nothing in hand can be finished any more.
-                session.disconnected()
+                disconnected()
                 throw reason
             }
             // The consumers return only after a graceful shutdown drained them.
             try await group.next()
             group.cancelAll()
         }
+    }
+
+    /// `/readyz` answers 503 and `blitline_bridge_broker_blocked` is 1 while the broker blocks
+    /// the publishing connection.
+    private func watchBlocked(_ publishing: AMQPConnection) async {
+        for await blocked in publishing.blockedChanges() {
+            metrics.brokerBlocked.record(blocked ? 1 : 0)
+        }
+        metrics.brokerBlocked.record(0)
+    }
+
+    private func disconnected() {
+        session.disconnected()
+        metrics.brokerConnected.record(0)
     }
 
     private static func firstClosed(_ a: AMQPConnection, _ b: AMQPConnection) async -> AMQPError {
