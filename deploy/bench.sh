@@ -1,11 +1,32 @@
 #!/usr/bin/env bash
 # The bridge's end-to-end benchmark (README): builds blitline-bridge, blitline-simulator and
 # bridge-bench in release mode and runs them against AMQP_URL, or a throwaway local node when
-# AMQP_URL is unset. Arguments go to bridge-bench (--count N, default 20000; --prefetch N, default 1024).
+# AMQP_URL is unset.
+#
+#   deploy/bench.sh [--cluster] [--count N] [--prefetch N] [--queue-type quorum|classic]
+#
+# --cluster runs against a throwaway three-node cluster (deploy/rabbitmq-cluster.sh) instead of one
+# node. The other arguments go to bridge-bench (--count 20000, --prefetch 1024, --queue-type quorum
+# by default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ -z "${AMQP_URL:-}" ] && [ -z "${BROKER_URL:-}" ]; then
+cluster=0
+arguments=()
+for argument in "$@"; do
+    if [ "$argument" = --cluster ]; then cluster=1; else arguments+=("$argument"); fi
+done
+
+if [ "$cluster" = 1 ] && [ -z "${CLUSTER_DIR:-}" ]; then
+    deploy/install-deps.sh
+    CLUSTER_DIR=$(mktemp -d /tmp/blitline-bridge-bench-cluster.XXXXXX)
+    export CLUSTER_DIR
+    chmod 755 "$CLUSTER_DIR"
+    trap 'deploy/rabbitmq-cluster.sh stop || true; rm -rf "$CLUSTER_DIR"' EXIT
+    deploy/rabbitmq-cluster.sh start
+    AMQP_URL=$(deploy/rabbitmq-cluster.sh url)
+    export AMQP_URL
+elif [ -z "${AMQP_URL:-}" ] && [ -z "${BROKER_URL:-}" ]; then
     exec deploy/with-broker.sh "$0" "$@"
 fi
 deploy/install-deps.sh
@@ -14,4 +35,4 @@ for product in blitline-bridge blitline-simulator bridge-bench; do
 done
 bin=$(swift build -c release --show-bin-path)
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(. /etc/os-release; echo "$PRETTY_NAME")"
-exec "$bin/bridge-bench" --url "${AMQP_URL:-$BROKER_URL}" --bin "$bin" "$@"
+"$bin/bridge-bench" --url "${AMQP_URL:-${BROKER_URL:-}}" --bin "$bin" "${arguments[@]}"

@@ -120,10 +120,6 @@ struct BridgeService: Service, CustomStringConvertible {
     ) async throws {
         try await topology.declare(on: consuming)
         let publisher = EventPublisher(channel: try await PublishChannel.open(on: publishing), topology: topology)
-
-        let streamChannel = try await consuming.openChannel()
-        let streamConsumer = try await streamChannel.consume(
-            queue: topology.outcomesStream, prefetch: 1000, arguments: ["x-stream-offset": ledger.startOffset])
         session.connected(publisher)
         metrics.brokerConnected.record(1)
         logger.info(
@@ -154,11 +150,7 @@ struct BridgeService: Service, CustomStringConvertible {
                     }
                 }
             }
-            group.addTask {
-                // The stream is read until the session ends; it never finishes by itself.
-                try await ledger.read(streamConsumer)
-                throw AMQPError(.consumerCancelled, "the outcomes stream consumer ended")
-            }
+            group.addTask { await readOutcomes(startingAt: node) }
             group.addTask {
                 async let watching: Void = watchBlocked(publishing)
                 let reason = await Self.firstClosed(consuming, publishing)
@@ -169,6 +161,36 @@ struct BridgeService: Service, CustomStringConvertible {
             // The consumers return only after a graceful shutdown drained them.
             try await group.next()
             group.cancelAll()
+        }
+    }
+
+    /// Reads the outcomes stream into the ledger until the session ends, on a connection of its
+    /// own: a stream that cannot be read for a while (its leader lost with a cluster node, a
+    /// backlog) delays timeouts, which wait for the ledger to catch up, and never ends the session
+    /// nor holds requests and postbacks back.
+    private func readOutcomes(startingAt node: AMQPConnection.Configuration) async {
+        var nodes = (try? configuration.brokerEndpoints(connectionName: "blitline-bridge outcomes"))
+            ?? AMQPEndpoints([node])
+        var target = node
+        target.connectionName = node.connectionName?.replacingOccurrences(of: "consumer", with: "outcomes")
+        var failures = 0
+        while !Task.isCancelled {
+            var connection: AMQPConnection?
+            do {
+                connection = try await AMQPConnection.connect(target, logger: logger)
+                let consumer = try await connection!.openChannel().consume(
+                    queue: topology.outcomesStream, prefetch: 1000, arguments: ["x-stream-offset": ledger.startOffset])
+                failures = 0
+                try await ledger.read(consumer)
+            } catch {
+                if !Task.isCancelled {
+                    logger.warning("cannot read the outcomes stream; timeouts wait until it can be read", metadata: ["error": "\(error)"])
+                }
+            }
+            await connection?.close()
+            failures += 1
+            target = nodes.next()
+            try? await Task.sleep(for: Self.backoff(failures: failures))
         }
     }
 

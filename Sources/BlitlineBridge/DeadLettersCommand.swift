@@ -168,7 +168,11 @@ public struct DeadLettersCommand: Sendable {
     static func describe(_ delivery: AMQPDelivery) -> String {
         let properties = delivery.properties
         var lines = [name(of: properties) + (properties.correlationID.map { "  correlation \($0)" } ?? "")]
-        lines.append("    error: " + (properties.headers?["x-bridge-error"]?.stringValue ?? "(no x-bridge-error)"))
+        let rejected = properties.headers?["x-first-death-reason"]?.stringValue == "rejected"
+        lines.append(
+            "    error: "
+                + (properties.headers?["x-bridge-error"]?.stringValue
+                    ?? (rejected ? "(rejected by the bridge, dead-lettered by the queue: its failure event says why)" : "(no x-bridge-error)")))
         let text = String(String(decoding: delivery.body, as: UTF8.self).map { $0.isNewline || $0 == "\t" ? " " : $0 })
         let preview = shortened(text.trimmingCharacters(in: .whitespaces), to: 100)
         lines.append("    body:  \(preview) (\(delivery.body.count) bytes)")

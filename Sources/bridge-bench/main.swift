@@ -6,7 +6,11 @@
 // bridge's postback-to-event latency p50 and p99 (from its own histogram), its peak RSS; then the
 // same message pattern driven by the AMQP module alone (the broker's ceiling for it).
 //
-// usage: bridge-bench --url AMQP_URL --bin DIR [--count 20000] [--prefetch 1024]
+// usage: bridge-bench --url AMQP_URL[,AMQP_URL...] --bin DIR [--count 20000] [--prefetch 1024]
+//                     [--queue-type quorum|classic]
+// Several URLs are the nodes of one cluster (the bridge is given them all). The broker's CPU is read
+// from the throwaway nodes' pid files: BROKER_DIR (deploy/rabbitmq-node.sh) or CLUSTER_DIR
+// (deploy/rabbitmq-cluster.sh).
 import AMQP
 import Blitline
 import Foundation
@@ -16,6 +20,7 @@ struct Options {
     var bin = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
     var count = 20_000
     var prefetch = 1024
+    var queueType = "quorum"
 
     init() {
         var arguments = CommandLine.arguments.dropFirst()
@@ -26,6 +31,7 @@ struct Options {
             case "--bin": bin = value
             case "--count": count = Int(value) ?? count
             case "--prefetch": prefetch = Int(value) ?? prefetch
+            case "--queue-type" where value == "quorum" || value == "classic": queueType = value
             default: fail("unknown option \(flag)")
             }
         }
@@ -125,12 +131,31 @@ func cpuSeconds(_ pid: Int32) -> Double {
     return ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
 }
 
-/// The broker's process, when it is the throwaway node of deploy/rabbitmq-node.sh.
-func brokerPID() -> Int32? {
-    guard let directory = ProcessInfo.processInfo.environment["BROKER_DIR"],
-        let text = try? String(contentsOfFile: directory + "/rabbitmq.pid", encoding: .utf8)
-    else { return nil }
-    return Int32(text.trimmingCharacters(in: .whitespacesAndNewlines))
+/// The broker's processes, when they are the throwaway node of deploy/rabbitmq-node.sh or the
+/// three nodes of deploy/rabbitmq-cluster.sh.
+func brokerPIDs() -> [Int32] {
+    let environment = ProcessInfo.processInfo.environment
+    let files =
+        if let cluster = environment["CLUSTER_DIR"] { (1...3).map { "\(cluster)/node\($0)/rabbitmq.pid" } }
+        else if let node = environment["BROKER_DIR"] { [node + "/rabbitmq.pid"] }
+        else { [String]() }
+    return files.compactMap { file in
+        (try? String(contentsOfFile: file, encoding: .utf8)).flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    }
+}
+
+/// The CPU seconds all of the broker's nodes used so far.
+func brokerCPUSeconds(_ pids: [Int32]) -> Double? {
+    pids.isEmpty ? nil : pids.map(cpuSeconds).reduce(0, +)
+}
+
+/// Waits until the bridge answers 200 on `/readyz`.
+func waitUntilReady(_ port: Int) async throws {
+    for _ in 0..<300 {
+        if httpGet("http://127.0.0.1:\(port)/readyz") != nil { return }
+        try await Task.sleep(for: .milliseconds(100))
+    }
+    fail("the bridge did not become ready; see its log")
 }
 
 func job(_ index: Int) -> [UInt8] {
@@ -181,18 +206,15 @@ func collectEvents(_ channel: AMQPChannel, queue: String, count: Int) async thro
 let options = Options()
 let run = "bench\(ProcessInfo.processInfo.processIdentifier)"
 let jobsQueue = "\(run).jobs", exchange = "\(run).events", eventsQueue = "\(run).collected"
-let connection = try await AMQPConnection.connect(url: options.url)
+let nodes = try AMQPEndpoints(urls: options.url)
+let connection = try await AMQPConnection.connect(nodes.configurations[0])
 let channel = try await connection.openChannel()
 try await channel.enableConfirms()
-try await channel.declareQueue(jobsQueue, durable: true)
+let queueKind: AMQPTable = options.queueType == "quorum" ? ["x-queue-type": .string("quorum")] : [:]
 try await channel.declareExchange(exchange, type: "topic", durable: true)
-try await channel.declareQueue(eventsQueue, durable: true)
+try await channel.declareQueue(eventsQueue, durable: true, arguments: queueKind)
 try await channel.bindQueue(eventsQueue, exchange: exchange, routingKey: "job.#")
-print("bridge-bench: \(options.count) requests, prefetch \(options.prefetch); machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB")
-
-var started = ContinuousClock.now
-try await publishRequests(channel, queue: jobsQueue, count: options.count)
-print(String(format: "published %d requests beforehand in %.1f s", options.count, seconds(ContinuousClock.now - started)))
+print("bridge-bench: \(options.count) requests, prefetch \(options.prefetch), \(options.queueType) queues, \(nodes.configurations.count) broker node(s); machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB")
 
 let logs = NSTemporaryDirectory() + run
 try FileManager.default.createDirectory(atPath: logs, withIntermediateDirectories: true)
@@ -201,25 +223,34 @@ let simulator = try start(
     options.bin + "/blitline-simulator",
     ["--port", "\(simulatorPort)", "--processing-delay", "1ms", "--log-level", "warning", "--poll-rate", "1000"],
     log: logs + "/simulator.log")
-try await Task.sleep(for: .milliseconds(500))
-let bridge = try start(
-    options.bin + "/blitline-bridge", [],
-    environment: [
-        "AMQP_URL": options.url, "BLITLINE_API_URL": "http://127.0.0.1:\(simulatorPort)",
-        "BLITLINE_POLL_URL": "http://127.0.0.1:\(simulatorPort)", "BLITLINE_APPLICATION_ID": "bench",
-        "LISTEN_ADDRESS": "127.0.0.1:\(bridgePort)", "POSTBACK_BASE_URL": "http://127.0.0.1:\(bridgePort)",
-        "POSTBACK_SECRET": "bench-secret-bench-secret-bench-secret", "JOBS_QUEUE": jobsQueue,
-        "EVENTS_EXCHANGE": exchange, "PREFETCH": "\(options.prefetch)", "LOG_LEVEL": "warning",
-    ],
-    log: logs + "/bridge.log")
+let bridgeEnvironment = [
+    "AMQP_URL": options.url, "BLITLINE_API_URL": "http://127.0.0.1:\(simulatorPort)",
+    "BLITLINE_POLL_URL": "http://127.0.0.1:\(simulatorPort)", "BLITLINE_APPLICATION_ID": "bench",
+    "LISTEN_ADDRESS": "127.0.0.1:\(bridgePort)", "POSTBACK_BASE_URL": "http://127.0.0.1:\(bridgePort)",
+    "POSTBACK_SECRET": "bench-secret-bench-secret-bench-secret", "JOBS_QUEUE": jobsQueue,
+    "EVENTS_EXCHANGE": exchange, "PREFETCH": "\(options.prefetch)", "LOG_LEVEL": "warning",
+    "QUEUE_TYPE": options.queueType,
+]
+// The bridge declares its topology (the jobs queue's arguments are its own), then stops; the
+// requests are published while no one consumes them.
+let declaring = try start(options.bin + "/blitline-bridge", [], environment: bridgeEnvironment, log: logs + "/declare.log")
+try await waitUntilReady(bridgePort)
+declaring.terminate()
+declaring.waitUntilExit()
+
+var started = ContinuousClock.now
+try await publishRequests(channel, queue: jobsQueue, count: options.count)
+print(String(format: "published %d requests beforehand in %.1f s", options.count, seconds(ContinuousClock.now - started)))
+
+let bridge = try start(options.bin + "/blitline-bridge", [], environment: bridgeEnvironment, log: logs + "/bridge.log")
 defer {
     bridge.terminate()
     simulator.terminate()
 }
 
 let reader = try await connection.openChannel()
-let broker = brokerPID()
-let brokerCPUBefore = broker.map(cpuSeconds) ?? 0
+let broker = brokerPIDs()
+let brokerCPUBefore = brokerCPUSeconds(broker) ?? 0
 let selfCPUBefore = cpuSeconds(getpid())
 async let drained = firstConsumed(channel, queue: jobsQueue, count: options.count)
 let (lastEvent, distinct, completed) = try await collectEvents(reader, queue: eventsQueue, count: options.count)
@@ -236,7 +267,7 @@ let submitRequests = httpGet("http://127.0.0.1:\(simulatorPort)/_control/stats")
 }
 let cpu = (
     bridge: cpuSeconds(bridge.processIdentifier), simulator: cpuSeconds(simulator.processIdentifier),
-    broker: broker.map(cpuSeconds).map { $0 - brokerCPUBefore }, bench: cpuSeconds(getpid()) - selfCPUBefore)
+    broker: brokerCPUSeconds(broker).map { $0 - brokerCPUBefore }, bench: cpuSeconds(getpid()) - selfCPUBefore)
 bridge.terminate()
 bridge.waitUntilExit()
 simulator.terminate()
@@ -264,17 +295,18 @@ print(String(format: "CPU seconds during the run: bridge %.2f, simulator %.2f, b
 // publish a deadline message for as many jobs as the bridge's held, and each request's event (which
 // the stream and the collector both receive), acknowledge; collect every event.
 let ceilingJobs = "\(run).ceiling.jobs", deadlines = "\(run).ceiling.deadlines", stream = "\(run).ceiling.stream"
-try await channel.declareQueue(ceilingJobs, durable: true)
-try await channel.declareQueue(deadlines, durable: true)
+try await channel.declareQueue(ceilingJobs, durable: true, arguments: queueKind)
+try await channel.declareQueue(deadlines, durable: true, arguments: queueKind)
 try await channel.declareQueue(stream, durable: true, arguments: ["x-queue-type": .string("stream")])
 try await channel.bindQueue(stream, exchange: exchange, routingKey: "job.#")
 try await channel.purgeQueue(eventsQueue)
 try await publishRequests(channel, queue: ceilingJobs, count: options.count)
-let worker = try await AMQPConnection.connect(url: options.url)
-let workerPublisher = try await AMQPConnection.connect(url: options.url)
+let worker = try await AMQPConnection.connect(nodes.configurations[0])
+let workerPublisher = try await AMQPConnection.connect(nodes.configurations[0])
 let publishing = try await workerPublisher.openChannel()
 try await publishing.enableConfirms()
 started = ContinuousClock.now
+let ceilingBrokerCPUBefore = brokerCPUSeconds(broker) ?? 0
 let workerTask = Task {
     let consuming = try await worker.openChannel()
     try await withThrowingDiscardingTaskGroup { group in
@@ -302,7 +334,13 @@ let workerTask = Task {
 let (ceilingLast, _, _) = try await collectEvents(reader, queue: eventsQueue, count: options.count)
 try await workerTask.value
 let ceilingSeconds = seconds(ceilingLast - started)
+let ceilingBrokerCPU = brokerCPUSeconds(broker).map { $0 - ceilingBrokerCPUBefore }
 print(String(format: "AMQP module alone, same pattern: %.0f jobs/s (%.2f s)", Double(options.count) / ceilingSeconds, ceilingSeconds))
+if let brokerCPU = cpu.broker, let ceilingBrokerCPU {
+    print(String(format: "broker CPU per job: %.0f µs driven by the bridge, %.0f µs by the AMQP-only ceiling (%.2f×)",
+        brokerCPU / Double(options.count) * 1e6, ceilingBrokerCPU / Double(options.count) * 1e6, brokerCPU / ceilingBrokerCPU))
+}
+print(String(format: "bridge CPU per job: %.0f µs", cpu.bridge / Double(options.count) * 1e6))
 print(String(format: "bridge/ceiling: %.2f", ceilingSeconds / bridgeSeconds))
 print("logs: \(logs)")
 

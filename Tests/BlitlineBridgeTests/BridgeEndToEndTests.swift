@@ -3,6 +3,8 @@ import Blitline
 import Foundation
 import Testing
 
+@testable import BlitlineBridge
+
 extension BridgeProcessTests {
     /// The bridge process end to end against the test broker and the simulator: requests in, events
     /// out (contract sections 5, 6 and 8). Every test has its own queues, exchange and simulator.
@@ -104,9 +106,11 @@ extension BridgeProcessTests {
                 let deadLetters = try await h.deadLetters(count: invalid.count)
                 #expect(deadLetters.count == invalid.count)
                 for request in invalid {
+                    // A request whose body was not held is dead-lettered by a quorum jobs queue itself.
+                    let byTheQueue = request.id == "bad-too-large" && TestEnvironment.queueType == .quorum
                     expectDeadLettered(
                         deadLetters.first { $0.properties.messageID == request.id }, as: request,
-                        reason: "invalid_request")
+                        reason: byTheQueue ? nil : "invalid_request")
                 }
                 #expect(bridge.isRunning)
                 #expect(try await bridge.get("/readyz").status == 200)

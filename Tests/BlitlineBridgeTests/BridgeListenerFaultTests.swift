@@ -66,9 +66,11 @@ import Testing
             for request in requests {
                 let ids = (byRequest[request.id] ?? []).compactMap(\.id)
                 #expect(Set(ids) == ["\(request.id)/completed"], "\(request.id): \(ids)")
-                // A publish the deadline gave up on while the broker blocked was dropped, never
-                // written: the retried postback's is the only one.
-                #expect(ids.count == 1, "\(request.id): \(ids.count) events")
+                // A publish the deadline gave up on while the broker blocked is dropped, never
+                // written. The broker tells a connection it is blocked only once it publishes, so
+                // the publishes written before that are confirmed when the alarm clears: their
+                // event then comes once more, under the same id, besides the retried postback's.
+                #expect(ids.count <= 2, "\(request.id): \(ids.count) events")
             }
         }
     }

@@ -90,9 +90,10 @@ func expectFailedBeforeBlitline(
     #expect(event.errors.count == 1 && event.errors.first?.isEmpty == false, sourceLocation: sourceLocation)
 }
 
-/// Checks a dead-lettered request: as it was published, plus `x-bridge-error` naming `reason`.
+/// Checks a dead-lettered request: as it was published, plus `x-bridge-error` naming `reason`, or,
+/// without a reason, dead-lettered by the jobs queue itself (the bridge rejected it).
 func expectDeadLettered(
-    _ message: AMQPDelivery?, as request: TestRequest, reason: String, sourceLocation: SourceLocation = #_sourceLocation
+    _ message: AMQPDelivery?, as request: TestRequest, reason: String?, sourceLocation: SourceLocation = #_sourceLocation
 ) {
     guard let message else {
         Issue.record("request \(request.id) is not in the dead-letter queue", sourceLocation: sourceLocation)
@@ -103,6 +104,11 @@ func expectDeadLettered(
     #expect(message.properties.correlationID == request.correlationID, sourceLocation: sourceLocation)
     for (key, value) in request.headers {
         #expect(message.properties.headers?[key] == value, "header \(key) was not kept", sourceLocation: sourceLocation)
+    }
+    guard let reason else {
+        let death = message.properties.headers?["x-first-death-reason"]?.stringValue
+        #expect(death == "rejected", "x-first-death-reason is \(death ?? "absent")", sourceLocation: sourceLocation)
+        return
     }
     let error = message.properties.headers?["x-bridge-error"]?.stringValue ?? ""
     #expect(error.hasPrefix(reason), "x-bridge-error is \"\(error)\"", sourceLocation: sourceLocation)
