@@ -56,11 +56,16 @@ extension BridgeConfiguration {
     public init(environment: [String: String], arguments: [String]) throws(ConfigurationError) {
         self.init()
         let flagged = try Self.flagValues(arguments)
+        func value(_ variable: String) -> String? {
+            (flagged[variable] ?? environment[variable]).flatMap { $0.isEmpty ? nil : $0 }
+        }
         for setting in Self.settings {
-            guard let value = flagged[setting.variable] ?? environment[setting.variable], !value.isEmpty else {
-                continue
-            }
+            guard let value = value(setting.variable) else { continue }
             try setting.apply(&self, value)
+        }
+        for variable in Self.secretVariables where value(variable) != nil && value(variable + "_FILE") != nil {
+            throw Self.setting(named: variable + "_FILE").failure(
+                "set either \(variable) or \(variable)_FILE, not both", code: .unexpectedArgument)
         }
         if postbackBaseURL != nil, postbackSecrets.isEmpty {
             let secret = Self.setting(named: "POSTBACK_SECRET")
@@ -102,6 +107,10 @@ extension BridgeConfiguration {
         lines += ["", "  -h, --help", "      Print this text and exit."]
         return lines.joined(separator: "\n") + "\n"
     }
+
+    /// The settings whose values are secrets: they are never printed, placeholders marked
+    /// `REPLACE_ME` are refused, and each can be read from a file (`{VARIABLE}_FILE`).
+    static let secretVariables = ["AMQP_URL", "BLITLINE_APPLICATION_ID", "POSTBACK_SECRET"]
 
     static func setting(named variable: String) -> Setting {
         settings.first { $0.variable == variable }!
@@ -225,6 +234,7 @@ extension BridgeConfiguration {
                 + "several separated by commas",
             defaultValue: { $0.amqpURL },
             parse: { configuration, value, setting throws(ConfigurationError) in
+                try refusingPlaceholder(value, setting)
                 do throws(AMQPError) {
                     _ = try AMQPEndpoints(urls: value)
                 } catch {
@@ -279,7 +289,8 @@ extension BridgeConfiguration {
             meaning: "Blitline application id for jobs whose JSON carries no application_id",
             form: "use your Blitline application id",
             defaultValue: { _ in nil },
-            parse: { configuration, value, _ throws(ConfigurationError) in
+            parse: { configuration, value, setting throws(ConfigurationError) in
+                try refusingPlaceholder(value, setting)
                 configuration.blitlineApplicationID = value
             }
         ),
@@ -312,6 +323,7 @@ extension BridgeConfiguration {
             form: "use one or more secrets of at least 32 bytes each, separated by commas",
             defaultValue: { _ in nil },
             parse: { configuration, value, setting throws(ConfigurationError) in
+                try refusingPlaceholder(value, setting)
                 var secrets: [String] = []
                 for (position, item) in value.split(separator: ",", omittingEmptySubsequences: false).enumerated() {
                     let secret = item.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -500,6 +512,10 @@ extension BridgeConfiguration {
                 configuration.listenMaxPendingPostbacks = try integer(value, setting, in: 1...65535)
             }
         ),
+        // The secrets read from files (Kubernetes and Docker secrets); after the settings they stand for.
+        fileSetting(for: "AMQP_URL"),
+        fileSetting(for: "BLITLINE_APPLICATION_ID"),
+        fileSetting(for: "POSTBACK_SECRET"),
     ]
 }
 
@@ -629,6 +645,40 @@ extension BridgeConfiguration {
 
     private static func numberText(_ number: Double) -> String {
         number == number.rounded() && abs(number) < 1e15 ? String(Int64(number)) : String(number)
+    }
+}
+
+/// Refuses a secret that is still a placeholder of the deploy folder's examples.
+private func refusingPlaceholder(_ value: String, _ setting: BridgeConfiguration.Setting) throws(ConfigurationError) {
+    let lowercased = value.lowercased()
+    if lowercased.contains("replace_me") || lowercased.contains("replace-me") {
+        throw setting.failure("is still a placeholder (it says REPLACE_ME); set the real value")
+    }
+}
+
+extension BridgeConfiguration {
+    /// `{VARIABLE}_FILE`: the value of `variable` read from a file, without its trailing newline.
+    fileprivate static func fileSetting(for variable: String) -> Setting {
+        Setting(
+            variable: variable + "_FILE", placeholder: "<path>",
+            meaning: "Read \(variable) from this file (a Kubernetes or Docker secret); not together with \(variable)",
+            form: "use the path of a readable file that holds the value",
+            defaultValue: { _ in nil },
+            parse: { configuration, path, setting throws(ConfigurationError) in
+                guard let data = FileManager.default.contents(atPath: path) else {
+                    throw setting.failure("cannot read \(quoted(path)); \(setting.form)")
+                }
+                var value = String(decoding: data, as: UTF8.self)
+                while let last = value.last, last.isNewline || last == " " { value.removeLast() }
+                guard !value.isEmpty else { throw setting.failure("\(quoted(path)) is empty") }
+                do throws(ConfigurationError) {
+                    try BridgeConfiguration.setting(named: variable).apply(&configuration, value)
+                } catch {
+                    // The message names the variable the file stands for; the value is never shown.
+                    throw setting.failure("the value in \(quoted(path)) is not accepted: \(error.description)")
+                }
+            }
+        )
     }
 }
 

@@ -22,6 +22,9 @@ import Testing
         ("SUBMIT_MAX_ATTEMPTS", "--submit-max-attempts", "5"),
         ("MAX_REDELIVERIES", "--max-redeliveries", "5"),
         ("QUEUE_TYPE", "--queue-type", "quorum"),
+        ("AMQP_URL_FILE", "--amqp-url-file", "none"),
+        ("BLITLINE_APPLICATION_ID_FILE", "--blitline-application-id-file", "none"),
+        ("POSTBACK_SECRET_FILE", "--postback-secret-file", "none"),
         ("JOB_TIMEOUT", "--job-timeout", "30m"),
         ("POLL_RATE", "--poll-rate", "5"),
         ("MAX_REQUEST_BYTES", "--max-request-bytes", "1048576"),
@@ -267,6 +270,44 @@ import Testing
         #expect(!configuration.description.contains(Self.secret))
         #expect(configuration.description.contains("amqp://bridge:***@rabbit/"))
         #expect(!BridgeConfiguration.helpText.contains("hunter2"))
+    }
+
+    @Test func secretsAreReadFromFilesButNotTogetherWithTheirVariable() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("secrets-\(getpid())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        func file(_ name: String, _ text: String) throws -> String {
+            let path = directory.appendingPathComponent(name).path
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+            return path
+        }
+        let configuration = try parse([
+            "AMQP_URL_FILE": try file("url", "amqp://bridge:from-a-file@rabbit/\n"),
+            "BLITLINE_APPLICATION_ID_FILE": try file("app", "app-from-a-file\n"),
+            "POSTBACK_SECRET_FILE": try file("secret", Self.secret + "\n"),
+        ])
+        #expect(configuration.amqpURL == "amqp://bridge:from-a-file@rabbit/")
+        #expect(configuration.blitlineApplicationID == "app-from-a-file")
+        #expect(configuration.postbackSecrets == [Self.secret])
+
+        let both = try #require(failure(["POSTBACK_SECRET": Self.secret, "POSTBACK_SECRET_FILE": try file("s2", Self.secret)]))
+        #expect(both.description.contains("POSTBACK_SECRET or POSTBACK_SECRET_FILE, not both"), "\(both)")
+        let missing = try #require(failure(["AMQP_URL_FILE": directory.appendingPathComponent("absent").path]))
+        #expect(missing.description.hasPrefix("AMQP_URL_FILE (--amqp-url-file): cannot read"), "\(missing)")
+        let short = try #require(failure(["POSTBACK_SECRET_FILE": try file("short", "hunter2-hunter2")]))
+        #expect(short.description.contains("32 bytes") && !short.description.contains("hunter2"), "\(short)")
+    }
+
+    @Test func placeholdersOfTheDeployFolderAreRefused() throws {
+        for (variable, value) in [
+            ("POSTBACK_SECRET", "REPLACE_ME_with_at_least_32_random_bytes_openssl_rand_base64_48"),
+            ("BLITLINE_APPLICATION_ID", "REPLACE_ME_blitline_application_id"),
+            ("AMQP_URL", "amqp://blitline:REPLACE_ME_broker_password@rabbitmq.example.internal:5672/%2F"),
+        ] {
+            let error = try #require(failure([variable: value]), "\(variable)")
+            #expect(error.description.contains("placeholder"), "\(error)")
+            #expect(!error.description.contains("REPLACE_ME_"), "the value is not shown: \(error)")
+        }
     }
 
     @Test func severalBrokerURLsAreTheNodesOfOneCluster() throws {

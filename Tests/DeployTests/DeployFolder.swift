@@ -68,9 +68,19 @@ enum BridgeSettings {
 
     static var names: Set<String> { Set(defaults.keys) }
 
-    /// What the bridge makes of `environment` at start (no flags).
-    static func configuration(_ environment: [String: String]) throws -> BridgeConfiguration {
-        try BridgeConfiguration(environment: environment, arguments: [])
+    /// What the bridge makes of `environment` at start (no flags), once the operator has replaced
+    /// the placeholders marked `REPLACE_ME`; as shipped, with them, start-up must refuse it.
+    static func configuration(
+        _ environment: [String: String], sourceLocation: SourceLocation = #_sourceLocation
+    ) throws -> BridgeConfiguration {
+        if environment.values.contains(where: { $0.contains("REPLACE_ME") }) {
+            #expect(
+                throws: ConfigurationError.self, "a placeholder left in place stops start-up",
+                sourceLocation: sourceLocation
+            ) { try BridgeConfiguration(environment: environment, arguments: []) }
+        }
+        let replaced = environment.mapValues { $0.replacingOccurrences(of: "REPLACE_ME", with: "real-value") }
+        return try BridgeConfiguration(environment: replaced, arguments: [])
     }
 }
 
