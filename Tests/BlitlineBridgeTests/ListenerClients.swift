@@ -58,13 +58,17 @@ final class RawConnection: Sendable {
 final class SlowClients: Sendable {
     let connected: Int
     private let connections: [RawConnection]
+    /// When each connection was made: the server's head deadline runs from then.
+    private let connectedAt: [ContinuousClock.Instant]
     private let interval: Duration
-    /// Time from the start to each connection's cut, by index.
+    /// Time from each connection's making to its cut, by index.
     private let cuts = Mutex<[Int: Duration]>([:])
     private let stopped = Mutex(false)
 
     init(port: Int, count: Int, interval: Duration) {
-        connections = (0..<count).compactMap { _ in RawConnection(port: port) }
+        let made = (0..<count).compactMap { _ in RawConnection(port: port).map { ($0, ContinuousClock.now) } }
+        connections = made.map(\.0)
+        connectedAt = made.map(\.1)
         connected = connections.count
         self.interval = interval
     }
@@ -90,7 +94,7 @@ final class SlowClients: Sendable {
                     let connection = connections[index]
                     let alive = sendNow ? connection.send(String(head[sent % head.count])) : true
                     if !alive || connection.isClosedByServer {
-                        cuts.withLock { $0[index] = now - started }
+                        cuts.withLock { $0[index] = now - connectedAt[index] }
                     }
                 }
                 if sendNow {
