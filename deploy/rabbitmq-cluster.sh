@@ -8,6 +8,7 @@
 #   deploy/rabbitmq-cluster.sh stop           stop them all (and their epmd)
 #   deploy/rabbitmq-cluster.sh stop-node N    stop node N (1, 2 or 3), as a lost machine would be
 #   deploy/rabbitmq-cluster.sh start-node N   start node N again; it rejoins the cluster
+#   deploy/rabbitmq-cluster.sh ensure-up      start again any node that does not answer
 #   deploy/rabbitmq-cluster.sh leader QUEUE   print the number of the node that leads a quorum queue
 #   deploy/rabbitmq-cluster.sh ctl ARGS…      run rabbitmqctl against node 1
 #   deploy/rabbitmq-cluster.sh url            print the AMQP URLs of the three nodes, comma-separated
@@ -68,6 +69,12 @@ case "${1:-}" in
         ;;
     stop-node) stop_node "${2:?which node: 1, 2 or 3}" ;;
     start-node) node "${2:?which node: 1, 2 or 3}" start ;;
+    ensure-up)
+        for n in 1 2 3; do
+            node "$n" ctl -q status > /dev/null 2>&1 || node "$n" start
+        done
+        node 1 ctl -q await_online_nodes 3 --timeout 60
+        ;;
     leader)
         leader=$(node 1 ctl -q list_queues name leader --no-table-headers 2>/dev/null \
             | awk -v q="${2:?which queue}" '$1 == q { print $2 }')
@@ -77,5 +84,5 @@ case "${1:-}" in
     url)
         echo "amqp://guest:guest@127.0.0.1:$port/%2F,amqp://guest:guest@127.0.0.1:$((port + 1))/%2F,amqp://guest:guest@127.0.0.1:$((port + 2))/%2F"
         ;;
-    *) echo "usage: $0 start|stop|stop-node N|start-node N|leader QUEUE|ctl ARGS…|url" >&2; exit 2 ;;
+    *) echo "usage: $0 start|stop|stop-node N|start-node N|ensure-up|leader QUEUE|ctl ARGS…|url" >&2; exit 2 ;;
 esac
