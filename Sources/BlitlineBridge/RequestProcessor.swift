@@ -186,8 +186,6 @@ struct RequestProcessor: Sendable {
     }
 
     static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
-
-    static func milliseconds(_ duration: Duration) -> Int64 { duration.milliseconds }
 }
 
 extension RequestRules {
