@@ -98,8 +98,13 @@ struct BridgeClusterFaultTests {
     /// Tries `body` for up to a minute: the producer's side of a failover (its node gone, the
     /// queue's leader elected again) is not what these tests measure.
     func retrying(_ body: () async throws -> Void) async throws {
+        let started = ContinuousClock.now
         for attempt in 1... {
-            do { return try await body() } catch where attempt < 120 {
+            do {
+                try await body()
+                if attempt > 1 { print("the test's publisher was refused \(attempt - 1) times over \(ContinuousClock.now - started)") }
+                return
+            } catch where attempt < 120 {
                 try await Task.sleep(for: .milliseconds(500))
             }
         }

@@ -214,20 +214,29 @@ final class BridgeHarness: Sendable {
     }
 }
 
-/// The test's own connection with a confirm-mode channel, opened again after the broker was away.
+/// The test's own connection with a confirm-mode channel, opened again after the broker was away
+/// or refused something on it.
 final class BrokerClient: Sendable {
     private let current = Mutex<(connection: AMQPConnection, channel: AMQPChannel)?>(nil)
 
     func withChannel<T>(_ body: (AMQPChannel) async throws -> T) async throws -> T {
-        if let (connection, channel) = current.withLock({ $0 }), connection.closeReason == nil {
-            return try await body(channel)
+        let channel: AMQPChannel
+        if let (connection, open) = current.withLock({ $0 }), connection.closeReason == nil {
+            channel = open
+        } else {
+            let connection = try await TestEnvironment.connect()
+            channel = try await connection.openChannel()
+            try await channel.enableConfirms()
+            if let old = current.withLock({ $0 }) { await old.connection.close() }
+            current.withLock { $0 = (connection, channel) }
         }
-        let connection = try await TestEnvironment.connect()
-        let channel = try await connection.openChannel()
-        try await channel.enableConfirms()
-        if let old = current.withLock({ $0 }) { await old.connection.close() }
-        current.withLock { $0 = (connection, channel) }
-        return try await body(channel)
+        do {
+            return try await body(channel)
+        } catch {
+            // Whatever state the broker keeps for this channel, the next call starts afresh.
+            if let old = current.withLock({ state in defer { state = nil }; return state }) { await old.connection.close() }
+            throw error
+        }
     }
 
     func close() async {
