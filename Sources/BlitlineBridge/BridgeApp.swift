@@ -50,7 +50,8 @@ public struct BridgeApp: Sendable {
         let topology = configuration.topology
         let session = BrokerSession()
         let submitter = JobSubmitter(client: client)
-        let ledger = OutcomeLedger(window: configuration.jobTimeout + PollProcessor.lateWindow + .seconds(600))
+        let ledger = OutcomeLedger(
+            window: OutcomeLedger.window(jobTimeout: configuration.jobTimeout, timeoutGrace: configuration.timeoutGrace))
         let bridge = BridgeService(
             configuration: configuration, topology: topology, session: session, ledger: ledger,
             submitter: submitter,
@@ -64,11 +65,11 @@ public struct BridgeApp: Sendable {
                 submitter: submitter,
                 postbackKeys: configuration.postbackSecrets.isEmpty
                     ? nil : PostbackToken.Keys(secrets: configuration.postbackSecrets, jobTimeout: configuration.jobTimeout),
-                ledger: ledger, metrics: metrics, logger: logger),
+                metrics: metrics, logger: logger),
             timeouts: TimeoutProcessor(configuration: configuration, ledger: ledger, metrics: metrics, logger: logger),
             polls: PollProcessor(
                 client: client, rateLimiter: PollRateLimiter(ratePerSecond: configuration.pollRate * PollProcessor.rateMargin),
-                ledger: ledger, metrics: metrics, logger: logger),
+                metrics: metrics, logger: logger),
             metrics: metrics, logger: logger)
         let listener = HTTPListener(
             host: configuration.listenHost, port: configuration.listenPort,
@@ -76,7 +77,7 @@ public struct BridgeApp: Sendable {
             postbackPathPrefix: configuration.postbackBaseURL.map(Self.path(of:)),
             receiver: PostbackHandler(
                 keys: PostbackToken.Keys(secrets: configuration.postbackSecrets, jobTimeout: configuration.jobTimeout),
-                session: session, ledger: ledger, metrics: metrics, logger: logger),
+                session: session, metrics: metrics, logger: logger),
             isReady: { session.isReady }, metricsText: metricsText, limits: configuration.listenerLimits,
             logger: logger, onRunning: onListening, onShed: { metrics.postback($0 == .overloaded ? .overloaded : .timedOut) })
 

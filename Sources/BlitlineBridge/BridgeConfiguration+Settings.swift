@@ -406,6 +406,16 @@ extension BridgeConfiguration {
             }
         ),
         Setting(
+            variable: "TIMEOUT_GRACE", placeholder: "<duration>",
+            meaning: "How long after a job's deadline its timeout is decided, so that a result "
+                + "received before the deadline and still being published wins",
+            form: "use 250ms, 10s or bare seconds",
+            defaultValue: { durationText($0.timeoutGrace) },
+            parse: { configuration, value, setting throws(ConfigurationError) in
+                configuration.timeoutGrace = try duration(value, setting)
+            }
+        ),
+        Setting(
             variable: "POLL_RATE", placeholder: "<per-second>",
             meaning: "Polls per second per application id at most, over all instances together "
                 + "(polling mode)",

@@ -36,6 +36,9 @@ public struct BridgeConfiguration: Sendable {
     var queueType: Topology.QueueType = .quorum
     /// From submission to giving up with a `timeout` failure.
     public var jobTimeout: Duration = .seconds(30 * 60)
+    /// From a job's deadline to deciding its timeout: a result received before the deadline has
+    /// this long to be confirmed by the broker (the listener answers within 10 s).
+    public var timeoutGrace: Duration = .seconds(10)
     /// Polls per second per application id, over all instances together.
     public var pollRate: Double = 5
     /// Larger requests are invalid.
@@ -58,7 +61,9 @@ public struct BridgeConfiguration: Sendable {
 
     /// The queues and exchange these settings name.
     var topology: Topology {
-        Topology(jobsQueue: jobsQueue, eventsExchange: eventsExchange, jobTimeout: jobTimeout, queueType: queueType)
+        Topology(
+            jobsQueue: jobsQueue, eventsExchange: eventsExchange, jobTimeout: jobTimeout, timeoutGrace: timeoutGrace,
+            queueType: queueType)
     }
 
     /// The listener's bounds as these settings give them.

@@ -177,11 +177,26 @@ struct BridgeService: Service, CustomStringConvertible {
         while !Task.isCancelled {
             var connection: AMQPConnection?
             do {
-                connection = try await AMQPConnection.connect(target, logger: logger)
-                let consumer = try await connection!.openChannel().consume(
-                    queue: topology.outcomesStream, prefetch: 1000, arguments: ["x-stream-offset": ledger.startOffset])
+                let reading = try await AMQPConnection.connect(target, logger: logger)
+                connection = reading
+                let stream = topology.outcomesStream
+                // Only the headers are read: bodies are dropped as they arrive.
+                let consumer = try await reading.openChannel().consume(
+                    queue: stream, prefetch: 1000, arguments: ["x-stream-offset": ledger.liveStart()], maxBodyBytes: 0)
                 failures = 0
-                try await ledger.read(consumer)
+                try await withThrowingTaskGroup { group in
+                    group.addTask { try await ledger.read(consumer) }
+                    group.addTask {
+                        try await ledger.runBackfills { offset in
+                            let channel = try await reading.openChannel()
+                            let consumer = try await channel.consume(
+                                queue: stream, prefetch: 1000, arguments: ["x-stream-offset": offset], maxBodyBytes: 0)
+                            return (channel, consumer)
+                        }
+                    }
+                    try await group.next()
+                    group.cancelAll()
+                }
             } catch {
                 if !Task.isCancelled {
                     logger.warning("cannot read the outcomes stream; timeouts wait until it can be read", metadata: ["error": "\(error)"])

@@ -73,23 +73,21 @@ struct EventPublisher: Sendable {
         }
     }
 
-    /// The job's deadline: a message that expires at the job's `deadline` into the timeouts queue.
-    /// Returns once the broker holds it.
+    /// The job's deadline: a message in the deadlines queue, which expires `JOB_TIMEOUT` plus
+    /// `TIMEOUT_GRACE` later into the timeouts queue. Returns once the broker holds it.
     ///
     /// Jobs whose deadlines are scheduled while an earlier deadline message is on its way share the
-    /// next message, which expires at the latest of their deadlines (milliseconds apart): a busy
-    /// bridge stores one persistent message per batch of jobs rather than one per job.
+    /// next message (their submissions milliseconds apart): a busy bridge stores one persistent
+    /// message per batch of jobs rather than one per job.
     func scheduleDeadline(_ job: PendingJob) async throws {
         try await deadlines.add(job)
     }
 
     private static func publishDeadlines(_ jobs: [PendingJob], on channel: PublishChannel, queue: String) async throws {
-        let latest = jobs.map(\.deadline).max() ?? 0
         try await channel.publish(
             JSONValue.array(jobs.map(\.json)).jsonBytes, routingKey: queue, mandatory: true,
             properties: AMQPProperties(
                 contentType: "application/json", deliveryMode: AMQPProperties.persistent,
-                expiration: String(max(latest - RequestProcessor.now(), 1)),
                 messageID: jobs[0].context.requestID + "/deadline"))
     }
 

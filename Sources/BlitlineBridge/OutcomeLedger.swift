@@ -1,80 +1,137 @@
 import AMQP
-import DequeModule
 import Foundation
 import Synchronization
 
-/// Which requests have an outcome, learnt by reading every event back from the outcomes stream.
+/// Which requests are settled (have a `completed` or `failed` event, a timeout included), learnt
+/// by reading every event back from the outcomes stream: what a deadline needs to know.
 ///
-/// Every instance reads the same stream, starting `JOB_TIMEOUT` (plus a margin) in the past, so
-/// each knows about every outcome a deadline could still concern, whichever instance published it,
-/// across restarts, with no state outside RabbitMQ. Entries older than that window are forgotten.
+/// Every instance reads the stream, starting `window` in the past, so each knows every outcome a
+/// deadline due now could concern, whichever instance published it, across restarts, with no state
+/// outside RabbitMQ. It keeps a fingerprint of each settled request id (``Fingerprints``, about 8
+/// bytes each) and forgets it once the event is older than the window. A deadline older than what
+/// the ledger has read (every instance was stopped for longer than the window) first has the
+/// stream read from its job's submission (``cover(since:timeout:)``).
+///
+/// `late` results do not settle a request: whether a result is late is decided by the clock
+/// (received after the deadline), and such a job gets its `timeout` all the same.
 final class OutcomeLedger: Sendable {
     static let marker = "marker"
+    /// Stream messages read between acknowledgements (streams count them as credit).
+    static let creditBatch = 100
 
     private struct State {
-        var outcomes: [String: String] = [:]
-        var order: Deque<(at: ContinuousClock.Instant, requestID: String)> = []
+        var settled: Fingerprints
+        /// Milliseconds since the Unix epoch from which the live reader read every event; `nil`
+        /// until it has started.
+        var liveSince: Int64?
+        /// The stream offset the live reader goes on from after a reconnection, and where a
+        /// backfill stops.
+        var nextOffset: Int64?
+        /// What the last backfill read: every event since `from`, held until `until`.
+        var backfill: (from: Int64, until: Int64)?
         var markerWaiters: [String: AsyncStream<Void>.Continuation] = [:]
+        /// The earliest time a deadline asked to be covered, and who waits for it.
+        var backfillWanted: Int64?
+        var backfillWaiters: [(since: Int64, seen: AsyncStream<Void>.Continuation)] = []
     }
 
-    private let state = Mutex(State())
+    private let state: Mutex<State>
+    /// How long an outcome is kept after its event: past it, a deadline reads the stream again.
     let window: Duration
+    private let backfillSignal: (stream: AsyncStream<Void>, continuation: AsyncStream<Void>.Continuation)
 
-    init(window: Duration) { self.window = window }
-
-    /// The outcome recorded for a request: `completed`, `failed`, `timeout`, `late`, or `nil`.
-    func outcome(for requestID: String) -> String? {
-        state.withLock { $0.outcomes[requestID] }
+    /// The window for deadlines decided on time: `JOB_TIMEOUT` and `TIMEOUT_GRACE` after
+    /// submission, with two minutes for a deadline that waits its turn in the queue.
+    static func window(jobTimeout: Duration, timeoutGrace: Duration) -> Duration {
+        jobTimeout + timeoutGrace + .seconds(120)
     }
 
-    /// Whether the request's `timeout` event went out: any result from now on is late.
-    func hasTimedOut(_ requestID: String) -> Bool {
-        let outcome = outcome(for: requestID)
-        return outcome == "timeout" || outcome == "late"
+    init(window: Duration) {
+        self.window = window
+        state = Mutex(State(settled: Fingerprints(span: max(window.milliseconds / 16, 1000))))
+        backfillSignal = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
     }
 
-    func record(_ outcome: String, for requestID: String) {
-        let now = ContinuousClock.now
+    /// Whether the request has a `completed` or `failed` event, as far as the stream was read.
+    func isSettled(_ requestID: String) -> Bool {
+        let fingerprint = Fingerprints.fingerprint(requestID)
+        return state.withLock { $0.settled.contains(fingerprint) }
+    }
+
+    /// Records an event read from the stream at `time` (milliseconds since the Unix epoch).
+    func record(_ outcome: String, for requestID: String, time: Int64, now: Int64 = RequestProcessor.now()) {
+        guard outcome != "late" else { return }
+        let fingerprint = Fingerprints.fingerprint(requestID)
         state.withLock { state in
-            // `timeout` and `late` are the later word on a request; a late result must not hide a timeout.
-            if let existing = state.outcomes[requestID], existing == "timeout" || existing == "late" {
-                if outcome != "late" { return }
-            }
-            if state.outcomes.updateValue(outcome, forKey: requestID) == nil {
-                state.order.append((now, requestID))
-            }
-            while let oldest = state.order.first, now - oldest.at > window {
-                state.order.removeFirst()
-                state.outcomes.removeValue(forKey: oldest.requestID)
-            }
+            state.settled.insert(fingerprint, time: time, now: now)
+            state.settled.expire(before: now - window.milliseconds)
         }
     }
 
-    /// Where a reader starts in the stream: the window before now.
-    var startOffset: AMQPFieldValue {
-        let seconds = Date().timeIntervalSince1970 - Double(window.components.seconds)
-        return .timestamp(UInt64(max(seconds, 0)))
+    /// Fingerprints held, and the bytes their storage takes.
+    var size: (entries: Int, bytes: Int) {
+        state.withLock { ($0.settled.count, $0.settled.storageBytes) }
     }
 
-    /// Reads the stream until the consumer ends.
+    /// Where the live reader starts: where it stopped, or the window before now.
+    func liveStart(now: Int64 = RequestProcessor.now()) -> AMQPFieldValue {
+        state.withLock { state in
+            if let next = state.nextOffset { return .int64(next) }
+            // The stream starts at the chunk holding that second, perhaps a little before it.
+            let since = now - window.milliseconds
+            state.liveSince = since
+            return .timestamp(UInt64(max(since / 1000, 0)))
+        }
+    }
+
+    /// Reads the stream into the ledger until the consumer ends (the live reader).
     func read(_ consumer: AMQPConsumer) async throws {
+        _ = try await read(consumer, timedBy: .event) { offset in
+            let first = state.withLock { state in
+                defer { state.nextOffset = offset + 1 }
+                return state.nextOffset == nil
+            }
+            // A backfill asked for before the live reader had read anything can start now.
+            if first { backfillSignal.continuation.yield() }
+            return true
+        }
+    }
+
+    /// When a recorded event counts from: its own time (the live reader, which keeps each for the
+    /// window after it), or when it was read (a backfill, whose events are older than the window
+    /// and must still be kept for the deadlines that asked for them).
+    private enum Timing {
+        case event, reading
+    }
+
+    /// Reads deliveries, recording outcomes and finishing marker waiters, while `goOn` (given
+    /// each message's stream offset) says so. Returns `true` when `goOn` stopped it.
+    private func read(_ consumer: AMQPConsumer, timedBy timing: Timing, goOn: (Int64) -> Bool) async throws -> Bool {
         var unacknowledged = 0
         for try await delivery in consumer {
-            let headers = delivery.properties.headers
+            let properties = delivery.properties
+            let headers = properties.headers
+            if let offset = (headers?["x-stream-offset"]?.intValue).map(Int64.init), !goOn(offset) {
+                delivery.ack(multiple: true)
+                return true
+            }
             let outcome = headers?[BridgeHeader.outcome]?.stringValue
             if outcome == Self.marker {
-                if let id = delivery.properties.messageID {
+                if let id = properties.messageID {
                     state.withLock { $0.markerWaiters.removeValue(forKey: id) }?.finish()
                 }
             } else if let outcome, let requestID = headers?[BridgeHeader.requestID]?.stringValue {
-                record(outcome, for: requestID)
+                let now = RequestProcessor.now()
+                let time = timing == .event ? properties.timestamp.map { Int64($0) * 1000 } ?? now : now
+                record(outcome, for: requestID, time: time, now: now)
             }
             unacknowledged += 1
-            if unacknowledged >= 100 {
+            if unacknowledged >= Self.creditBatch {
                 delivery.ack(multiple: true)
                 unacknowledged = 0
             }
         }
+        return false
     }
 
     /// Returns `true` once this instance has read every event published before the call, by
@@ -86,18 +143,61 @@ final class OutcomeLedger: Sendable {
         state.withLock { $0.markerWaiters[id] = continuation }
         defer { state.withLock { $0.markerWaiters.removeValue(forKey: id) }?.finish() }
         try await publisher.publishMarker(id)
-        return try await withThrowingTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                for await _ in seen {}
-                return true
+        return await DeadlineRace.value(within: timeout, fallback: false) {
+            for await _ in seen {}
+            return true
+        }
+    }
+
+    // MARK: Reading further back
+
+    /// Returns `true` once the ledger holds every outcome published since `since` (milliseconds
+    /// since the Unix epoch), asking the backfill reader for what the live reader has not read or
+    /// has forgotten; `false` when that did not happen within `timeout` (the backfill goes on, and
+    /// a later call finds it done).
+    func cover(since: Int64, timeout: Duration, now: Int64 = RequestProcessor.now()) async -> Bool {
+        let (seen, continuation) = AsyncStream<Void>.makeStream()
+        let covered = state.withLock { state -> Bool in
+            if let live = state.liveSince, since >= max(live, now - window.milliseconds) { return true }
+            if let backfill = state.backfill, since >= backfill.from, now < backfill.until { return true }
+            state.backfillWanted = min(state.backfillWanted ?? since, since)
+            state.backfillWaiters.append((since, continuation))
+            return false
+        }
+        if covered { return true }
+        backfillSignal.continuation.yield()
+        return await DeadlineRace.value(within: timeout, fallback: false) {
+            for await _ in seen {}
+            return true
+        }
+    }
+
+    /// Runs the backfills deadlines ask for, one at a time, each on a consumer that `open` starts
+    /// at the given offset and reads up to the last message the live reader read. Throws when a consumer ends
+    /// early; the backfill is asked for again by the next deadline that needs it.
+    func runBackfills(open: (AMQPFieldValue) async throws -> (AMQPChannel, AMQPConsumer)) async throws {
+        for await _ in backfillSignal.stream {
+            while let (since, stop) = state.withLock({ state in
+                state.backfillWanted.flatMap { wanted in state.nextOffset.map { (wanted, $0 - 1) } }
+            }) {
+                // Events a little before the submission cannot concern the job; a minute covers
+                // clocks that disagree.
+                let from = since - 60_000
+                let started = RequestProcessor.now()
+                let (channel, consumer) = try await open(.timestamp(UInt64(max(from / 1000, 0))))
+                guard try await read(consumer, timedBy: .reading, goOn: { $0 < stop }) else {
+                    throw BridgeError.brokerUnavailable
+                }
+                try? await channel.close()
+                let finished = state.withLock { state in
+                    state.backfill = (from, started + window.milliseconds)
+                    if let wanted = state.backfillWanted, wanted >= since { state.backfillWanted = nil }
+                    let done = state.backfillWaiters.filter { $0.since >= from }
+                    state.backfillWaiters.removeAll { $0.since >= from }
+                    return done.map(\.seen)
+                }
+                for waiter in finished { waiter.finish() }
             }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                return false
-            }
-            let markerSeen = try await group.next() ?? false
-            group.cancelAll()
-            return markerSeen
         }
     }
 }

@@ -18,7 +18,6 @@ struct PollProcessor: Sendable {
 
     let client: BlitlineClient
     let rateLimiter: PollRateLimiter
-    let ledger: OutcomeLedger
     let metrics: BridgeMetrics
     let logger: Logger
 
@@ -35,8 +34,7 @@ struct PollProcessor: Sendable {
         try await rateLimiter.acquire(applicationID: job.applicationKey)
         let started = ContinuousClock.now
         let outcome = await client.poll(jobID: job.jobID)
-        let step = Self.step(
-            after: outcome, timedOut: ledger.hasTimedOut(job.context.requestID), answeredIn: ContinuousClock.now - started)
+        let step = Self.step(after: outcome, for: job, at: RequestProcessor.now(), answeredIn: ContinuousClock.now - started)
         do {
             switch step {
             case .publish(let result, let late):
@@ -51,7 +49,6 @@ struct PollProcessor: Sendable {
                     try await publisher.schedulePoll(job, pause: true)
                     break
                 }
-                ledger.record(event.outcome, for: job.context.requestID)
                 metrics.event(event)
                 metrics.jobDuration.recordMilliseconds(RequestProcessor.now() - job.submittedAt)
             case .pollAgain(let pause, let label):
@@ -75,7 +72,7 @@ struct PollProcessor: Sendable {
 extension PollProcessor {
     /// What to do after a long poll, apart from I/O.
     enum Step: Sendable, Equatable {
-        /// Blitline had the result: publish its event (`late` after the job's timeout event).
+        /// Blitline had the result: publish its event (`late` once past the job's deadline).
         case publish(JobResult, late: Bool)
         /// Not yet (or the poll failed): poll again, after a pause when Blitline answered at once
         /// or failed, so that a job never spends the rate in a tight loop.
@@ -91,9 +88,11 @@ extension PollProcessor {
         now < job.deadline + lateWindow.milliseconds
     }
 
-    static func step(after outcome: PollOutcome, timedOut: Bool, answeredIn: Duration) -> Step {
+    /// `now` is when the answer came, in milliseconds since the Unix epoch: a result after the
+    /// job's deadline is late (its job gets a timeout all the same).
+    static func step(after outcome: PollOutcome, for job: PendingJob, at now: Int64, answeredIn: Duration) -> Step {
         switch outcome {
-        case .result(let result): .publish(result, late: timedOut)
+        case .result(let result): .publish(result, late: now > job.deadline)
         case .pending: .pollAgain(pause: answeredIn < .seconds(1), .pending)
         case .failed: .pollAgain(pause: true, .failed)
         }

@@ -8,7 +8,6 @@ import Logging
 struct PostbackHandler: PostbackReceiving, CustomStringConvertible {
     let keys: PostbackToken.Keys
     let session: BrokerSession
-    let ledger: OutcomeLedger
     let metrics: BridgeMetrics
     let logger: Logger
 
@@ -34,6 +33,7 @@ struct PostbackHandler: PostbackReceiving, CustomStringConvertible {
 
     func receivePostback(_ verified: PostbackToken, body: [UInt8], contentType: String?) async -> PostbackReply {
         let received = ContinuousClock.now
+        let receivedAt = RequestProcessor.now()
         let context = verified.context
         let result: JobResult
         do {
@@ -47,7 +47,9 @@ struct PostbackHandler: PostbackReceiving, CustomStringConvertible {
             metrics.postback(.unavailable)
             return PostbackReply(status: 503, message: "the broker is not connected; retry later")
         }
-        let late = ledger.hasTimedOut(context.requestID)
+        // After the deadline a result is late, and its job gets its timeout all the same: the
+        // clock decides both, so every instance decides alike (contract section 10).
+        let late = verified.deadline.map { receivedAt > $0 } ?? false
         let event = JobEvent.result(result, context: context, via: .postback, late: late)
         do {
             try await publisher.publish(event)
@@ -61,7 +63,6 @@ struct PostbackHandler: PostbackReceiving, CustomStringConvertible {
                 metadata: ["request_id": "\(context.requestID)", "job_id": "\(result.jobID)", "error": "\(error)"])
             return PostbackReply(status: 503, message: "the event could not be published; retry later")
         }
-        ledger.record(event.outcome, for: context.requestID)
         metrics.postback(.accepted)
         metrics.event(event)
         metrics.postbackToEvent.record(since: received)

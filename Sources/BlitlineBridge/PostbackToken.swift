@@ -121,6 +121,12 @@ struct PostbackToken: Sendable, Hashable {
         self.expiresAt = expiresAt
     }
 
+    /// The job's deadline (milliseconds since the Unix epoch): its expiry less the day a postback
+    /// URL outlives it, so that it follows the `JOB_TIMEOUT` of the instance that submitted the job.
+    var deadline: Int64? {
+        expiresAt.map { $0 - PostbackToken.graceAfterJobTimeout.milliseconds }
+    }
+
     /// Milliseconds since the Unix epoch.
     static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 

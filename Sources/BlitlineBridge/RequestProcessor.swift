@@ -24,7 +24,6 @@ struct RequestProcessor: Sendable {
     let submitter: any JobSubmitting
     /// Signs postback URLs; `nil` in polling mode.
     let postbackKeys: PostbackToken.Keys?
-    let ledger: OutcomeLedger
     let metrics: BridgeMetrics
     let logger: Logger
     var requeuePause = Self.requeuePause
@@ -163,7 +162,6 @@ struct RequestProcessor: Sendable {
                 try await effects.deadLetter(request, context: context, error: "\(reason.rawValue): \(message)")
                 settlement = .acknowledge
             }
-            ledger.record(event.outcome, for: context.requestID)
             metrics.event(event)
             return settlement
         case .retry(let delayStep, let headers):

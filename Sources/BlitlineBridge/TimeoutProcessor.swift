@@ -1,12 +1,16 @@
 import AMQP
+import Foundation
 import Logging
 
 /// Turns expired deadlines into `timeout` failure events, for jobs with no outcome yet.
 ///
 /// A deadline message (the deadlines of one or more jobs submitted together) reaches the timeouts
-/// queue `JOB_TIMEOUT` after submission, whichever instance submitted the jobs; any instance may
-/// take it. Before deciding, the instance makes sure it has read every event published so far
-/// (`OutcomeLedger.sync`), so a result that came just in time wins.
+/// queue `JOB_TIMEOUT` plus `TIMEOUT_GRACE` after submission, whichever instance submitted the
+/// jobs; any instance may take it. Before deciding, the instance makes sure it has read every
+/// event published so far (`OutcomeLedger.sync`), and every event since the jobs' submission
+/// (`OutcomeLedger.cover`), so that a result received before the deadline always wins. When it
+/// cannot know yet (the stream is read too slowly, or must be read further back), the deadline
+/// waits in the queue; the session carries on.
 struct TimeoutProcessor: Sendable {
     let configuration: BridgeConfiguration
     let ledger: OutcomeLedger
@@ -15,6 +19,8 @@ struct TimeoutProcessor: Sendable {
     /// How long a deadline message waits in hand before it is handed back, when its timeouts
     /// cannot be decided or published now.
     var requeuePause = RequestProcessor.requeuePause
+    /// How long one deadline waits for the stream to be read further back before it is handed back.
+    var backfillWait: Duration = .seconds(30)
 
     func process(_ delivery: some RequestMessage, publisher: EventPublisher) async throws {
         let (jobs, unreadable) = PendingJob.all(in: delivery.body)
@@ -23,19 +29,27 @@ struct TimeoutProcessor: Sendable {
                 "dropping unreadable parts of a deadline message",
                 metadata: ["message_id": "\(delivery.properties.messageID ?? "")", "unreadable": "\(unreadable)"])
         }
-        guard !jobs.isEmpty else {
+        guard let submitted = jobs.map(\.submittedAt).min(), let deadline = jobs.map(\.deadline).max() else {
             delivery.ack()
             return
         }
+        // A deadline message of an earlier version expires at the deadline itself: a result
+        // received just before it gets its grace all the same.
+        let early = deadline + configuration.timeoutGrace.milliseconds - RequestProcessor.now()
+        if early > 0 { try await Task.sleep(for: .milliseconds(early)) }
         do {
             guard try await ledger.sync(using: publisher) else {
-                // Deciding now could time out a job whose result is in the part of the stream not
-                // read yet: the deadline waits instead, and the session carries on.
                 logger.warning("the outcomes stream is read too slowly to decide timeouts; deciding later")
                 return try await requeueLater(delivery)
             }
+            guard await ledger.cover(since: submitted, timeout: backfillWait) else {
+                logger.warning(
+                    "reading the outcomes stream further back to decide timeouts; deciding later",
+                    metadata: ["since": "\(JobEvent.timestamp(Date(timeIntervalSince1970: Double(submitted) / 1000)))"])
+                return try await requeueLater(delivery)
+            }
             try await withThrowingDiscardingTaskGroup { group in
-                for job in jobs where ledger.outcome(for: job.context.requestID) == nil {
+                for job in jobs where !ledger.isSettled(job.context.requestID) {
                     group.addTask { try await timeOut(job, publisher: publisher) }
                 }
             }
@@ -58,7 +72,6 @@ struct TimeoutProcessor: Sendable {
             message: "no result from Blitline within \(configuration.jobTimeout) of submission",
             jobID: job.jobID)
         try await publisher.publish(event)
-        ledger.record(event.outcome, for: job.context.requestID)
         metrics.event(event)
         logger.warning(
             "job timed out",

@@ -21,6 +21,8 @@ struct Topology: Sendable {
     let jobsQueue: String
     let eventsExchange: String
     let jobTimeout: Duration
+    /// From a job's deadline to deciding its timeout (`TIMEOUT_GRACE`).
+    var timeoutGrace: Duration = .seconds(10)
     var queueType: QueueType = .quorum
 
     /// Steps of the submit retry backoff: a TTL queue each, dead-lettering back into the jobs
@@ -31,8 +33,13 @@ struct Topology: Sendable {
 
     /// Requests that cannot succeed as they are, with header `x-bridge-error`.
     var deadQueue: String { jobsQueue + ".dead" }
-    /// One deadline message per submitted job, expiring after `JOB_TIMEOUT` into `timeoutsQueue`.
-    var deadlinesQueue: String { jobsQueue + ".deadlines" }
+    /// Deadline messages (one per batch of submitted jobs), expiring `JOB_TIMEOUT` plus
+    /// `TIMEOUT_GRACE` after they were published into `timeoutsQueue`. The delay is the queue's
+    /// own TTL and in its name: messages expire only at the head of a queue, so instances with
+    /// another `JOB_TIMEOUT` (or a new value after a change) get a queue of their own, and a short
+    /// deadline never waits behind a long one.
+    var deadlinesQueue: String { jobsQueue + ".deadlines." + Self.label(deadlineDelay) }
+    var deadlineDelay: Duration { jobTimeout + timeoutGrace }
     var timeoutsQueue: String { jobsQueue + ".timeouts" }
     /// Jobs to long-poll (polling mode), taken by one instance at a time.
     var pollsQueue: String { jobsQueue + ".polls" }
@@ -90,7 +97,7 @@ struct Topology: Sendable {
             "x-queue-type": .string("stream"), "x-max-age": .string(outcomesRetention),
             "x-stream-max-segment-size-bytes": .int64(50_000_000),
         ]
-        queues.append((deadlinesQueue, deadLetteringTo(timeoutsQueue)))
+        queues.append((deadlinesQueue, deadLetteringTo(timeoutsQueue).merging(ttl(deadlineDelay))))
         queues.append((timeoutsQueue, kind))
         queues.append((pollsQueue, kind.merging(["x-single-active-consumer": .bool(true)])))
         queues.append((pollsWaitQueue, deadLetteringTo(pollsQueue).merging(ttl(Self.pollPause))))
@@ -114,8 +121,12 @@ struct Topology: Sendable {
         try? await channel.close()
     }
 
-    private static func label(_ delay: Duration) -> String {
-        let seconds = delay.components.seconds
+    /// `1s`, `2m`, `1h`, `90s` or `1500ms`: the largest unit that divides the delay.
+    static func label(_ delay: Duration) -> String {
+        let milliseconds = delay.milliseconds
+        guard milliseconds % 1000 == 0 else { return "\(milliseconds)ms" }
+        let seconds = milliseconds / 1000
+        if seconds % 3600 == 0 { return "\(seconds / 3600)h" }
         return seconds % 60 == 0 ? "\(seconds / 60)m" : "\(seconds)s"
     }
 }

@@ -259,8 +259,9 @@ let bridgeSeconds = seconds(lastEvent - firstRequest)
 let metrics = httpGet("http://127.0.0.1:\(bridgePort)/metrics") ?? ""
 let latency = histogram(metrics, "blitline_bridge_postback_to_event_seconds")
 let rss = peakRSS(bridge.processIdentifier)
-// The bridge's deadline messages are still queued (JOB_TIMEOUT is 30 minutes): one per batch of jobs.
-let deadlineMessages = (try? await channel.declareQueue(jobsQueue + ".deadlines", passive: true).messageCount).map(Int.init) ?? 0
+// The bridge's deadline messages are still queued (JOB_TIMEOUT 30 minutes and TIMEOUT_GRACE 10 s,
+// the defaults, name the queue): one per batch of jobs.
+let deadlineMessages = (try? await channel.declareQueue(jobsQueue + ".deadlines.1810s", passive: true).messageCount).map(Int.init) ?? 0
 let jobsPerDeadline = deadlineMessages > 0 ? max(1, Int((Double(options.count) / Double(deadlineMessages)).rounded())) : 1
 let submitRequests = httpGet("http://127.0.0.1:\(simulatorPort)/_control/stats").flatMap { stats in
     (try? JSONSerialization.jsonObject(with: Data(stats.utf8)) as? [String: Any])?["submit_requests"] as? Int
@@ -345,7 +346,7 @@ print(String(format: "bridge/ceiling: %.2f", ceilingSeconds / bridgeSeconds))
 print("logs: \(logs)")
 
 for queue in [jobsQueue, eventsQueue, ceilingJobs, deadlines, stream] { _ = try? await channel.deleteQueue(queue) }
-for suffix in [".dead", ".deadlines", ".timeouts", ".polls", ".polls.wait", ".outcomes", ".retry.1s", ".retry.5s", ".retry.30s", ".retry.2m"] {
+for suffix in [".dead", ".deadlines.1810s", ".timeouts", ".polls", ".polls.wait", ".outcomes", ".retry.1s", ".retry.5s", ".retry.30s", ".retry.2m"] {
     _ = try? await channel.deleteQueue(jobsQueue + suffix)
 }
 try? await channel.deleteExchange(exchange)

@@ -26,6 +26,7 @@ import Testing
         ("BLITLINE_APPLICATION_ID_FILE", "--blitline-application-id-file", "none"),
         ("POSTBACK_SECRET_FILE", "--postback-secret-file", "none"),
         ("JOB_TIMEOUT", "--job-timeout", "30m"),
+        ("TIMEOUT_GRACE", "--timeout-grace", "10s"),
         ("POLL_RATE", "--poll-rate", "5"),
         ("MAX_REQUEST_BYTES", "--max-request-bytes", "1048576"),
         ("SHUTDOWN_TIMEOUT", "--shutdown-timeout", "25s"),

@@ -206,11 +206,13 @@ final class BridgeHarness: Sendable {
     }
 
     /// A token as the bridge signs it for a postback URL.
-    func postbackToken(for requestID: String, correlationID: String? = nil, signedWith secret: String? = nil) -> String
-    {
+    func postbackToken(
+        for requestID: String, correlationID: String? = nil, signedWith secret: String? = nil,
+        submittedAt: Date = Date(), jobTimeout: Duration = .seconds(60)
+    ) -> String {
         let context = RequestContext(requestID: requestID, correlationID: correlationID, replyTo: nil, traceparent: nil)
-        return PostbackToken(context: context, submittedAt: Int64(Date().timeIntervalSince1970 * 1000))
-            .signed(with: secret ?? self.secret)
+        return PostbackToken(context: context, submittedAt: Int64(submittedAt.timeIntervalSince1970 * 1000))
+            .signed(with: PostbackToken.Keys(secrets: [secret ?? self.secret], jobTimeout: jobTimeout))
     }
 }
 

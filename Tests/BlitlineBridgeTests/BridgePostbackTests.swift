@@ -134,8 +134,10 @@ extension BridgeProcessTests {
                 #expect(waited >= 2.9, "the timeout came \(waited) s after the request, before JOB_TIMEOUT")
                 #expect(try await h.simulator.stats()["postbacks_dropped"] == 1)
 
-                // Blitline's result comes late, and (as postbacks may) twice.
-                let token = h.postbackToken(for: request.id, correlationID: request.correlationID)
+                // Blitline's result comes late, and (as postbacks may) twice, to the URL the job
+                // was submitted with.
+                let token = h.postbackToken(
+                    for: request.id, correlationID: request.correlationID, submittedAt: start, jobTimeout: .seconds(3))
                 for _ in 1...2 {
                     let late = try await bridge.post(
                         "/blitline/postback/" + token, body: request.postbackBody(jobID: jobID))

@@ -18,6 +18,9 @@ struct BridgeSettings: Sendable {
     var applicationID: String? = BridgeHarness.applicationID
     var secrets: [String]
     var jobTimeout = "60s"
+    /// Shorter than the default 10 s, so that tests of timeouts do not wait for nothing; the
+    /// tests of the race at the deadline set their own.
+    var timeoutGrace = "1s"
     var submitMaxAttempts = 5
     var shutdownTimeout = "10s"
     /// Further variables, e.g. `PREFETCH`, `POLL_RATE`, `MAX_REQUEST_BYTES`.
@@ -35,6 +38,7 @@ struct BridgeSettings: Sendable {
             "JOBS_QUEUE": jobsQueue,
             "EVENTS_EXCHANGE": eventsExchange,
             "JOB_TIMEOUT": jobTimeout,
+            "TIMEOUT_GRACE": timeoutGrace,
             "SUBMIT_MAX_ATTEMPTS": String(submitMaxAttempts),
             "SHUTDOWN_TIMEOUT": shutdownTimeout,
             "LOG_LEVEL": "debug",

@@ -91,7 +91,7 @@ import Testing
                 maxRequestBytes: 10_000, defaultApplicationID: "app", submitMaxAttempts: 5, maxRedeliveries: 5,
                 jobTimeout: .seconds(1800)),
             submitter: blitline, postbackKeys: PostbackToken.Keys(secrets: configuration.postbackSecrets),
-            ledger: OutcomeLedger(window: .seconds(3600)), metrics: BridgeMetrics(),
+            metrics: BridgeMetrics(),
             logger: Logger(label: "test"), requeuePause: .zero)
     }
 

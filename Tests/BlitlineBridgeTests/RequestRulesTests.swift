@@ -251,16 +251,16 @@ import Testing
         #expect(!PollProcessor.isWanted(job, now: 1_000_000 + PollProcessor.lateWindow.milliseconds))
     }
 
-    @Test func aResultIsPublishedLateOnlyAfterTheTimeoutEvent() {
+    @Test func aResultIsLateOnlyWhenItComesAfterTheDeadline() {
         let result = JobResult(jobID: "j")
-        #expect(PollProcessor.step(after: .result(result), timedOut: false, answeredIn: .zero) == .publish(result, late: false))
-        #expect(PollProcessor.step(after: .result(result), timedOut: true, answeredIn: .zero) == .publish(result, late: true))
+        #expect(PollProcessor.step(after: .result(result), for: job, at: 1_000_000, answeredIn: .zero) == .publish(result, late: false))
+        #expect(PollProcessor.step(after: .result(result), for: job, at: 1_000_001, answeredIn: .zero) == .publish(result, late: true))
     }
 
     @Test func noResultYetPollsAgainPausingWhenBlitlineAnsweredAtOnce() {
-        #expect(PollProcessor.step(after: .pending, timedOut: false, answeredIn: .seconds(30)) == .pollAgain(pause: false, .pending))
-        #expect(PollProcessor.step(after: .pending, timedOut: false, answeredIn: .milliseconds(5)) == .pollAgain(pause: true, .pending))
+        #expect(PollProcessor.step(after: .pending, for: job, at: 1, answeredIn: .seconds(30)) == .pollAgain(pause: false, .pending))
+        #expect(PollProcessor.step(after: .pending, for: job, at: 1, answeredIn: .milliseconds(5)) == .pollAgain(pause: true, .pending))
         let failed = PollOutcome.failed(SubmitFailure(kind: .timeout, message: "slow"))
-        #expect(PollProcessor.step(after: failed, timedOut: false, answeredIn: .seconds(60)) == .pollAgain(pause: true, .failed))
+        #expect(PollProcessor.step(after: failed, for: job, at: 1, answeredIn: .seconds(60)) == .pollAgain(pause: true, .failed))
     }
 }

@@ -1,0 +1,66 @@
+import Testing
+
+@testable import BlitlineBridge
+
+/// What an instance keeps to decide timeouts (contract section 10: at most 32 bytes per outcome).
+@Suite struct OutcomeLedgerTests {
+    /// An hour's window, 16 generations of about four minutes.
+    let window: Int64 = 3_600_000
+
+    @Test func aMillionOutcomesCostAtMost32BytesEachAndAreAllFound() {
+        var set = Fingerprints(span: window / 16)
+        let count = 1_000_000
+        // 1,000 outcomes a second over a thousand seconds, read as they come.
+        for index in 0..<count {
+            let time = Int64(index)
+            set.insert(Fingerprints.fingerprint("request-\(index)"), time: time, now: time)
+        }
+        let perOutcome = Double(set.storageBytes) / Double(count)
+        print("ledger: \(count) outcomes in \(set.storageBytes) bytes, \(perOutcome) bytes each")
+        #expect(set.count == count)
+        #expect(perOutcome <= 32)
+        #expect((0..<count).allSatisfy { set.contains(Fingerprints.fingerprint("request-\($0)")) })
+        #expect(!(0..<10_000).contains { set.contains(Fingerprints.fingerprint("other-\($0)")) })
+    }
+
+    @Test func aBacklogReadAtOnceIsSealedInPartsAndStaysSmall() {
+        var set = Fingerprints(span: window / 16, maxOpen: 1 << 18)
+        for index in 0..<1_000_000 {
+            set.insert(Fingerprints.fingerprint("backlog-\(index)"), time: Int64(index), now: 0)
+        }
+        #expect(Double(set.storageBytes) / 1_000_000 <= 32)
+        #expect(set.contains(Fingerprints.fingerprint("backlog-0")) && set.contains(Fingerprints.fingerprint("backlog-999999")))
+    }
+
+    @Test func outcomesAreForgottenOnlyOnceTheirEventIsOlderThanTheWindow() {
+        let ledger = OutcomeLedger(window: .seconds(3600))
+        let start: Int64 = 1_000_000_000_000
+        ledger.record("completed", for: "early", time: start, now: start)
+        ledger.record("failed", for: "later", time: start + 1_800_000, now: start + 1_800_000)
+        ledger.record("completed", for: "a-while", time: start + 3_500_000, now: start + 3_600_000)
+        #expect(ledger.isSettled("early") && ledger.isSettled("later"))
+        // An hour and a generation after the first event, it is gone; the others stay.
+        ledger.record("completed", for: "last", time: start + 3_900_000, now: start + 3_900_000)
+        #expect(!ledger.isSettled("early"))
+        #expect(ledger.isSettled("later") && ledger.isSettled("a-while") && ledger.isSettled("last"))
+    }
+
+    @Test func aLateResultDoesNotSettleItsJob() {
+        let ledger = OutcomeLedger(window: .seconds(3600))
+        ledger.record("late", for: "r", time: 0, now: 0)
+        #expect(!ledger.isSettled("r"))
+        ledger.record("timeout", for: "r", time: 0, now: 0)
+        #expect(ledger.isSettled("r"))
+    }
+
+    @Test func aDeadlineWithinTheWindowNeedsNoBackfill() async {
+        let ledger = OutcomeLedger(window: .seconds(3600))
+        let now: Int64 = 10_000_000_000
+        _ = ledger.liveStart(now: now)
+        #expect(await ledger.cover(since: now - 3_600_000, timeout: .milliseconds(10), now: now))
+        // Older than what the live reader reads: it waits for a backfill (none runs here).
+        #expect(await !ledger.cover(since: now - 3_600_001, timeout: .milliseconds(10), now: now))
+        // An hour later, what the live reader read first has been forgotten.
+        #expect(await !ledger.cover(since: now, timeout: .milliseconds(10), now: now + 3_600_001))
+    }
+}
