@@ -188,6 +188,9 @@ struct BridgeService: Service, CustomStringConvertible {
                     group.addTask { try await ledger.read(consumer) }
                     group.addTask {
                         try await ledger.runBackfills { offset in
+                            logger.notice(
+                                "reading the outcomes stream back for deadlines older than what this instance knows",
+                                metadata: ["from": "\(offset)"])
                             let channel = try await reading.openChannel()
                             let consumer = try await channel.consume(
                                 queue: stream, prefetch: 1000, arguments: ["x-stream-offset": offset], maxBodyBytes: 0)

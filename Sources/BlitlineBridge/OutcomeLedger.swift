@@ -41,9 +41,10 @@ final class OutcomeLedger: Sendable {
     private let backfillSignal: (stream: AsyncStream<Void>, continuation: AsyncStream<Void>.Continuation)
 
     /// The window for deadlines decided on time: `JOB_TIMEOUT` and `TIMEOUT_GRACE` after
-    /// submission, with two minutes for a deadline that waits its turn in the queue.
+    /// submission, plus as long again (two minutes at most) for a deadline that waits its turn in
+    /// the queue. A deadline later than that has the stream read back for it.
     static func window(jobTimeout: Duration, timeoutGrace: Duration) -> Duration {
-        jobTimeout + timeoutGrace + .seconds(120)
+        jobTimeout + timeoutGrace + min(jobTimeout, .seconds(120))
     }
 
     init(window: Duration) {

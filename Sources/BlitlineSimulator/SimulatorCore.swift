@@ -14,6 +14,10 @@ final class SimulatorCore: Sendable {
     let jobQueue: AsyncStream<SimulatedJob>.Continuation
     let sourceLoader: SourceLoader
     let postbackSender: PostbackSender
+    /// The postbacks dropped by fault injection (the latest `droppedPostbacksKept`), for a test
+    /// to deliver itself when it chooses: `{"job_id", "postback_url", "body"}`.
+    let droppedPostbacks = Mutex<[JSONValue]>([])
+    static let droppedPostbacksKept = 10_000
     let logger: Logger
 
     init(
@@ -54,6 +58,9 @@ final class SimulatorCore: Sendable {
         router.get("/_control/stats") { _, _ in
             Response.json(self.statistics.json)
         }
+        router.get("/_control/dropped_postbacks") { _, _ in
+            Response.json(.array(self.droppedPostbacks.withLock { $0 }))
+        }
         return router
     }
 
@@ -78,6 +85,16 @@ final class SimulatorCore: Sendable {
         }
         if drop {
             self.count { $0.postbacksDropped += 1 }
+            if let url = job.postbackURL {
+                let body = JSONValue.object([.init(key: "results", value: results)])
+                let record: JSONValue = [
+                    "job_id": .string(job.jobID), "postback_url": .string(url), "body": .string(body.jsonString),
+                ]
+                self.droppedPostbacks.withLock { dropped in
+                    dropped.append(record)
+                    if dropped.count > Self.droppedPostbacksKept { dropped.removeFirst(dropped.count - Self.droppedPostbacksKept) }
+                }
+            }
             self.logger.info("postback dropped (fault injection)", metadata: ["job_id": "\(job.jobID)"])
             return
         }

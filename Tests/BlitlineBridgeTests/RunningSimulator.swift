@@ -62,6 +62,19 @@ final class RunningSimulator: Sendable {
         return SimulatorCounters(json: json)
     }
 
+    /// The postbacks the simulator dropped: where each should have gone, and what it would have said.
+    func droppedPostbacks() async throws -> [(jobID: String, url: String, body: [UInt8])] {
+        let response = try await HTTPClient.shared.execute(
+            HTTPClientRequest(url: "\(url)/_control/dropped_postbacks"), timeout: .seconds(5))
+        let json = try JSONValue(parsing: Array(buffer: try await response.body.collect(upTo: 64 << 20)))
+        return (json.arrayValue ?? []).compactMap { record in
+            guard let jobID = record["job_id"]?.stringValue, let url = record["postback_url"]?.stringValue,
+                let body = record["body"]?.stringValue
+            else { return nil }
+            return (jobID, url, Array(body.utf8))
+        }
+    }
+
     func stop() async {
         server.cancel()
         _ = await server.result

@@ -1,0 +1,154 @@
+import AsyncHTTPClient
+import Blitline
+import Foundation
+import NIOCore
+import Synchronization
+import Testing
+
+@testable import BlitlineBridge
+
+/// Deadlines at scale (contract section 10): a result in time always wins, a late one is `late`,
+/// a restart after a long stop or onto a large backlog times out nothing that had a result, and a
+/// short deadline never waits behind a long one.
+@Suite(.serialized) struct BridgeDeadlineFaultTests {
+    /// Postbacks delivered at their job's deadline ± 50 ms, through the URLs the bridge submitted:
+    /// one that was answered before the deadline never gets a timeout; one sent after it is `late`
+    /// and its job gets its timeout; no job gets both a result and a timeout.
+    @Test func resultsAtTheDeadlineRaceTheirTimeouts() async throws {
+        try await BridgeHarness.run("deadline-race") { h in
+            var settings = try h.settings()
+            settings.jobTimeout = "4s"
+            settings.timeoutGrace = "2s"
+            let bridge = try await h.startBridge(settings)
+            try await h.simulator.control(["drop_postback_fraction": 1.0])
+            let requests = (0..<240).map { TestRequest.thumbnails("race-\($0)", index: $0 % 20) }
+            try await h.publish(requests)
+            var dropped: [(jobID: String, url: String, body: [UInt8])] = []
+            #expect(
+                await eventually(timeout: .seconds(30)) {
+                    dropped = (try? await h.simulator.droppedPostbacks()) ?? []
+                    return dropped.count == requests.count
+                }, "\(dropped.count) postbacks held back\n\(h.diagnostics())")
+
+            // Each postback at its deadline (from the URL's signed token) minus or plus 50 ms.
+            let keys = PostbackToken.Keys(secrets: [h.secret], jobTimeout: .seconds(4))
+            let deliveries = try await withThrowingTaskGroup(of: Delivery.self) { group in
+                for (index, postback) in dropped.enumerated() {
+                    let tokenText = try #require(postback.url.split(separator: "/").last)
+                    let token = try PostbackToken(verifying: tokenText, keys: keys)
+                    let deadline = try #require(token.deadline)
+                    let offset: Int64 = index % 2 == 0 ? -50 : 50
+                    group.addTask {
+                        let due = Date(timeIntervalSince1970: Double(deadline + offset) / 1000)
+                        try await Task.sleep(for: .milliseconds(max(0, Int64(due.timeIntervalSinceNow * 1000))))
+                        let sent = PostbackToken.now()
+                        let path = URL(string: postback.url)?.path ?? postback.url
+                        let answer = try await bridge.post(path, body: postback.body)
+                        return Delivery(
+                            requestID: token.context.requestID, deadline: deadline, sent: sent,
+                            answered: PostbackToken.now(), status: answer.status)
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(deliveries.allSatisfy { $0.status == 200 }, "\(deliveries.filter { $0.status != 200 }.prefix(5))")
+
+            // Every job ends: in time with its result, or with a timeout (and a late result).
+            let ids = requests.map(\.id)
+            #expect(await h.events.waitForEvents(for: ids, timeout: .seconds(30)), "\(h.diagnostics())")
+            try await Task.sleep(for: .seconds(8))
+            let byRequest = h.events.idsByRequest
+            var inTime = 0
+            var late = 0
+            for delivery in deliveries {
+                let mine = byRequest[delivery.requestID] ?? []
+                let completed: Set = ["\(delivery.requestID)/completed"]
+                let timedOut: Set = ["\(delivery.requestID)/failed", "\(delivery.requestID)/late"]
+                #expect(mine == completed || mine == timedOut, "\(delivery): \(mine)")
+                if delivery.answered < delivery.deadline {
+                    inTime += 1
+                    #expect(mine == completed, "answered \(delivery.deadline - delivery.answered) ms before its deadline: \(mine)")
+                } else if delivery.sent > delivery.deadline {
+                    late += 1
+                    #expect(mine == timedOut, "sent \(delivery.sent - delivery.deadline) ms after its deadline: \(mine)")
+                }
+            }
+            print("deadline-race: \(inTime) postbacks answered before their deadline, \(late) sent after it")
+            #expect(inTime >= requests.count / 4 && late >= requests.count / 4, "the race was not exercised")
+            for request in requests where byRequest[request.id]?.contains("\(request.id)/failed") == true {
+                #expect(Set(h.events.events(for: request.id).compactMap(\.reason)) == ["timeout"])
+            }
+        }
+    }
+
+    struct Delivery: Sendable, CustomStringConvertible {
+        var requestID: String
+        /// Milliseconds since the Unix epoch.
+        var deadline: Int64
+        var sent: Int64
+        var answered: Int64
+        var status: Int
+        var description: String { "\(requestID) sent at deadline\(sent - deadline >= 0 ? "+" : "")\(sent - deadline) ms → \(status)" }
+    }
+
+    /// Every instance stopped for longer than the outcome ledger's window, then one started: it
+    /// reads the stream back to the jobs' submission and times out only the job with no result.
+    @Test func aLongStopTimesOutNothingThatCompletedInTime() async throws {
+        try await BridgeHarness.run("deadline-long-stop") { h in
+            var settings = try h.settings()
+            settings.jobTimeout = "3s"
+            // The ledger's window is JOB_TIMEOUT + TIMEOUT_GRACE + min(JOB_TIMEOUT, 2 min): 7 s.
+            let bridge = try await h.startBridge(settings)
+            let completing = (0..<20).map { TestRequest.thumbnails("in-time-\($0)", index: $0) }
+            try await h.publish(completing)
+            #expect(await h.events.waitForEvents(for: completing.map(\.id), timeout: .seconds(10)), "\(h.diagnostics())")
+            try await h.simulator.control(["drop_postbacks": 3])
+            let dropped = (0..<3).map { TestRequest.thumbnails("never-\($0)", index: $0) }
+            try await h.publish(dropped)
+            #expect(await eventually(timeout: .seconds(10)) { (try? await h.simulator.stats()["postbacks_dropped"]) == 3 })
+
+            bridge.signal(SIGTERM)
+            #expect(await bridge.waitForExit(timeout: .seconds(15)) != nil)
+            // Longer than the window, and past every deadline: all of them wait in the timeouts queue.
+            try await Task.sleep(for: .seconds(12))
+            let restarted = try await h.restart(bridge)
+            #expect(
+                await h.events.waitForEvents(for: dropped.map(\.id), endingWith: ["failed"], timeout: .seconds(60)),
+                "\(h.diagnostics())")
+            try await Task.sleep(for: .seconds(3))
+            for request in completing {
+                #expect(h.events.idsByRequest[request.id] == ["\(request.id)/completed"], "\(request.id)")
+            }
+            for request in dropped {
+                #expect(h.events.idsByRequest[request.id] == ["\(request.id)/failed"], "\(request.id)")
+            }
+            #expect(restarted.logLines.contains { $0.contains("reading the outcomes stream back") })
+            #expect(restarted.logLines.filter { $0.contains("connected to the broker") }.count == 1, "the session was torn down")
+        }
+    }
+
+    /// A bridge with a long `JOB_TIMEOUT` leaves a deadline in the broker; the same bridge with a
+    /// short one times its own jobs out on time, not behind the long deadline.
+    @Test func aShortDeadlineDoesNotWaitBehindALongOne() async throws {
+        try await BridgeHarness.run("deadline-change") { h in
+            var settings = try h.settings()
+            settings.jobTimeout = "10m"
+            let long = try await h.startBridge(settings)
+            try await h.simulator.control(["drop_postback_fraction": 1.0])
+            let early = TestRequest.thumbnails("long-deadline", index: 0)
+            try await h.publish(early)
+            #expect(await eventually(timeout: .seconds(10)) { (try? await h.simulator.stats()["postbacks_dropped"]) == 1 })
+            long.signal(SIGTERM)
+            #expect(await long.waitForExit(timeout: .seconds(15)) != nil)
+
+            settings.jobTimeout = "2s"
+            _ = try await h.startBridge(settings, pinned: true)
+            let later = TestRequest.thumbnails("short-deadline", index: 1)
+            try await h.publish(later)
+            #expect(
+                await h.events.waitForEvents(for: [later.id], endingWith: ["failed"], timeout: .seconds(30)),
+                "the short deadline waited behind the long one\n\(h.diagnostics())")
+            #expect(h.events.events(for: early.id).isEmpty, "the ten-minute deadline fired early")
+        }
+    }
+}
