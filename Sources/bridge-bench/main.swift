@@ -15,195 +15,15 @@ import AMQP
 import Blitline
 import Foundation
 
-struct Options {
-    var url = ProcessInfo.processInfo.environment["AMQP_URL"] ?? "amqp://guest:guest@127.0.0.1:5672/%2F"
-    var bin = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
-    var count = 20_000
-    var prefetch = 1024
-    var queueType = "quorum"
-
-    init() {
-        var arguments = CommandLine.arguments.dropFirst()
-        while let flag = arguments.popFirst() {
-            guard let value = arguments.popFirst() else { fail("\(flag) needs a value") }
-            switch flag {
-            case "--url": url = value
-            case "--bin": bin = value
-            case "--count": count = Int(value) ?? count
-            case "--prefetch": prefetch = Int(value) ?? prefetch
-            case "--queue-type" where value == "quorum" || value == "classic": queueType = value
-            default: fail("unknown option \(flag)")
-            }
-        }
-    }
-}
-
-func fail(_ message: String) -> Never {
-    FileHandle.standardError.write(Data("bridge-bench: \(message)\n".utf8))
-    exit(1)
-}
-
-func seconds(_ duration: Duration) -> Double {
-    Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
-}
-
-func freePort() -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
-    }
-    _ = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-    }
-    return Int(UInt16(bigEndian: address.sin_port))
-}
-
-func start(_ executable: String, _ arguments: [String], environment: [String: String] = [:], log: String) throws -> Process {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-    _ = FileManager.default.createFile(atPath: log, contents: nil)
-    let handle = FileHandle(forWritingAtPath: log)
-    process.standardError = handle
-    process.standardOutput = handle
-    try process.run()
-    return process
-}
-
-func httpGet(_ url: String) -> String? {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
-    process.arguments = ["-sf", "--max-time", "2", url]
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = FileHandle.nullDevice
-    guard (try? process.run()) != nil else { return nil }
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return process.terminationStatus == 0 ? String(decoding: data, as: UTF8.self) : nil
-}
-
-/// Cumulative bucket counts of a Prometheus histogram: upper bound → count.
-func histogram(_ metrics: String, _ name: String) -> [(Double, Double)] {
-    metrics.split(separator: "\n").compactMap { line -> (Double, Double)? in
-        guard line.hasPrefix(name + "_bucket{"), let le = line.range(of: "le=\"") else { return nil }
-        let bound = line[le.upperBound...].prefix { $0 != "\"" }
-        guard let count = Double(line.split(separator: " ").last ?? "") else { return nil }
-        return (bound == "+Inf" ? .infinity : Double(bound) ?? .infinity, count)
-    }.sorted { $0.0 < $1.0 }
-}
-
-/// The quantile from cumulative buckets, interpolated linearly inside its bucket.
-func quantile(_ q: Double, _ buckets: [(Double, Double)]) -> Double? {
-    guard let total = buckets.last?.1, total > 0 else { return nil }
-    let rank = q * total
-    var previous = (0.0, 0.0)
-    for bucket in buckets {
-        if bucket.1 >= rank {
-            guard bucket.0.isFinite else { return previous.0 }
-            let inside = bucket.1 - previous.1
-            return previous.0 + (bucket.0 - previous.0) * (inside > 0 ? (rank - previous.1) / inside : 1)
-        }
-        previous = bucket
-    }
-    return nil
-}
-
-func peakRSS(_ pid: Int32) -> Int {
-    let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
-    let line = status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") } ?? ""
-    return Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
-}
-
-/// CPU seconds (user + system) a process has used, from /proc.
-func cpuSeconds(_ pid: Int32) -> Double {
-    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-        let close = stat.lastIndex(of: ")")
-    else { return 0 }
-    let fields = stat[stat.index(after: close)...].split(separator: " ")
-    let ticks = (Double(fields[11]) ?? 0) + (Double(fields[12]) ?? 0)
-    return ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
-}
-
-/// The broker's processes, when they are the throwaway node of deploy/rabbitmq-node.sh or the
-/// three nodes of deploy/rabbitmq-cluster.sh.
-func brokerPIDs() -> [Int32] {
-    let environment = ProcessInfo.processInfo.environment
-    let files =
-        if let cluster = environment["CLUSTER_DIR"] { (1...3).map { "\(cluster)/node\($0)/rabbitmq.pid" } }
-        else if let node = environment["BROKER_DIR"] { [node + "/rabbitmq.pid"] }
-        else { [String]() }
-    return files.compactMap { file in
-        (try? String(contentsOfFile: file, encoding: .utf8)).flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
-    }
-}
-
-/// The CPU seconds all of the broker's nodes used so far.
-func brokerCPUSeconds(_ pids: [Int32]) -> Double? {
-    pids.isEmpty ? nil : pids.map(cpuSeconds).reduce(0, +)
-}
-
-/// Waits until the bridge answers 200 on `/readyz`.
-func waitUntilReady(_ port: Int) async throws {
-    for _ in 0..<300 {
-        if httpGet("http://127.0.0.1:\(port)/readyz") != nil { return }
-        try await Task.sleep(for: .milliseconds(100))
-    }
-    fail("the bridge did not become ready; see its log")
-}
-
-func job(_ index: Int) -> [UInt8] {
-    Array("""
-        {"src":"https://example.com/images/\(index).jpg","functions":[{"name":"resize_to_fit","params":{"width":640},"save":{"image_identifier":"large"},"functions":[{"name":"crop_to_square","params":{},"save":{"image_identifier":"thumb"}}]}]}
-        """.utf8)
-}
-
-/// Publishes `count` requests with confirms, a window of 1000 at a time.
-func publishRequests(_ channel: AMQPChannel, queue: String, count: Int) async throws {
-    try await withThrowingTaskGroup(of: Void.self) { group in
-        var next = 0
-        func add() {
-            let index = next
-            next += 1
-            group.addTask {
-                try await channel.publish(
-                    job(index), routingKey: queue,
-                    properties: AMQPProperties(contentType: "application/json", deliveryMode: 2, messageID: "bench-\(index)"))
-            }
-        }
-        while next < min(1000, count) { add() }
-        while try await group.next() != nil { if next < count { add() } }
-    }
-}
-
-/// Waits until the queue starts draining; returns when it did.
-func firstConsumed(_ channel: AMQPChannel, queue: String, count: Int) async throws -> ContinuousClock.Instant {
-    while try await channel.declareQueue(queue, passive: true).messageCount >= UInt32(count) {
-        try await Task.sleep(for: .milliseconds(2))
-    }
-    return .now
-}
-
-/// Collects `count` events; returns when the last arrived and how many ids were distinct.
-func collectEvents(_ channel: AMQPChannel, queue: String, count: Int) async throws -> (ContinuousClock.Instant, Int, Int) {
-    var ids = Set<String>()
-    var completed = 0
-    for try await delivery in try await channel.consume(queue: queue, prefetch: 1000) {
-        if let id = delivery.properties.messageID { ids.insert(id) }
-        if delivery.routingKey == "job.completed" { completed += 1 }
-        if ids.count % 100 == 0 || ids.count == count { delivery.ack(multiple: true) }
-        if ids.count == count { break }
-    }
-    return (.now, ids.count, completed)
-}
-
 let options = Options()
+if let backlog = options.backlog {
+    try await runBacklog(options, outcomes: backlog)
+    exit(0)
+}
+if let soakSeconds = options.soakSeconds {
+    try await runSoak(options, seconds: soakSeconds)
+    exit(0)
+}
 let run = "bench\(ProcessInfo.processInfo.processIdentifier)"
 let jobsQueue = "\(run).jobs", exchange = "\(run).events", eventsQueue = "\(run).collected"
 let nodes = try AMQPEndpoints(urls: options.url)
@@ -223,14 +43,8 @@ let simulator = try start(
     options.bin + "/blitline-simulator",
     ["--port", "\(simulatorPort)", "--processing-delay", "1ms", "--log-level", "warning", "--poll-rate", "1000"],
     log: logs + "/simulator.log")
-let bridgeEnvironment = [
-    "AMQP_URL": options.url, "BLITLINE_API_URL": "http://127.0.0.1:\(simulatorPort)",
-    "BLITLINE_POLL_URL": "http://127.0.0.1:\(simulatorPort)", "BLITLINE_APPLICATION_ID": "bench",
-    "LISTEN_ADDRESS": "127.0.0.1:\(bridgePort)", "POSTBACK_BASE_URL": "http://127.0.0.1:\(bridgePort)",
-    "POSTBACK_SECRET": "bench-secret-bench-secret-bench-secret", "JOBS_QUEUE": jobsQueue,
-    "EVENTS_EXCHANGE": exchange, "PREFETCH": "\(options.prefetch)", "LOG_LEVEL": "warning",
-    "QUEUE_TYPE": options.queueType,
-]
+let bridgeEnvironment = environmentForBridge(
+    options, jobsQueue: jobsQueue, exchange: exchange, simulatorPort: simulatorPort, bridgePort: bridgePort)
 // The bridge declares its topology (the jobs queue's arguments are its own), then stops; the
 // requests are published while no one consumes them.
 let declaring = try start(options.bin + "/blitline-bridge", [], environment: bridgeEnvironment, log: logs + "/declare.log")
@@ -345,11 +159,8 @@ print(String(format: "bridge CPU per job: %.0f µs", cpu.bridge / Double(options
 print(String(format: "bridge/ceiling: %.2f", ceilingSeconds / bridgeSeconds))
 print("logs: \(logs)")
 
-for queue in [jobsQueue, eventsQueue, ceilingJobs, deadlines, stream] { _ = try? await channel.deleteQueue(queue) }
-for suffix in [".dead", ".deadlines.1810s", ".timeouts", ".polls", ".polls.wait", ".outcomes", ".retry.1s", ".retry.5s", ".retry.30s", ".retry.2m"] {
-    _ = try? await channel.deleteQueue(jobsQueue + suffix)
-}
-try? await channel.deleteExchange(exchange)
+for queue in [eventsQueue, ceilingJobs, deadlines, stream] { _ = try? await channel.deleteQueue(queue) }
+await deleteTopology(channel, jobsQueue: jobsQueue, exchange: exchange, deadlines: ".deadlines.1810s")
 await worker.close()
 await workerPublisher.close()
 await connection.close()
