@@ -9,9 +9,10 @@
 #      one test at a time;
 #   3. suites named …ClusterFaultTests, against a three-node cluster (deploy/rabbitmq-cluster.sh)
 #      started once for them and stopped after.
-# Extra arguments go to each pass of `swift test` (e.g. --filter AMQPTests); with arguments, the
-# second pass runs only if they name "Fault" and the third only if they name "Cluster" (repeated
-# --filter options are OR-ed). BLITLINE_SKIP_CLUSTER=1 leaves the third pass out.
+# Extra arguments go to each pass of `swift test` (e.g. --filter AMQPTests); each pass still runs
+# only its own suites (they are chosen by --skip patterns, which add up, where --filter options
+# would be OR-ed). With arguments, the second pass runs only if they name "Fault" and the third
+# only if they name "Cluster". BLITLINE_SKIP_CLUSTER=1 leaves the third pass out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,7 +27,7 @@ export BLITLINE_BRIDGE_BIN="$(swift build --show-bin-path)/blitline-bridge"
 status=0
 swift test --skip-build --skip 'FaultTests' "$@" || status=$?
 if [ $# -eq 0 ] || [[ "$*" == *Fault* ]]; then
-    swift test --skip-build --no-parallel --filter 'FaultTests' --skip 'ClusterFaultTests' "$@" || status=$?
+    swift test --skip-build --no-parallel --skip '^(?!.*FaultTests)' --skip 'ClusterFaultTests' "$@" || status=$?
 fi
 
 if [ "${BLITLINE_SKIP_CLUSTER:-}" != 1 ] && { [ $# -eq 0 ] || [[ "$*" == *Cluster* ]]; }; then
@@ -40,7 +41,7 @@ if [ "${BLITLINE_SKIP_CLUSTER:-}" != 1 ] && { [ $# -eq 0 ] || [[ "$*" == *Cluste
     trap stop_cluster EXIT
     if deploy/rabbitmq-cluster.sh start; then
         AMQP_TEST_CLUSTER_URLS=$(deploy/rabbitmq-cluster.sh url) AMQP_TEST_CLUSTER="$PWD/deploy/rabbitmq-cluster.sh" \
-            swift test --skip-build --no-parallel --filter 'ClusterFaultTests' "$@" || status=$?
+            swift test --skip-build --no-parallel --skip '^(?!.*ClusterFaultTests)' "$@" || status=$?
     else
         echo "the test cluster did not start" >&2
         status=1
