@@ -33,7 +33,8 @@ public struct BridgeApp: Sendable {
     public func run() async throws {
         let blitline = BlitlineClient.Configuration(
             apiURL: configuration.blitlineAPIURL, pollURL: configuration.blitlinePollURL,
-            submitTimeout: configuration.blitlineSubmitTimeout)
+            submitTimeout: configuration.blitlineSubmitTimeout,
+            connectionsPerHost: configuration.blitlineConnectionsPerHost)
         let httpClient = HTTPClient(
             eventLoopGroupProvider: .singleton, configuration: blitline.httpClientConfiguration)
         do {

@@ -429,6 +429,17 @@ extension BridgeConfiguration {
             }
         ),
         Setting(
+            variable: "POLL_CONCURRENCY", placeholder: "<polls>",
+            meaning: "Long polls open at once (polling mode). Unset: as many as POLL_RATE needs while "
+                + "Blitline holds each poll up to 60 s, ⌈POLL_RATE × 0.9 × 60⌉ (270 at 5/s); raise it "
+                + "when several application ids are polled at once",
+            form: "use a whole number from 1 to 65535",
+            defaultValue: { _ in nil },
+            parse: { configuration, value, setting throws(ConfigurationError) in
+                configuration.pollConcurrency = try integer(value, setting, in: 1...65535)
+            }
+        ),
+        Setting(
             variable: "MAX_REQUEST_BYTES", placeholder: "<bytes>",
             meaning: "Larger job requests are invalid",
             form: "use a whole number of bytes, at least 1",

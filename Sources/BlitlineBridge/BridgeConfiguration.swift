@@ -1,3 +1,4 @@
+import Blitline
 import Logging
 
 /// Every setting of the bridge, with the contract's defaults (section 3).
@@ -41,6 +42,9 @@ public struct BridgeConfiguration: Sendable {
     public var timeoutGrace: Duration = .seconds(10)
     /// Polls per second per application id, over all instances together.
     public var pollRate: Double = 5
+    /// Long polls open at once; `nil` for as many as `pollRate` needs (see
+    /// ``effectivePollConcurrency``).
+    public var pollConcurrency: Int?
     /// Larger requests are invalid.
     public var maxRequestBytes = 1_048_576
     /// The longest a graceful shutdown may take.
@@ -79,4 +83,19 @@ public struct BridgeConfiguration: Sendable {
 
     /// Postback mode (`POSTBACK_BASE_URL` set) or polling mode.
     public var usesPostbacks: Bool { postbackBaseURL != nil }
+
+    /// Long polls open at once in polling mode: `pollConcurrency`, or by default as many as polls
+    /// going out at `pollRate` (less the margin the bridge keeps) need while Blitline holds each
+    /// up to the poll timeout: ⌈`POLL_RATE` × 0.9 × 60 s⌉, 270 at 5 a second; at most 65535 (the
+    /// polls queue's prefetch).
+    public var effectivePollConcurrency: Int {
+        let needed = PollProcessor.concurrency(
+            rate: pollRate * PollProcessor.rateMargin, holdTime: BlitlineClient.Configuration().pollTimeout)
+        return min(pollConcurrency ?? needed, Int(UInt16.max))
+    }
+
+    /// Connections to each Blitline host at once: the long polls, plus 16 for submissions.
+    var blitlineConnectionsPerHost: Int {
+        usesPostbacks ? 16 : effectivePollConcurrency + 16
+    }
 }

@@ -5,6 +5,8 @@ import Metrics
 struct BridgeMetrics: Sendable {
     let requestsReceived = Counter(label: "blitline_bridge_requests_received_total")
     let requestsInFlight = Meter(label: "blitline_bridge_requests_in_flight")
+    /// Long polls open at once (polling mode); at `POLL_CONCURRENCY` the rate is no longer spent.
+    let pollsInFlight = Meter(label: "blitline_bridge_polls_in_flight")
     let submitRetries = Counter(label: "blitline_bridge_submit_retries_total")
     let submitDuration = Timer(label: "blitline_bridge_submit_duration_seconds", preferredDisplayUnit: .seconds)
     let postbackToEvent = Timer(label: "blitline_bridge_postback_to_event_seconds", preferredDisplayUnit: .seconds)
@@ -31,6 +33,8 @@ struct BridgeMetrics: Sendable {
     /// What a long poll found (`blitline_bridge_polls_total{outcome}`).
     enum PollOutcome: String, CaseIterable, Sendable {
         case result, pending, failed
+        /// Refused by Blitline for its rate (HTTP 429): every poll of the application id waited.
+        case rateLimited = "rate_limited"
     }
 
     private let submissions = LabelledCounter(

@@ -143,7 +143,10 @@ struct BridgeService: Service, CustomStringConvertible {
                     }
                     if !configuration.usesPostbacks {
                         consumers.addTask {
-                            try await consuming.openChannel().consume(queue: topology.pollsQueue, prefetch: 256) {
+                            // Each poll in hand is one long poll at most: the HTTP client's pool has room for them all.
+                            try await consuming.openChannel().consume(
+                                queue: topology.pollsQueue, prefetch: UInt16(configuration.effectivePollConcurrency)
+                            ) {
                                 try await polls.process($0, publisher: publisher)
                             }
                         }

@@ -14,7 +14,7 @@ extension CheckCommand {
                     .pass, "mode",
                     "polling (POSTBACK_BASE_URL unset): each job's result is long-polled at "
                         + "\(configuration.blitlinePollURL)/listen/{job_id}, at most \(configuration.pollRate.formatted(.number)) polls/s "
-                        + "per application id"),
+                        + "per application id, up to \(configuration.effectivePollConcurrency) long polls open at once"),
                 applicationIDFinding(configuration),
             ]
         }

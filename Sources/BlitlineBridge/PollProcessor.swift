@@ -6,9 +6,11 @@ import Logging
 ///
 /// The poll schedule lives in the broker: each job is a message in the polls queue, which has a
 /// single active consumer, so that only one instance polls at a time and its token bucket keeps
-/// `POLL_RATE` over all instances together. A job still running goes back to the queue (after a
-/// pause when Blitline answered at once); a job past its deadline plus `lateWindow` is dropped, the
-/// deadline having reported it.
+/// `POLL_RATE` over all instances together. That instance holds as many polls at once as the rate
+/// and Blitline's hold time need (`POLL_CONCURRENCY`), so that polls of running jobs never keep
+/// finished ones waiting. A job still running goes back to the queue (after a pause when Blitline
+/// answered at once); a job past its deadline plus `lateWindow` is dropped, the deadline having
+/// reported it.
 struct PollProcessor: Sendable {
     /// How long after the deadline a result is still looked for, and published as late.
     static let lateWindow: Duration = .seconds(300)
@@ -31,9 +33,7 @@ struct PollProcessor: Sendable {
             delivery.ack()
             return
         }
-        try await rateLimiter.acquire(applicationID: job.applicationKey)
-        let started = ContinuousClock.now
-        let outcome = await client.poll(jobID: job.jobID)
+        let (outcome, started) = try await poll(job)
         let step = Self.step(after: outcome, for: job, at: RequestProcessor.now(), answeredIn: ContinuousClock.now - started)
         do {
             switch step {
@@ -67,6 +67,28 @@ struct PollProcessor: Sendable {
         }
         delivery.ack()
     }
+
+    /// Long-polls the job once its application id may poll, and returns the answer with the moment
+    /// the poll that gave it started. An HTTP 429 holds every poll of the id for its `Retry-After`
+    /// (or ``defaultRetryAfter``); this job then asks again in its turn, not at the back of the
+    /// queue, while it is still wanted.
+    private func poll(_ job: PendingJob) async throws -> (PollOutcome, ContinuousClock.Instant) {
+        while true {
+            try await rateLimiter.acquire(applicationID: job.applicationKey)
+            let started = ContinuousClock.now
+            metrics.pollsInFlight.increment()
+            let outcome = await client.poll(jobID: job.jobID)
+            metrics.pollsInFlight.decrement()
+            guard let retryAfter = Self.retryAfter(of: outcome), Self.isWanted(job, now: RequestProcessor.now()) else {
+                return (outcome, started)
+            }
+            metrics.poll(.rateLimited)
+            rateLimiter.pause(applicationID: job.applicationKey, for: retryAfter)
+            logger.info(
+                "Blitline refused a poll for its rate; every poll of the application id waits",
+                metadata: ["job_id": "\(job.jobID)", "retry_after": "\(retryAfter)"])
+        }
+    }
 }
 
 extension PollProcessor {
@@ -86,6 +108,23 @@ extension PollProcessor {
     /// timeout event has said all there is.
     static func isWanted(_ job: PendingJob, now: Int64) -> Bool {
         now < job.deadline + lateWindow.milliseconds
+    }
+
+    /// How long every poll of the application id waits after Blitline refused one for its rate
+    /// (HTTP 429) without a usable `Retry-After`.
+    static let defaultRetryAfter: Duration = .seconds(1)
+
+    /// The pause Blitline asked for when it refused a poll for its rate; `nil` for any other answer.
+    static func retryAfter(of outcome: PollOutcome) -> Duration? {
+        guard case .failed(let failure) = outcome, failure.kind == .rateLimited else { return nil }
+        return failure.retryAfter ?? defaultRetryAfter
+    }
+
+    /// Long polls held open at once so that polls can go out at `rate` a second while each is
+    /// held up to `holdTime`: ⌈rate × hold time⌉ (Little's law), at least 1. Fewer would leave
+    /// rate unspent while results wait in Blitline's cache, which keeps them only 5 minutes.
+    static func concurrency(rate: Double, holdTime: Duration) -> Int {
+        max(1, Int((rate * Double(holdTime.milliseconds) / 1000).rounded(.up)))
     }
 
     /// `now` is when the answer came, in milliseconds since the Unix epoch: a result after the

@@ -3,10 +3,16 @@ import Synchronization
 
 /// The poll cache behind `GET /listen/{job_id}`: results of jobs without a postback, kept for a
 /// while, long-poll waiters, and the per-application-id rate limit.
+///
+/// It counts what a client of Blitline would lose: results that expired before any poll read them
+/// (`results_expired_unread`), and the longest a result waited for its first reader
+/// (`result_wait_max_ms`).
 final class PollCache: Sendable {
     private struct Entry {
         var body: [UInt8]?
         var applicationID: String
+        /// When the result was published; `nil` once a poll has read it (or before it is published).
+        var unreadSince: ContinuousClock.Instant?
     }
 
     private struct State {
@@ -23,10 +29,12 @@ final class PollCache: Sendable {
     private let state = Mutex(State())
     private let retention: Duration
     private let rate: Double
+    private let statistics: StatisticsRecorder
 
-    init(retention: Duration, ratePerSecond: Double) {
+    init(retention: Duration, ratePerSecond: Double, statistics: StatisticsRecorder) {
         self.retention = retention
         self.rate = ratePerSecond
+        self.statistics = statistics
     }
 
     /// Notes a job that will be published here once processed.
@@ -37,13 +45,21 @@ final class PollCache: Sendable {
     /// Publishes a finished job's body and wakes its waiters.
     func publish(jobID: String, applicationID: String, body: [UInt8]) {
         let now = ContinuousClock.now
-        let waiters = self.state.withLock { state in
-            Self.purge(&state, now: now)
-            state.entries[jobID] = Entry(body: body, applicationID: applicationID)
+        let (waiters, expiredUnread) = self.state.withLock { state in
+            let expiredUnread = Self.purge(&state, now: now)
+            let waiters = state.waiters.removeValue(forKey: jobID) ?? [:]
+            state.entries[jobID] = Entry(body: body, applicationID: applicationID, unreadSince: waiters.isEmpty ? now : nil)
             state.expiries.append((now + self.retention, jobID))
-            return state.waiters.removeValue(forKey: jobID) ?? [:]
+            return (waiters, expiredUnread)
         }
+        self.record(expiredUnread: expiredUnread, waited: waiters.isEmpty ? nil : .zero)
         for waiter in waiters.values { waiter.resume(returning: body) }
+    }
+
+    /// Drops the results that have expired, counting those no poll read.
+    func purgeExpired() {
+        let expiredUnread = self.state.withLock { Self.purge(&$0, now: .now) }
+        self.record(expiredUnread: expiredUnread, waited: nil)
     }
 
     /// Takes a rate token for the application id that owns `jobID` (unknown ids share one bucket).
@@ -58,10 +74,14 @@ final class PollCache: Sendable {
 
     /// The job's body once published, waiting at most `limit`; `nil` when it is not there in time.
     func wait(jobID: String, limit: Duration) async -> [UInt8]? {
-        let ready = self.state.withLock { state -> [UInt8]? in
-            Self.purge(&state, now: .now)
-            return state.entries[jobID]?.body
+        let now = ContinuousClock.now
+        let (ready, expiredUnread, waited) = self.state.withLock { state -> ([UInt8]?, Int, Duration?) in
+            let expiredUnread = Self.purge(&state, now: now)
+            let unreadSince = state.entries[jobID]?.unreadSince
+            state.entries[jobID]?.unreadSince = nil
+            return (state.entries[jobID]?.body, expiredUnread, unreadSince.map { now - $0 })
         }
+        self.record(expiredUnread: expiredUnread, waited: waited)
         if let ready { return ready }
         let waiter = self.state.withLock { state in
             state.nextWaiter += 1
@@ -84,7 +104,10 @@ final class PollCache: Sendable {
             await withCheckedContinuation { continuation in
                 let resumeWith: [UInt8]?? = self.state.withLock { state in
                     if state.cancelledWaiters.remove(waiter) != nil { return .some(nil) }
-                    if let body = state.entries[jobID]?.body { return .some(body) }
+                    if let body = state.entries[jobID]?.body {
+                        state.entries[jobID]?.unreadSince = nil
+                        return .some(body)
+                    }
                     state.waiters[jobID, default: [:]][waiter] = continuation
                     return .none
                 }
@@ -103,14 +126,27 @@ final class PollCache: Sendable {
         }
     }
 
-    private static func purge(_ state: inout State, now: ContinuousClock.Instant) {
+    private func record(expiredUnread: Int, waited: Duration?) {
+        guard expiredUnread > 0 || waited != nil else { return }
+        self.statistics.count { stats in
+            stats.resultsExpiredUnread += expiredUnread
+            if let waited { stats.resultWaitMaxMilliseconds = max(stats.resultWaitMaxMilliseconds, Int(waited.milliseconds)) }
+        }
+    }
+
+    /// Drops expired results; returns how many of them no poll had read.
+    private static func purge(_ state: inout State, now: ContinuousClock.Instant) -> Int {
+        var expiredUnread = 0
         while state.expiryHead < state.expiries.count, state.expiries[state.expiryHead].0 <= now {
-            state.entries[state.expiries[state.expiryHead].1] = nil
+            if state.entries.removeValue(forKey: state.expiries[state.expiryHead].1)?.unreadSince != nil {
+                expiredUnread += 1
+            }
             state.expiryHead += 1
         }
         if state.expiryHead > 1024, state.expiryHead * 2 > state.expiries.count {
             state.expiries.removeFirst(state.expiryHead)
             state.expiryHead = 0
         }
+        return expiredUnread
     }
 }

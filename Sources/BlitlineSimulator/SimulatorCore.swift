@@ -9,7 +9,7 @@ import Synchronization
 final class SimulatorCore: Sendable {
     let configuration: BlitlineSimulator.Configuration
     let faults: Mutex<FaultPlan>
-    let statistics = StatisticsRecorder()
+    let statistics: StatisticsRecorder
     let pollCache: PollCache
     let jobQueue: AsyncStream<SimulatedJob>.Continuation
     let sourceLoader: SourceLoader
@@ -28,7 +28,9 @@ final class SimulatorCore: Sendable {
     ) {
         self.configuration = configuration
         self.faults = Mutex(configuration.faults)
-        self.pollCache = PollCache(retention: configuration.resultRetention, ratePerSecond: configuration.pollRate)
+        self.statistics = StatisticsRecorder()
+        self.pollCache = PollCache(
+            retention: configuration.resultRetention, ratePerSecond: configuration.pollRate, statistics: self.statistics)
         self.jobQueue = jobQueue
         self.sourceLoader = SourceLoader(httpClient: httpClient)
         self.postbackSender = PostbackSender(
@@ -56,7 +58,8 @@ final class SimulatorCore: Sendable {
         router.post("/_control") { request, _ in try await self.handleControl(request) }
         router.get("/_control") { _, _ in self.controlResponse() }
         router.get("/_control/stats") { _, _ in
-            Response.json(self.statistics.json)
+            self.pollCache.purgeExpired()
+            return Response.json(self.statistics.json)
         }
         router.get("/_control/dropped_postbacks") { _, _ in
             Response.json(.array(self.droppedPostbacks.withLock { $0 }))

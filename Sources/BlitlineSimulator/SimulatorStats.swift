@@ -18,6 +18,10 @@ struct SimulatorStats: Sendable {
     var polls = 0
     var pollsAnswered = 0
     var pollsRateLimited = 0
+    /// Results that left the poll cache before any poll read them: a client lost them.
+    var resultsExpiredUnread = 0
+    /// The longest a result waited in the poll cache for its first reader.
+    var resultWaitMaxMilliseconds = 0
 
     var json: JSONValue {
         [
@@ -36,6 +40,8 @@ struct SimulatorStats: Sendable {
             "polls": .number(self.polls),
             "polls_answered": .number(self.pollsAnswered),
             "polls_rate_limited": .number(self.pollsRateLimited),
+            "results_expired_unread": .number(self.resultsExpiredUnread),
+            "result_wait_max_ms": .number(self.resultWaitMaxMilliseconds),
         ]
     }
 }

@@ -29,7 +29,8 @@ struct SimulatorCommand: AsyncParsableCommand {
               jobs_accepted, jobs_rejected, jobs_completed, jobs_failed,
               postbacks_sent, postbacks_acknowledged, postbacks_failed_attempts,
               postbacks_given_up, postbacks_dropped, postbacks_duplicated, polls,
-              polls_answered, polls_rate_limited.
+              polls_answered, polls_rate_limited, results_expired_unread,
+              result_wait_max_ms.
 
             PROCESSING
             Unknown function names fail with "Image processing failed. Unknown

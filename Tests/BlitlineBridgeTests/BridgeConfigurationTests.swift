@@ -28,6 +28,7 @@ import Testing
         ("JOB_TIMEOUT", "--job-timeout", "30m"),
         ("TIMEOUT_GRACE", "--timeout-grace", "10s"),
         ("POLL_RATE", "--poll-rate", "5"),
+        ("POLL_CONCURRENCY", "--poll-concurrency", "none"),
         ("MAX_REQUEST_BYTES", "--max-request-bytes", "1048576"),
         ("SHUTDOWN_TIMEOUT", "--shutdown-timeout", "25s"),
         ("LOG_LEVEL", "--log-level", "info"),
@@ -97,6 +98,7 @@ import Testing
             "SUBMIT_MAX_ATTEMPTS": "3",
             "JOB_TIMEOUT": "10m",
             "POLL_RATE": "2.5",
+            "POLL_CONCURRENCY": "500",
             "MAX_REQUEST_BYTES": "65536",
             "SHUTDOWN_TIMEOUT": "250ms",
             "LOG_LEVEL": "DEBUG",
@@ -118,6 +120,7 @@ import Testing
         #expect(configuration.submitMaxAttempts == 3)
         #expect(configuration.jobTimeout == .seconds(600))
         #expect(configuration.pollRate == 2.5)
+        #expect(configuration.effectivePollConcurrency == 500)
         #expect(configuration.maxRequestBytes == 65536)
         #expect(configuration.shutdownTimeout == .milliseconds(250))
         #expect(configuration.logLevel == .debug)
@@ -207,6 +210,8 @@ import Testing
         ("POLL_RATE", "0", "greater than 0"),
         ("POLL_RATE", "fast", "greater than 0"),
         ("POLL_RATE", "nan", "greater than 0"),
+        ("POLL_CONCURRENCY", "0", "from 1 to 65535"),
+        ("POLL_CONCURRENCY", "65536", "from 1 to 65535"),
         ("MAX_REQUEST_BYTES", "0", "at least 1"),
         ("MAX_REQUEST_BYTES", "1MB", "at least 1"),
         ("LOG_LEVEL", "verbose", "trace, debug, info, notice, warning, error or critical"),

@@ -27,5 +27,43 @@ extension BridgeProcessTests {
                 #expect(stats["postbacks_sent"] == 0)
             }
         }
+
+        /// Issue 11, item 6: a backlog of slow jobs keeps many long polls open at once, and each
+        /// result must still be read before Blitline's cache forgets it. The jobs take 30 s and the
+        /// rate is Blitline's 5 a second, so one pass over 300 jobs takes about 67 s and the last
+        /// result can be read about 37 s after its job ended; the cache keeps results 60 s instead
+        /// of 5 minutes, so that the test ends in about a minute and a half and a bridge that
+        /// spends its rate late (a poll sent to the back of the queue) loses results.
+        @Test func aBacklogOf300SlowJobsLosesNoResultToTheCache() async throws {
+            try await BridgeHarness.run("polling-backlog") { simulator in
+                simulator.processingDelay = .seconds(30)
+                simulator.resultRetention = .seconds(60)
+            } _: { h in
+                var settings = try h.settings()
+                settings.postbackPort = nil
+                settings.jobTimeout = "10m"
+                settings.extra["POLL_RATE"] = "5"
+                try await h.startBridge(settings)
+                let requests = (0..<300).map { TestRequest.thumbnails("backlog-\($0)", index: $0 % 20) }
+                let start = Date()
+                let outcomes = try await h.outcomes(of: requests, timeout: .seconds(150), settle: .zero)
+                let elapsed = Date().timeIntervalSince(start)
+                let stats = try await h.simulator.stats()
+                print(
+                    "polling-backlog: 300 jobs of 30 s in \(Int(elapsed)) s; the oldest result waited "
+                        + "\(stats["result_wait_max_ms"]) ms for its first poll; \(stats["results_expired_unread"]) "
+                        + "expired unread; \(stats["polls"]) polls, \(stats["polls_rate_limited"]) refused (429)")
+                let completed = requests.filter { outcomes[$0].map(\.routingKey) == ["job.completed"] }
+                #expect(
+                    completed.count == requests.count,
+                    """
+                    \(completed.count) of \(requests.count) jobs completed; \(stats["results_expired_unread"]) results \
+                    expired in Blitline's cache before a poll read them, the oldest read had waited \
+                    \(stats["result_wait_max_ms"]) ms (\(stats["polls"]) polls, \(stats["polls_rate_limited"]) refused)
+                    """)
+                #expect(stats["results_expired_unread"] == 0)
+                if completed.count == requests.count { outcomes.expectEachCompleted(requests, via: "poll") }
+            }
+        }
     }
 }

@@ -263,4 +263,28 @@ import Testing
         let failed = PollOutcome.failed(SubmitFailure(kind: .timeout, message: "slow"))
         #expect(PollProcessor.step(after: failed, for: job, at: 1, answeredIn: .seconds(60)) == .pollAgain(pause: true, .failed))
     }
+
+    @Test func aRefusalForTheRateHoldsTheApplicationIDForItsRetryAfterOrOneSecond() {
+        let refused = { (retryAfter: Duration?) in
+            PollOutcome.failed(SubmitFailure(kind: .rateLimited, message: "429", retryAfter: retryAfter))
+        }
+        #expect(PollProcessor.retryAfter(of: refused(.seconds(7))) == .seconds(7))
+        #expect(PollProcessor.retryAfter(of: refused(nil)) == .seconds(1))
+        #expect(PollProcessor.retryAfter(of: .failed(SubmitFailure(kind: .timeout, message: "slow"))) == nil)
+        #expect(PollProcessor.retryAfter(of: .pending) == nil)
+    }
+
+    @Test func longPollsAreSizedForTheRateAndTheHoldTime() {
+        #expect(PollProcessor.concurrency(rate: 4.5, holdTime: .seconds(60)) == 270)
+        #expect(PollProcessor.concurrency(rate: 0.01, holdTime: .seconds(60)) == 1)
+        var configuration = BridgeConfiguration()
+        #expect(configuration.effectivePollConcurrency == 270)
+        configuration.pollRate = 10
+        #expect(configuration.effectivePollConcurrency == 540)
+        configuration.pollRate = 10_000
+        #expect(configuration.effectivePollConcurrency == 65535)
+        configuration.pollConcurrency = 20
+        #expect(configuration.effectivePollConcurrency == 20)
+        #expect(configuration.blitlineConnectionsPerHost == 36)
+    }
 }

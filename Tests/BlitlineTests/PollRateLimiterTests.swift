@@ -43,4 +43,38 @@ struct PollRateLimiterTests {
         // cannot shorten the wait below one interval; the upper bound stays short of two.
         #expect(sinceFirst > .milliseconds(900) && sinceFirst < .milliseconds(1900))
     }
+
+    @Test("after a 429, no poll for that application id goes out before its Retry-After has passed, not even one already waiting for its token; other ids carry on")
+    func retryAfterHoldsTheWholeApplicationID() async throws {
+        let limiter = PollRateLimiter(ratePerSecond: 1)
+        try await limiter.acquire(applicationID: "a")
+        // Reserves the next token, due a second after the first, and sleeps until then: the 429
+        // below comes well before it, however slow the machine.
+        let waiting = Task {
+            try await limiter.acquire(applicationID: "a")
+            return ContinuousClock.now
+        }
+        try await Task.sleep(for: .milliseconds(50))
+        let refused = ContinuousClock.now
+        limiter.pause(applicationID: "a", for: .seconds(3))
+        let later = Task {
+            try await limiter.acquire(applicationID: "a")
+            return ContinuousClock.now
+        }
+        try await limiter.acquire(applicationID: "b")
+        let otherID = ContinuousClock.now
+        #expect(try await waiting.value >= refused + .seconds(3))
+        #expect(try await later.value >= refused + .seconds(3))
+        #expect(otherID < refused + .seconds(3), "application id b waited for a's Retry-After")
+    }
+
+    @Test("a shorter Retry-After does not cut a longer one short")
+    func longerPauseHolds() async throws {
+        let limiter = PollRateLimiter(ratePerSecond: 100)
+        let refused = ContinuousClock.now
+        limiter.pause(applicationID: "a", for: .seconds(1))
+        limiter.pause(applicationID: "a", for: .milliseconds(100))
+        try await limiter.acquire(applicationID: "a")
+        #expect(ContinuousClock.now >= refused + .seconds(1))
+    }
 }

@@ -26,6 +26,11 @@ public struct BlitlineClient: Sendable {
         public var connectTimeout: Duration
         /// Larger reply bodies are a failure. Default 4 MiB.
         public var maxReplyBytes: Int
+        /// Connections kept open to each host at once (applied through
+        /// ``httpClientConfiguration``); requests beyond it wait for one, and that wait counts
+        /// against their timeout. A long poll holds its connection until Blitline answers, so a
+        /// poller needs one per poll it keeps open, plus the submissions. Default 16.
+        public var connectionsPerHost: Int
 
         /// Creates a configuration; every parameter has the default documented on its property.
         public init(
@@ -34,7 +39,8 @@ public struct BlitlineClient: Sendable {
             submitTimeout: Duration = .seconds(30),
             pollTimeout: Duration = .seconds(60),
             connectTimeout: Duration = .seconds(10),
-            maxReplyBytes: Int = 4 << 20
+            maxReplyBytes: Int = 4 << 20,
+            connectionsPerHost: Int = 16
         ) {
             self.apiURL = Self.trimmingSlash(apiURL)
             self.pollURL = Self.trimmingSlash(pollURL)
@@ -42,17 +48,18 @@ public struct BlitlineClient: Sendable {
             self.pollTimeout = pollTimeout
             self.connectTimeout = connectTimeout
             self.maxReplyBytes = maxReplyBytes
+            self.connectionsPerHost = max(1, connectionsPerHost)
         }
 
         /// An `HTTPClient` configuration fit for Blitline: redirects not followed, the connect
-        /// timeout applied, pooled HTTP/1.1 connections.
+        /// timeout applied, up to ``connectionsPerHost`` pooled HTTP/1.1 connections per host.
         public var httpClientConfiguration: HTTPClient.Configuration {
             var configuration = HTTPClient.Configuration(
                 redirectConfiguration: .disallow,
                 timeout: .init(connect: TimeAmount(self.connectTimeout))
             )
             configuration.httpVersion = .http1Only
-            configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 16
+            configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = self.connectionsPerHost
             return configuration
         }
 
