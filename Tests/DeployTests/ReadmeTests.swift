@@ -18,7 +18,7 @@ import Testing
 
     @Test func everyMetricIsDocumented() throws {
         let readme = try Self.readme()
-        let source = try DeployFolder.text("Sources/BlitlineBridge/BridgeMetrics.swift")
+        let source = try DeployFolder.text("Sources/BlitlineBridge/Observability/BridgeMetrics.swift")
         let names = source.matches(of: /"(blitline_bridge_[a-z_]+)"/).map { String($0.output.1) }
         #expect(names.count >= 10, "the metric names were not found in BridgeMetrics.swift")
         for name in Set(names) {

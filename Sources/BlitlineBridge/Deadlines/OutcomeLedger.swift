@@ -32,7 +32,8 @@ final class OutcomeLedger: Sendable {
         var markerWaiters: [String: AsyncStream<Void>.Continuation] = [:]
         /// The earliest time a deadline asked to be covered, and who waits for it.
         var backfillWanted: Int64?
-        var backfillWaiters: [(since: Int64, seen: AsyncStream<Void>.Continuation)] = []
+        var backfillWaiters: [(id: Int, since: Int64, seen: AsyncStream<Void>.Continuation)] = []
+        var nextWaiterID = 0
     }
 
     private let state: Mutex<State>
@@ -158,19 +159,23 @@ final class OutcomeLedger: Sendable {
     /// a later call finds it done).
     func cover(since: Int64, timeout: Duration, now: Int64 = RequestProcessor.now()) async -> Bool {
         let (seen, continuation) = AsyncStream<Void>.makeStream()
-        let covered = state.withLock { state -> Bool in
-            if let live = state.liveSince, since >= max(live, now - window.milliseconds) { return true }
-            if let backfill = state.backfill, since >= backfill.from, now < backfill.until { return true }
+        let waiter = state.withLock { state -> Int? in
+            if let live = state.liveSince, since >= max(live, now - window.milliseconds) { return nil }
+            if let backfill = state.backfill, since >= backfill.from, now < backfill.until { return nil }
             state.backfillWanted = min(state.backfillWanted ?? since, since)
-            state.backfillWaiters.append((since, continuation))
-            return false
+            state.nextWaiterID += 1
+            state.backfillWaiters.append((state.nextWaiterID, since, continuation))
+            return state.nextWaiterID
         }
-        if covered { return true }
+        guard let waiter else { return true }
         backfillSignal.continuation.yield()
-        return await DeadlineRace.value(within: timeout, fallback: false) {
+        let covered = await DeadlineRace.value(within: timeout, fallback: false) {
             for await _ in seen {}
             return true
         }
+        if !covered { state.withLock { $0.backfillWaiters.removeAll { $0.id == waiter } } }
+        return covered
+
     }
 
     /// Runs the backfills deadlines ask for, one at a time, each on a consumer that `open` starts
@@ -187,7 +192,7 @@ final class OutcomeLedger: Sendable {
                 let started = RequestProcessor.now()
                 let (channel, consumer) = try await open(.timestamp(UInt64(max(from / 1000, 0))))
                 guard try await read(consumer, timedBy: .reading, goOn: { $0 < stop }) else {
-                    throw BridgeError.brokerUnavailable
+                    throw BackfillEnded()
                 }
                 try? await channel.close()
                 let finished = state.withLock { state in
@@ -201,4 +206,9 @@ final class OutcomeLedger: Sendable {
             }
         }
     }
+}
+
+/// A backfill's consumer ended before it reached where the live reader started.
+struct BackfillEnded: Error, CustomStringConvertible {
+    var description: String { "the outcomes stream's consumer ended before the backfill was complete" }
 }
