@@ -1,5 +1,5 @@
 extension BlitlineJob {
-    /// Checks a request body against the bridge contract (section 5) and returns the job it holds.
+    /// Checks a request body against the request rules (README, "Request") and returns the job it holds.
     ///
     /// Refused: more than `maxBytes` bytes; not UTF-8 JSON; not an object; no `src` (a non-empty
     /// string or an object); no non-empty `functions` array of objects that each name a function;

@@ -1,8 +1,8 @@
 /// The outcome of a Blitline job, as a postback or a long poll reports it.
 ///
-/// Decoded leniently: every historic shape in `blitline-api.md` (errors inside `images[]`,
-/// `results` as JSON text, `original_meta` null or empty, non-string URLs, unknown fields) gives
-/// the same model.
+/// Decoded leniently: every shape Blitline has used over time (errors inside `images[]`, `results`
+/// as JSON text, `original_meta` null or empty, non-string URLs, unknown fields) gives the same
+/// model.
 public struct JobResult: Sendable, Hashable {
     /// Blitline's job id.
     public var jobID: String

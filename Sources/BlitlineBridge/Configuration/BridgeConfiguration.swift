@@ -1,7 +1,7 @@
 import Blitline
 import Logging
 
-/// Every setting of the bridge, with the contract's defaults (section 3).
+/// Every setting of the bridge, with their defaults (README, "Configuration").
 ///
 /// `BridgeConfiguration(environment:arguments:)` reads them from the environment and from the
 /// matching flags (`AMQP_URL` ~ `--amqp-url`); see `BridgeConfiguration+Settings.swift`.
@@ -54,7 +54,7 @@ public struct BridgeConfiguration: Sendable {
     /// behind postbacks; `nil` serves them on the main listener only.
     public var healthHost: String?
     public var healthPort = 0
-    /// The listener's bounds (contract section 10); see `HTTPListener.Limits`.
+    /// The listener's bounds (README, "HTTP listener"); see `HTTPListener.Limits`.
     public var listenMaxConnections = HTTPListener.Limits().maxConnections
     public var listenHeaderTimeout = HTTPListener.Limits().headerTimeout
     public var listenBodyTimeout = HTTPListener.Limits().bodyTimeout

@@ -1,6 +1,6 @@
 extension HTTPListener {
-    /// What the listener lets clients have, so that it stays up facing the internet (contract
-    /// section 10). The defaults are the settings' defaults (README, "HTTP listener").
+    /// What the listener lets clients have, so that it stays up facing the internet. The defaults
+    /// are the settings' defaults (README, "HTTP listener").
     public struct Limits: Sendable, Equatable {
         /// Connections open at once (`LISTEN_MAX_CONNECTIONS`); past it new connections wait in
         /// the kernel's accept queue until one closes. Default 512.
@@ -21,7 +21,7 @@ extension HTTPListener {
         /// it a postback is answered 503 at once. Default 256.
         public var maxPendingPostbacks = 256
         /// From a postback's head to its answer, at most (unless its body takes longer): past
-        /// it the handling is cancelled and the answer is 503. Below the contract's 10 s, which
+        /// it the handling is cancelled and the answer is 503. Below the 10 s the README promises, which
         /// is below the 15 s Blitline waits.
         public var postbackDeadline: Duration = .seconds(8)
         /// Connections open at once on the separate probe listener (`HEALTH_ADDRESS`).

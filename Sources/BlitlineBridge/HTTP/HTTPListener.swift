@@ -13,7 +13,7 @@ import Synchronization
 /// reverse order, so a listener placed after the services its receiver needs keeps answering
 /// postbacks while those drain.
 ///
-/// It faces the internet (contract section 10), so everything a client can make it hold is
+/// It faces the internet (README, "HTTP listener"), so everything a client can make it hold is
 /// bounded by ``Limits``: connections, the time to send a head and a body, postback bytes held,
 /// postbacks in hand. A postback's token is checked before its body is read.
 ///

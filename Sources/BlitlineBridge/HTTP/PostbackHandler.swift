@@ -48,7 +48,7 @@ struct PostbackHandler: PostbackReceiving, CustomStringConvertible {
             return PostbackReply(status: 503, message: "the broker is not connected; retry later")
         }
         // After the deadline a result is late, and its job gets its timeout all the same: the
-        // clock decides both, so every instance decides alike (contract section 10).
+        // clock decides both, so every instance decides alike (README, "Delivery guarantees").
         let late = verified.deadline.map { receivedAt > $0 } ?? false
         let event = JobEvent.result(result, context: context, via: .postback, late: late)
         do {

@@ -7,14 +7,14 @@ import Foundation
 /// proves the bridge made it (Blitline itself signs nothing).
 ///
 /// Forms, told apart by their first segment (a payload's base64url always starts with `ey`):
-/// - version 2, signed since revision 2 of the contract:
+/// - version 2, signed since postback URLs expire:
 ///   `"2." base64url(payload JSON) "." base64url(HMAC-SHA256(secret, "blitline-bridge/2." payload))`,
 ///   the payload with an expiry `e`;
 /// - version 1 (no version segment): `base64url(payload JSON) "." base64url(HMAC-SHA256(secret, payload))`,
 ///   still verified so that jobs submitted before an upgrade can post back; they expire at
 ///   `submittedAt` plus the keys' validity, like version 2 tokens signed then would.
 ///
-/// A token is valid until `JOB_TIMEOUT` plus 24 hours after submission (contract section 10);
+/// A token is valid until `JOB_TIMEOUT` plus 24 hours after submission (README, "HTTP listener");
 /// later it is refused as ``Rejection/expired``.
 struct PostbackToken: Sendable, Hashable {
     var context: RequestContext

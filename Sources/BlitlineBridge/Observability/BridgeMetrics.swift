@@ -1,6 +1,6 @@
 import Metrics
 
-/// The bridge's metrics (contract section 9). Labels are few and bounded: outcomes, event types
+/// The bridge's metrics (README, "Metrics"). Labels are few and bounded: outcomes, event types
 /// and reasons, never ids.
 struct BridgeMetrics: Sendable {
     let requestsReceived = Counter(label: "blitline_bridge_requests_received_total")

@@ -2,7 +2,7 @@ import AMQP
 import Blitline
 import Foundation
 
-/// One normalized completion or failure event (contract section 6), as a CloudEvents 1.0 event
+/// One normalized completion or failure event (README, "Event"), as a CloudEvents 1.0 event
 /// in structured JSON mode.
 struct JobEvent: Sendable {
     enum Status: String, Sendable {
