@@ -377,3 +377,17 @@ import Testing
         }
     }
 }
+
+/// `submit --timeout` takes the settings' one duration syntax: what traps or means nothing is refused.
+@Suite struct SubmitCommandArgumentTests {
+    @Test(arguments: ["inf", "nan", "1e300", "-5s", "0", "soon", "1d"])
+    func aTimeoutThatIsNotADurationIsRefused(_ text: String) {
+        #expect(throws: ConfigurationError.self) { try SubmitCommand(arguments: ["--timeout", text, "job.json"]) }
+    }
+
+    @Test func aTimeoutInAnyUnitIsTaken() throws {
+        #expect(try SubmitCommand(arguments: ["--timeout", "90s", "job.json"]).timeout == .seconds(90))
+        #expect(try SubmitCommand(arguments: ["--timeout", "1.5m", "job.json"]).timeout == .seconds(90))
+        #expect(try SubmitCommand(arguments: ["--timeout", "250ms", "job.json"]).timeout == .milliseconds(250))
+    }
+}

@@ -576,6 +576,33 @@ extension BridgeConfiguration {
 
     /// `250ms`, `30s`, `10m`, `1h` or bare seconds; greater than zero.
     private static func duration(_ value: String, _ setting: Setting) throws(ConfigurationError) -> Duration {
+        do {
+            return try parseDuration(value)
+        } catch .notADuration {
+            throw setting.invalid(value, "a duration")
+        } catch {
+            throw setting.failure("\(quoted(value)) \(error); \(setting.form)")
+        }
+    }
+
+    /// Why a text is not a duration the bridge takes.
+    enum DurationProblem: Error, CustomStringConvertible {
+        case notADuration, notPositive, tooLong, tooShort
+
+        var description: String {
+            switch self {
+            case .notADuration: "is not a duration"
+            case .notPositive: "must be longer than zero"
+            case .tooLong: "is longer than a hundred years"
+            case .tooShort: "is shorter than a nanosecond"
+            }
+        }
+    }
+
+    /// The one duration syntax of every setting and flag: `250ms`, `30s`, `10m`, `1h` or bare
+    /// seconds, digits with at most one decimal point (no sign, exponent, `inf` or `nan`), longer
+    /// than zero and shorter than a hundred years.
+    static func parseDuration(_ value: String) throws(DurationProblem) -> Duration {
         let units: [(suffix: String, seconds: Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
         var seconds: Double?
         let unit = units.first { value.hasSuffix($0.suffix) && decimal(value.dropLast($0.suffix.count)) != nil }
@@ -584,15 +611,11 @@ extension BridgeConfiguration {
         } else {
             seconds = decimal(value)
         }
-        guard let seconds else { throw setting.invalid(value, "a duration") }
-        guard seconds > 0 else { throw setting.failure("\(quoted(value)) must be longer than zero; \(setting.form)") }
-        guard seconds < 100 * 365 * 86400 else {
-            throw setting.failure("\(quoted(value)) is longer than a hundred years; \(setting.form)")
-        }
+        guard let seconds else { throw .notADuration }
+        guard seconds > 0 else { throw .notPositive }
+        guard seconds < 100 * 365 * 86400 else { throw .tooLong }
         let nanoseconds = (seconds * 1e9).rounded()
-        guard nanoseconds >= 1 else {
-            throw setting.failure("\(quoted(value)) is shorter than a nanosecond; \(setting.form)")
-        }
+        guard nanoseconds >= 1 else { throw .tooShort }
         return .nanoseconds(Int64(nanoseconds))
     }
 

@@ -28,10 +28,11 @@ public struct SubmitCommand: Sendable {
             switch argument {
             case "--wait": wait = true
             case "--timeout":
-                guard let value = arguments.popFirst(), let seconds = Self.seconds(value) else {
-                    throw ConfigurationError(.invalidValue, variable: nil, message: "--timeout takes a duration such as 30s or 2m")
+                guard let value = arguments.popFirst(), let duration = try? BridgeConfiguration.parseDuration(value) else {
+                    throw ConfigurationError(
+                        .invalidValue, variable: nil, message: "--timeout takes a duration such as 30s, 2m or 1h")
                 }
-                timeout = .milliseconds(Int64(seconds * 1000))
+                timeout = duration
             default:
                 guard !argument.hasPrefix("--") else {
                     throw ConfigurationError(.unknownFlag, variable: nil, message: "unknown option \(argument)\n" + Self.usage)
@@ -125,13 +126,6 @@ public struct SubmitCommand: Sendable {
                 "    \(image["image_identifier"]?.stringValue ?? "?")  \(size)  \(image["url"]?.stringValue ?? "")")
         }
         return lines.joined(separator: "\n")
-    }
-
-    static func seconds(_ text: String) -> Double? {
-        for (suffix, scale) in [("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)] where text.hasSuffix(suffix) {
-            return Double(text.dropLast(suffix.count)).map { $0 * scale }
-        }
-        return Double(text)
     }
 }
 
