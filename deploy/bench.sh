@@ -4,6 +4,8 @@
 # AMQP_URL is unset.
 #
 #   deploy/bench.sh [--cluster] [--count N] [--prefetch N] [--queue-type quorum|classic]
+#   deploy/bench.sh --backlog N          a restart onto N outcomes in the stream, deadlines due
+#   deploy/bench.sh --soak SECONDS [--rate R]   steady load, the bridge's memory every 30 s
 #
 # --cluster runs against a throwaway three-node cluster (deploy/rabbitmq-cluster.sh) instead of one
 # node. The other arguments go to bridge-bench (--count 20000, --prefetch 1024, --queue-type quorum

@@ -8,6 +8,8 @@
 //
 // usage: bridge-bench --url AMQP_URL[,AMQP_URL...] --bin DIR [--count 20000] [--prefetch 1024]
 //                     [--queue-type quorum|classic]
+//        bridge-bench ... --backlog N                    (Backlog.swift)
+//        bridge-bench ... --soak SECONDS [--rate 200]    (Soak.swift)
 // Several URLs are the nodes of one cluster (the bridge is given them all). The broker's CPU is read
 // from the throwaway nodes' pid files: BROKER_DIR (deploy/rabbitmq-node.sh) or CLUSTER_DIR
 // (deploy/rabbitmq-cluster.sh).

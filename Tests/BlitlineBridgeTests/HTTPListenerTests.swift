@@ -402,7 +402,7 @@ import Testing
             #expect(Self.acceptsConnections(port: port))
 
             async let inHand = send(.POST, "\(base)/postback/slow", body: Array("{}".utf8))
-            while receiver.calls.isEmpty { try await Task.sleep(for: .milliseconds(5)) }
+            try #require(await eventually(timeout: .seconds(10)) { !receiver.calls.isEmpty }, "the postback never reached the handler")
             await group.triggerGracefulShutdown()
             _ = await draining.first { _ in true }
 
