@@ -7,7 +7,7 @@ import Testing
 
 @testable import BlitlineBridge
 
-/// Deadlines at scale (contract section 10): a result in time always wins, a late one is `late`,
+/// Deadlines at scale (README, "Delivery guarantees"): a result in time always wins, a late one is `late`,
 /// a restart after a long stop or onto a large backlog times out nothing that had a result, and a
 /// short deadline never waits behind a long one.
 @Suite(.serialized) struct BridgeDeadlineFaultTests {
@@ -74,7 +74,9 @@ import Testing
                 }
             }
             print("deadline-race: \(inTime) postbacks answered before their deadline, \(late) sent after it")
-            #expect(inTime >= requests.count / 4 && late >= requests.count / 4, "the race was not exercised")
+            // On a loaded machine some postbacks sent 50 ms early are answered after the deadline:
+            // those may end either way, and enough of both kinds remain.
+            #expect(inTime >= requests.count / 8 && late >= requests.count / 4, "the race was not exercised")
             for request in requests where byRequest[request.id]?.contains("\(request.id)/failed") == true {
                 #expect(Set(h.events.events(for: request.id).compactMap(\.reason)) == ["timeout"])
             }
@@ -124,6 +126,37 @@ import Testing
             }
             #expect(restarted.logLines.contains { $0.contains("reading the outcomes stream back") })
             #expect(restarted.logLines.filter { $0.contains("connected to the broker") }.count == 1, "the session was torn down")
+        }
+    }
+
+    /// The outcomes stream's reader comes back with the broker: a postback that never comes after a
+    /// broker restart still ends in its timeout (the cluster tests found the reader reconnecting in
+    /// a loop, and no timeout decided, after its first reconnection).
+    @Test func timeoutsAreStillDecidedAfterTheBrokerRestarts() async throws {
+        try await BridgeHarness.run("deadline-broker-restart") { h in
+            var settings = try h.settings()
+            settings.jobTimeout = "3s"
+            let bridge = try await h.startBridge(settings)
+            let before = TestRequest.thumbnails("before-restart", index: 0)
+            try await h.publish(before)
+            #expect(await h.events.waitForEvents(for: [before.id], timeout: .seconds(10)), "\(h.diagnostics())")
+
+            try TestEnvironment.controlBroker("ctl", "stop_app")
+            try await Task.sleep(for: .seconds(2))
+            try TestEnvironment.controlBroker("ctl", "start_app")
+            #expect(
+                await eventually(timeout: .seconds(40)) { (try? await bridge.get("/readyz").status) == 200 },
+                "\(h.diagnostics())")
+
+            try await h.simulator.control(["drop_postbacks": 2])
+            let dropped = (0..<2).map { TestRequest.thumbnails("after-restart-\($0)", index: $0) }
+            #expect(await eventually(timeout: .seconds(20)) { (try? await h.publish(dropped)) != nil })
+            #expect(
+                await h.events.waitForEvents(for: dropped.map(\.id), endingWith: ["failed"], timeout: .seconds(40)),
+                "no timeout after the broker restarted\n\(h.diagnostics())")
+            for request in dropped {
+                #expect(Set(h.events.events(for: request.id).compactMap(\.reason)) == ["timeout"])
+            }
         }
     }
 

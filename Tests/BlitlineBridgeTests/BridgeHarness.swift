@@ -33,9 +33,10 @@ final class BridgeHarness: Sendable {
     var eventsQueue: String { jobsQueue + ".test-events" }
     /// `{JOBS_QUEUE}.dead`.
     var deadQueue: String { topology.deadQueue }
+    /// What a bridge started with the harness's default settings declares.
     var topology: Topology {
         Topology(
-            jobsQueue: jobsQueue, eventsExchange: eventsExchange, jobTimeout: .seconds(60),
+            jobsQueue: jobsQueue, eventsExchange: eventsExchange, jobTimeout: .seconds(60), timeoutGrace: .seconds(1),
             queueType: TestEnvironment.queueType)
     }
 

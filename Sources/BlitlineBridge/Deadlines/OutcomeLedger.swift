@@ -34,12 +34,14 @@ final class OutcomeLedger: Sendable {
         var backfillWanted: Int64?
         var backfillWaiters: [(id: Int, since: Int64, seen: AsyncStream<Void>.Continuation)] = []
         var nextWaiterID = 0
+        /// Wakes the backfill reader of the current connection, if one runs.
+        var backfillSignal: AsyncStream<Void>.Continuation?
     }
 
     private let state: Mutex<State>
+
     /// How long an outcome is kept after its event: past it, a deadline reads the stream again.
     let window: Duration
-    private let backfillSignal: (stream: AsyncStream<Void>, continuation: AsyncStream<Void>.Continuation)
 
     /// The window for deadlines decided on time: `JOB_TIMEOUT` and `TIMEOUT_GRACE` after
     /// submission, plus as long again (two minutes at most) for a deadline that waits its turn in
@@ -51,7 +53,6 @@ final class OutcomeLedger: Sendable {
     init(window: Duration) {
         self.window = window
         state = Mutex(State(settled: Fingerprints(span: max(window.milliseconds / 16, 1000))))
-        backfillSignal = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
     }
 
     /// Whether the request has a `completed` or `failed` event, as far as the stream was read.
@@ -94,7 +95,7 @@ final class OutcomeLedger: Sendable {
                 return state.nextOffset == nil
             }
             // A backfill asked for before the live reader had read anything can start now.
-            if first { backfillSignal.continuation.yield() }
+            if first { state.withLock { $0.backfillSignal }?.yield() }
             return true
         }
     }
@@ -168,7 +169,7 @@ final class OutcomeLedger: Sendable {
             return state.nextWaiterID
         }
         guard let waiter else { return true }
-        backfillSignal.continuation.yield()
+        state.withLock { $0.backfillSignal }?.yield()
         let covered = await DeadlineRace.value(within: timeout, fallback: false) {
             for await _ in seen {}
             return true
@@ -182,7 +183,13 @@ final class OutcomeLedger: Sendable {
     /// at the given offset and reads up to the last message the live reader read. Throws when a consumer ends
     /// early; the backfill is asked for again by the next deadline that needs it.
     func runBackfills(open: (AMQPFieldValue) async throws -> (AMQPChannel, AMQPConsumer)) async throws {
-        for await _ in backfillSignal.stream {
+        // A stream of wake-ups for this connection only: iterating one is over when its task is
+        // cancelled, and the reader of the next connection needs its own.
+        let (signals, signal) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        state.withLock { $0.backfillSignal = signal }
+        defer { signal.finish() }
+        signal.yield()
+        for await _ in signals {
             while let (since, stop) = state.withLock({ state in
                 state.backfillWanted.flatMap { wanted in state.nextOffset.map { (wanted, $0 - 1) } }
             }) {
