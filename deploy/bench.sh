@@ -4,12 +4,15 @@
 # AMQP_URL is unset.
 #
 #   deploy/bench.sh [--cluster] [--count N] [--prefetch N] [--queue-type quorum|classic]
+#                   [--postback-connections N] [--fresh-postback-connections]
 #   deploy/bench.sh --backlog N          a restart onto N outcomes in the stream, deadlines due
 #   deploy/bench.sh --soak SECONDS [--rate R]   steady load, the bridge's memory every 30 s
 #
 # --cluster runs against a throwaway three-node cluster (deploy/rabbitmq-cluster.sh) instead of one
-# node. The other arguments go to bridge-bench (--count 20000, --prefetch 1024, --queue-type quorum
-# by default).
+# node. The other arguments go to bridge-bench (--count 20000, --prefetch 1024, --queue-type quorum,
+# --postback-connections 32 by default; the bridge's own defaults are --prefetch 64, and Blitline
+# posts back over many connections: --prefetch 64 --postback-connections 256, or
+# --fresh-postback-connections for one connection per postback).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

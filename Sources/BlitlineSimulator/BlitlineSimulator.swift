@@ -34,6 +34,11 @@ public struct BlitlineSimulator: Sendable {
         public var maxJobCharacters: Int
         /// Faults in force at start.
         public var faults: FaultPlan
+        /// Keep-alive connections postbacks are sent over at once, per host. Default 32.
+        public var postbackConnections: Int = 32
+        /// Every postback on a connection of its own, closed after the answer (as some webhook
+        /// senders do). Default `false`.
+        public var freshPostbackConnections = false
 
         /// Creates a configuration; every parameter has the default documented on its property.
         public init(
@@ -85,7 +90,7 @@ public struct BlitlineSimulator: Sendable {
     ///   connections.
     public func run(onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
         var clientConfiguration = HTTPClient.Configuration(redirectConfiguration: .disallow)
-        clientConfiguration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 32
+        clientConfiguration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = self.configuration.postbackConnections
         clientConfiguration.httpVersion = .http1Only
         let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfiguration)
         let (jobs, jobQueue) = AsyncStream<SimulatedJob>.makeStream()

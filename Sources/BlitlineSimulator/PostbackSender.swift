@@ -13,13 +13,16 @@ struct PostbackSender: Sendable {
     let retryDelays: [Duration]
     let speedFactor: Double
     let timeout: Duration
+    /// Each postback on a new connection, closed after its answer.
+    var freshConnections = false
     let statistics: StatisticsRecorder
     let logger: Logger
 
     /// Sends the postback, retrying per schedule; returns whether any attempt got a 2xx.
     func deliver(_ job: SimulatedJob, results: JSONValue) async -> Bool {
         guard let url = job.postbackURL else { return false }
-        let request = Self.request(for: job, url: url, results: results)
+        var request = Self.request(for: job, url: url, results: results)
+        if self.freshConnections { request.headers.replaceOrAdd(name: "Connection", value: "close") }
         let delays = job.retriesPostback ? self.retryDelays : []
         for attempt in 0...delays.count {
             if attempt > 0 {

@@ -38,6 +38,7 @@ final class SimulatorCore: Sendable {
             retryDelays: configuration.postbackRetryDelays,
             speedFactor: configuration.retrySpeedFactor,
             timeout: configuration.postbackTimeout,
+            freshConnections: configuration.freshPostbackConnections,
             statistics: self.statistics,
             logger: logger
         )

@@ -16,7 +16,7 @@ extension SimulatorCommand {
         faults.duplicatePostbacks = self.duplicatePostbacks
         faults.duplicatePostbackFraction = self.duplicatePostbackFraction
         faults.postbackDelay = self.postbackDelay
-        return BlitlineSimulator.Configuration(
+        var configuration = BlitlineSimulator.Configuration(
             host: self.host,
             port: self.port,
             processingDelay: self.processingDelay,
@@ -30,6 +30,9 @@ extension SimulatorCommand {
             faults: faults,
             postbackRetryDelays: self.postbackRetryDelays
         )
+        configuration.postbackConnections = self.postbackConnections
+        configuration.freshPostbackConnections = self.freshPostbackConnections
+        return configuration
     }
 }
 

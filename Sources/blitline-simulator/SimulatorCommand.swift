@@ -67,6 +67,12 @@ struct SimulatorCommand: AsyncParsableCommand {
     @Option(help: "The longest a postback attempt waits for an answer.", transform: parseDuration)
     var postbackTimeout: Duration = .seconds(15)
 
+    @Option(help: "Keep-alive connections postbacks are sent over at once, per host.")
+    var postbackConnections = 32
+
+    @Flag(help: "Send every postback on a connection of its own, closed after the answer.")
+    var freshPostbackConnections = false
+
     @Option(help: "How long GET /listen/{job_id} is held open before an empty 200.", transform: parseDuration)
     var pollWait: Duration = .seconds(30)
 

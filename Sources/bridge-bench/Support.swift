@@ -12,10 +12,17 @@ struct Options {
     /// `--soak SECONDS` at `--rate` requests per second (Soak.swift).
     var soakSeconds: Int?
     var rate = 200
+    /// The simulator's postback connections: keep-alive ones at once per host, or one per postback.
+    var postbackConnections = 32
+    var freshPostbackConnections = false
 
     init() {
         var arguments = CommandLine.arguments.dropFirst()
         while let flag = arguments.popFirst() {
+            if flag == "--fresh-postback-connections" {
+                freshPostbackConnections = true
+                continue
+            }
             guard let value = arguments.popFirst() else { fail("\(flag) needs a value") }
             switch flag {
             case "--url": url = value
@@ -26,6 +33,7 @@ struct Options {
             case "--backlog": backlog = Int(value)
             case "--soak": soakSeconds = Int(value)
             case "--rate": rate = Int(value) ?? rate
+            case "--postback-connections": postbackConnections = Int(value) ?? postbackConnections
             default: fail("unknown option \(flag)")
             }
         }

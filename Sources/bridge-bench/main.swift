@@ -8,6 +8,7 @@
 //
 // usage: bridge-bench --url AMQP_URL[,AMQP_URL...] --bin DIR [--count 20000] [--prefetch 1024]
 //                     [--queue-type quorum|classic]
+//                     [--postback-connections 32] [--fresh-postback-connections]
 //        bridge-bench ... --backlog N                    (Backlog.swift)
 //        bridge-bench ... --soak SECONDS [--rate 200]    (Soak.swift)
 // Several URLs are the nodes of one cluster (the bridge is given them all). The broker's CPU is read
@@ -36,14 +37,15 @@ let queueKind: AMQPTable = options.queueType == "quorum" ? ["x-queue-type": .str
 try await channel.declareExchange(exchange, type: "topic", durable: true)
 try await channel.declareQueue(eventsQueue, durable: true, arguments: queueKind)
 try await channel.bindQueue(eventsQueue, exchange: exchange, routingKey: "job.#")
-print("bridge-bench: \(options.count) requests, prefetch \(options.prefetch), \(options.queueType) queues, \(nodes.configurations.count) broker node(s); machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB")
+print("bridge-bench: \(options.count) requests, prefetch \(options.prefetch), \(options.queueType) queues, \(nodes.configurations.count) broker node(s), postbacks over \(options.freshPostbackConnections ? "a fresh connection each" : "up to \(options.postbackConnections) keep-alive connections"); machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB")
 
 let logs = NSTemporaryDirectory() + run
 try FileManager.default.createDirectory(atPath: logs, withIntermediateDirectories: true)
 let simulatorPort = freePort(), bridgePort = freePort()
 let simulator = try start(
     options.bin + "/blitline-simulator",
-    ["--port", "\(simulatorPort)", "--processing-delay", "1ms", "--log-level", "warning", "--poll-rate", "1000"],
+    ["--port", "\(simulatorPort)", "--processing-delay", "1ms", "--log-level", "warning", "--poll-rate", "1000",
+     "--postback-connections", "\(options.postbackConnections)"] + (options.freshPostbackConnections ? ["--fresh-postback-connections"] : []),
     log: logs + "/simulator.log")
 let bridgeEnvironment = environmentForBridge(
     options, jobsQueue: jobsQueue, exchange: exchange, simulatorPort: simulatorPort, bridgePort: bridgePort)
