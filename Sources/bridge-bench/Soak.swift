@@ -1,5 +1,6 @@
 import AMQP
 import Foundation
+import Synchronization
 
 /// `--soak SECONDS [--rate R]`: the bridge under a steady R requests per second for SECONDS, one
 /// postback in a hundred never coming (so timeouts are decided all along), with `JOB_TIMEOUT`
@@ -79,22 +80,8 @@ func runSoak(_ options: Options, seconds duration: Int) async throws {
     await connection.close()
 }
 
-final class Counter: @unchecked Sendable {
-    private let lock = NSLock()
-    private var count = 0
-    func add(_ amount: Int) { lock.withLock { count += amount } }
-    var value: Int { lock.withLock { count } }
-}
-
-func httpPost(_ url: String, _ body: String) -> String? {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
-    process.arguments = ["-sf", "--max-time", "5", "-H", "Content-Type: application/json", "-d", body, url]
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = FileHandle.nullDevice
-    guard (try? process.run()) != nil else { return nil }
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return process.terminationStatus == 0 ? String(decoding: data, as: UTF8.self) : nil
+final class Counter: Sendable {
+    private let count = Mutex(0)
+    func add(_ amount: Int) { count.withLock { $0 += amount } }
+    var value: Int { count.withLock { $0 } }
 }

@@ -78,10 +78,17 @@ func start(_ executable: String, _ arguments: [String], environment: [String: St
     return process
 }
 
-func httpGet(_ url: String) -> String? {
+func httpGet(_ url: String) -> String? { curl(["--max-time", "2", url]) }
+
+func httpPost(_ url: String, _ json: String) -> String? {
+    curl(["--max-time", "5", "-H", "Content-Type: application/json", "-d", json, url])
+}
+
+/// The body curl got, or `nil` when the request failed.
+private func curl(_ arguments: [String]) -> String? {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
-    process.arguments = ["-sf", "--max-time", "2", url]
+    process.arguments = ["-sf"] + arguments
     let pipe = Pipe()
     process.standardOutput = pipe
     process.standardError = FileHandle.nullDevice
