@@ -125,6 +125,19 @@ import Testing
                 #expect(h.events.idsByRequest[request.id] == ["\(request.id)/failed"], "\(request.id)")
             }
             #expect(restarted.logLines.contains { $0.contains("reading the outcomes stream back") })
+            // What it read back shows in its metrics: at least the 20 completed requests.
+            var known: (fingerprints: Double, bytes: Double)?
+            #expect(
+                await eventually(timeout: .seconds(15)) {
+                    let text = (try? await restarted.get("/metrics").text) ?? ""
+                    func value(_ name: String) -> Double? {
+                        text.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Double($0.split(separator: " ").last ?? "") }
+                    }
+                    known = value("blitline_bridge_outcome_ledger_fingerprints").flatMap { count in
+                        value("blitline_bridge_outcome_ledger_bytes").map { (count, $0) }
+                    }
+                    return (known?.fingerprints ?? 0) >= 20
+                }, "\(String(describing: known))")
             #expect(restarted.logLines.filter { $0.contains("connected to the broker") }.count == 1, "the session was torn down")
         }
     }

@@ -190,6 +190,14 @@ struct BridgeService: Service, CustomStringConvertible {
                 try await withThrowingTaskGroup { group in
                     group.addTask { try await ledger.read(consumer) }
                     group.addTask {
+                        while true {
+                            let size = ledger.size
+                            metrics.ledgerFingerprints.record(size.entries)
+                            metrics.ledgerBytes.record(size.bytes)
+                            try await Task.sleep(for: .seconds(5))
+                        }
+                    }
+                    group.addTask {
                         try await ledger.runBackfills { offset in
                             logger.notice(
                                 "reading the outcomes stream back for deadlines older than what this instance knows",

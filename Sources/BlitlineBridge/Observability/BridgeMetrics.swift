@@ -16,6 +16,9 @@ struct BridgeMetrics: Sendable {
     let brokerConnected = Gauge(label: "blitline_bridge_broker_connected")
     /// 1 while the broker blocks the bridge's publishing (a memory or disk alarm), else 0.
     let brokerBlocked = Gauge(label: "blitline_bridge_broker_blocked")
+    /// Settled requests the outcome ledger knows, and the bytes their fingerprints take.
+    let ledgerFingerprints = Gauge(label: "blitline_bridge_outcome_ledger_fingerprints")
+    let ledgerBytes = Gauge(label: "blitline_bridge_outcome_ledger_bytes")
     /// Publishes refused for one request (nacked, returned, not encodable): the request was put back for later.
     let requestSetbacks = Counter(label: "blitline_bridge_request_setbacks_total")
 
