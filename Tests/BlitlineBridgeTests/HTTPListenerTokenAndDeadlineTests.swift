@@ -109,18 +109,17 @@ import Testing
 
     @Test func theRaceAnswersAtTheDeadlineWithoutWaitingForTheWork() async {
         let ended = Mutex(false)
-        let started = ContinuousClock.now
         let value = await DeadlineRace.value(within: .milliseconds(200), fallback: "late") {
-            // Work that ignores cancellation, as a publish the broker holds back.
+            // Work that ignores cancellation, as a publish the broker holds back, for far longer
+            // than the deadline: the race must answer without it, however slow the machine.
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                DispatchQueue.global().asyncAfter(deadline: .now() + 3) { continuation.resume() }
+                DispatchQueue.global().asyncAfter(deadline: .now() + 60) { continuation.resume() }
             }
             ended.withLock { $0 = true }
             return "done"
         }
         #expect(value == "late")
-        #expect(ContinuousClock.now - started < .seconds(2))
-        #expect(!ended.withLock { $0 })
+        #expect(!ended.withLock { $0 }, "the race waited for the work")
     }
 
     @Test func theRaceReturnsWorkThatEndsInTimeAndCancelsWorkThatDoesNot() async {

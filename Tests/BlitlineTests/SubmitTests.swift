@@ -75,7 +75,8 @@ struct SubmitTests {
                 return
             }
             #expect(failure.kind == .timeout)
-            #expect(elapsed >= .milliseconds(450) && elapsed < .seconds(3))
+            // The simulator hangs for an hour: a loaded machine may be slow, never that slow.
+            #expect(elapsed >= .milliseconds(450) && elapsed < .seconds(30))
         }
     }
 
