@@ -96,21 +96,3 @@ func runBacklog(_ options: Options, outcomes count: Int) async throws {
     await deleteTopology(channel, jobsQueue: jobsQueue, exchange: exchange, deadlines: ".deadlines.1810s")
     await connection.close()
 }
-
-/// Runs `publish` for 0..<count, a window of 1000 confirms outstanding.
-func publishWindowed(count: Int, _ publish: @escaping @Sendable (Int) async throws -> Void) async throws {
-    try await withThrowingTaskGroup(of: Void.self) { group in
-        var next = 0
-        while next < min(1000, count) {
-            let index = next
-            group.addTask { try await publish(index) }
-            next += 1
-        }
-        while try await group.next() != nil, next < count {
-            let index = next
-            group.addTask { try await publish(index) }
-            next += 1
-        }
-        try await group.waitForAll()
-    }
-}

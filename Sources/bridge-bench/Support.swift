@@ -175,19 +175,28 @@ func job(_ index: Int) -> [UInt8] {
 
 /// Publishes `count` requests with confirms, a window of 1000 at a time.
 func publishRequests(_ channel: AMQPChannel, queue: String, count: Int) async throws {
+    try await publishWindowed(count: count) { index in
+        try await channel.publish(
+            job(index), routingKey: queue,
+            properties: AMQPProperties(contentType: "application/json", deliveryMode: 2, messageID: "bench-\(index)"))
+    }
+}
+
+/// Runs `publish` for 0..<count, a window of 1000 confirms outstanding.
+func publishWindowed(count: Int, _ publish: @escaping @Sendable (Int) async throws -> Void) async throws {
     try await withThrowingTaskGroup(of: Void.self) { group in
         var next = 0
-        func add() {
+        while next < min(1000, count) {
             let index = next
+            group.addTask { try await publish(index) }
             next += 1
-            group.addTask {
-                try await channel.publish(
-                    job(index), routingKey: queue,
-                    properties: AMQPProperties(contentType: "application/json", deliveryMode: 2, messageID: "bench-\(index)"))
-            }
         }
-        while next < min(1000, count) { add() }
-        while try await group.next() != nil { if next < count { add() } }
+        while try await group.next() != nil, next < count {
+            let index = next
+            group.addTask { try await publish(index) }
+            next += 1
+        }
+        try await group.waitForAll()
     }
 }
 
