@@ -13,7 +13,7 @@ import Testing
         // 1,000 outcomes a second over a thousand seconds, read as they come.
         for index in 0..<count {
             let time = Int64(index)
-            set.insert(Fingerprints.fingerprint("request-\(index)"), time: time, now: time)
+            set.insert(Fingerprints.fingerprint("request-\(index)"), time: time, now: time, keepingSince: time - window)
         }
         let perOutcome = Double(set.storageBytes) / Double(count)
         print("ledger: \(count) outcomes in \(set.storageBytes) bytes, \(perOutcome) bytes each")
@@ -26,7 +26,7 @@ import Testing
     @Test func aBacklogReadAtOnceIsSealedInPartsAndStaysSmall() {
         var set = Fingerprints(span: window / 16, maxOpen: 1 << 18)
         for index in 0..<1_000_000 {
-            set.insert(Fingerprints.fingerprint("backlog-\(index)"), time: Int64(index), now: 0)
+            set.insert(Fingerprints.fingerprint("backlog-\(index)"), time: Int64(index), now: 0, keepingSince: -window)
         }
         #expect(Double(set.storageBytes) / 1_000_000 <= 32)
         #expect(set.contains(Fingerprints.fingerprint("backlog-0")) && set.contains(Fingerprints.fingerprint("backlog-999999")))

@@ -5,9 +5,10 @@ import DequeModule
 ///
 /// New fingerprints go into an open generation (a `Set`); after `span`, or past `maxOpen` entries,
 /// it is sealed into a sorted array of exactly its entries and searched by bisection. A sealed
-/// generation is dropped whole once the newest time in it is older than the window, so an entry
-/// lives at most `span` longer than it must. With the open generation a small share of the
-/// whole, the cost stays near 8 bytes per entry (`bytesPerEntry`, measured in the tests).
+/// generation is dropped whole at the first sealing after the newest time in it is older than the
+/// window, so an entry lives at most two spans longer than it must. With the open generation a
+/// small share of the whole, the cost stays near 8 bytes per entry (`storageBytes`, measured in
+/// the tests).
 ///
 /// Two distinct keys share a fingerprint with a chance of about n / 2⁶⁴ per lookup among n entries
 /// (below 10⁻¹² for ten million): the ledger would then skip one timeout. The hash is seeded per
@@ -40,10 +41,15 @@ struct Fingerprints {
         return UInt64(bitPattern: Int64(hasher.finalize()))
     }
 
-    /// Adds a fingerprint whose entry dates from `time`; `now` decides when to seal (both in
-    /// milliseconds since the Unix epoch).
-    mutating func insert(_ fingerprint: UInt64, time: Int64, now: Int64) {
-        if let openedAt, now - openedAt >= span || open.count >= maxOpen { seal() }
+    /// Adds a fingerprint whose entry dates from `time`; `now` decides when to seal, and each
+    /// sealing drops the generations whose newest entry is older than `oldest` (all in
+    /// milliseconds since the Unix epoch). Only a sealing changes what can be dropped, so the
+    /// generations are looked over once a span, not once an entry.
+    mutating func insert(_ fingerprint: UInt64, time: Int64, now: Int64, keepingSince oldest: Int64) {
+        if let openedAt, now - openedAt >= span || open.count >= maxOpen {
+            seal()
+            sealed.removeAll { $0.newest < oldest }
+        }
         if openedAt == nil { openedAt = now }
         open.insert(fingerprint)
         openNewest = max(openNewest, time)
@@ -60,16 +66,6 @@ struct Fingerprints {
                 if keys[middle] < fingerprint { low = middle + 1 } else { high = middle }
             }
             return low < keys.count && keys[low] == fingerprint
-        }
-    }
-
-    /// Drops every generation whose newest entry is older than `oldest`.
-    mutating func expire(before oldest: Int64) {
-        sealed.removeAll { $0.newest < oldest }
-        if openNewest < oldest {
-            open = []
-            openNewest = .min
-            openedAt = nil
         }
     }
 

@@ -65,10 +65,7 @@ final class OutcomeLedger: Sendable {
     func record(_ outcome: String, for requestID: String, time: Int64, now: Int64 = RequestProcessor.now()) {
         guard outcome != "late" else { return }
         let fingerprint = Fingerprints.fingerprint(requestID)
-        state.withLock { state in
-            state.settled.insert(fingerprint, time: time, now: now)
-            state.settled.expire(before: now - window.milliseconds)
-        }
+        state.withLock { $0.settled.insert(fingerprint, time: time, now: now, keepingSince: now - window.milliseconds) }
     }
 
     /// Fingerprints held, and the bytes their storage takes.
