@@ -81,9 +81,11 @@ let rss = peakRSS(bridge.processIdentifier)
 // the defaults, name the queue): one per batch of jobs.
 let deadlineMessages = (try? await channel.declareQueue(jobsQueue + ".deadlines.1810s", passive: true).messageCount).map(Int.init) ?? 0
 let jobsPerDeadline = deadlineMessages > 0 ? max(1, Int((Double(options.count) / Double(deadlineMessages)).rounded())) : 1
-let submitRequests = httpGet("http://127.0.0.1:\(simulatorPort)/_control/stats").flatMap { stats in
+let submitRequests: Int? = httpGet("http://127.0.0.1:\(simulatorPort)/_control/stats").flatMap { stats in
     (try? JSONSerialization.jsonObject(with: Data(stats.utf8)) as? [String: Any])?["submit_requests"] as? Int
 }
+// A plain relay is paced like the bridge: its jobs come back in bursts of one submission's size.
+let jobsPerSubmission = submitRequests.map { max(1, Int((Double(options.count) / Double(max($0, 1))).rounded())) } ?? 1
 let cpu = (
     bridge: cpuSeconds(bridge.processIdentifier), simulator: cpuSeconds(simulator.processIdentifier),
     broker: brokerCPUSeconds(broker).map { $0 - brokerCPUBefore }, bench: cpuSeconds(getpid()) - selfCPUBefore)
@@ -110,61 +112,34 @@ print(String(format: "CPU seconds during the run: bridge %.2f, simulator %.2f, b
     cpu.bridge, cpu.simulator, cpu.broker.map { String(format: "%.2f", $0) } ?? "n/a", cpu.bench,
     bridgeSeconds * Double(ProcessInfo.processInfo.activeProcessorCount), ProcessInfo.processInfo.activeProcessorCount))
 
-// The broker's ceiling for the same pattern, with the AMQP module alone: consume each request,
-// publish a deadline message for as many jobs as the bridge's held, and each request's event (which
-// the stream and the collector both receive), acknowledge; collect every event.
-let ceilingJobs = "\(run).ceiling.jobs", deadlines = "\(run).ceiling.deadlines", stream = "\(run).ceiling.stream"
-try await channel.declareQueue(ceilingJobs, durable: true, arguments: queueKind)
-try await channel.declareQueue(deadlines, durable: true, arguments: queueKind)
-try await channel.declareQueue(stream, durable: true, arguments: ["x-queue-type": .string("stream")])
-try await channel.bindQueue(stream, exchange: exchange, routingKey: "job.#")
-try await channel.purgeQueue(eventsQueue)
-try await publishRequests(channel, queue: ceilingJobs, count: options.count)
-let worker = try await AMQPConnection.connect(nodes.configurations[0])
-let workerPublisher = try await AMQPConnection.connect(nodes.configurations[0])
-let publishing = try await workerPublisher.openChannel()
-try await publishing.enableConfirms()
-started = ContinuousClock.now
-let ceilingBrokerCPUBefore = brokerCPUSeconds(broker) ?? 0
-let workerTask = Task {
-    let consuming = try await worker.openChannel()
-    try await withThrowingDiscardingTaskGroup { group in
-        var handled = 0
-        for try await delivery in try await consuming.consume(queue: ceilingJobs, prefetch: UInt16(options.prefetch)) {
-            handled += 1
-            let last = handled == options.count
-            let startsDeadline = handled % jobsPerDeadline == 1 % jobsPerDeadline
-            group.addTask {
-                let id = delivery.properties.messageID ?? ""
-                if startsDeadline {
-                    try await publishing.publish(
-                        delivery.body, routingKey: deadlines,
-                        properties: AMQPProperties(deliveryMode: 2, expiration: "1800000", messageID: id + "/deadline"))
-                }
-                try await publishing.publish(
-                    delivery.body, exchange: exchange, routingKey: "job.completed",
-                    properties: AMQPProperties(contentType: "application/cloudevents+json", deliveryMode: 2, messageID: id + "/completed"))
-                delivery.ack()
-            }
-            if last { break }
-        }
-    }
+// The broker's work for the same requests driven by the AMQP module alone: the bridge's message
+// pattern as fast as it goes (the ceiling), then, at the bridge's own rate and burst size, a plain
+// relay and the two parts of the bridge's pattern added one at a time (what each costs the broker).
+let ceiling = try await relay(
+    .bridge(jobsPerDeadline: jobsPerDeadline), count: options.count, prefetch: options.prefetch, pace: nil,
+    queueKind: queueKind, exchange: exchange, eventsQueue: eventsQueue, run: run, nodes: nodes, admin: channel,
+    collector: reader, broker: broker)
+print(String(format: "AMQP module alone, same pattern: %.0f jobs/s (%.2f s)", Double(options.count) / ceiling.seconds, ceiling.seconds))
+func perJob(_ cpu: Double?) -> String { cpu.map { String(format: "%.0f µs", $0 / Double(options.count) * 1e6) } ?? "n/a" }
+print("broker CPU per job: \(perJob(cpu.broker)) driven by the bridge, \(perJob(ceiling.brokerCPU)) by the AMQP-only ceiling")
+print("broker CPU per job at the bridge's rate, \(jobsPerSubmission) requests at a time:")
+var plainBrokerCPU: Double?
+for pattern in [RelayPattern.plain, RelayPattern(stream: true), .bridge(jobsPerDeadline: jobsPerDeadline)] {
+    let paced = try await relay(
+        pattern, count: options.count, prefetch: options.prefetch,
+        pace: (Double(options.count) / bridgeSeconds, burst: jobsPerSubmission), queueKind: queueKind,
+        exchange: exchange, eventsQueue: eventsQueue, run: run, nodes: nodes, admin: channel, collector: reader,
+        broker: broker)
+    if pattern.stream == false { plainBrokerCPU = paced.brokerCPU }
+    print("  \(perJob(paced.brokerCPU)) by \(pattern)")
 }
-let (ceilingLast, _, _) = try await collectEvents(reader, queue: eventsQueue, count: options.count)
-try await workerTask.value
-let ceilingSeconds = seconds(ceilingLast - started)
-let ceilingBrokerCPU = brokerCPUSeconds(broker).map { $0 - ceilingBrokerCPUBefore }
-print(String(format: "AMQP module alone, same pattern: %.0f jobs/s (%.2f s)", Double(options.count) / ceilingSeconds, ceilingSeconds))
-if let brokerCPU = cpu.broker, let ceilingBrokerCPU {
-    print(String(format: "broker CPU per job: %.0f µs driven by the bridge, %.0f µs by the AMQP-only ceiling (%.2f×)",
-        brokerCPU / Double(options.count) * 1e6, ceilingBrokerCPU / Double(options.count) * 1e6, brokerCPU / ceilingBrokerCPU))
+if let bridge = cpu.broker, let plainBrokerCPU {
+    print(String(format: "  the bridge drives the broker at %.2f× a plain relay", bridge / plainBrokerCPU))
 }
 print(String(format: "bridge CPU per job: %.0f µs", cpu.bridge / Double(options.count) * 1e6))
-print(String(format: "bridge/ceiling: %.2f", ceilingSeconds / bridgeSeconds))
+print(String(format: "bridge/ceiling: %.2f", ceiling.seconds / bridgeSeconds))
 print("logs: \(logs)")
 
-for queue in [eventsQueue, ceilingJobs, deadlines, stream] { _ = try? await channel.deleteQueue(queue) }
+_ = try? await channel.deleteQueue(eventsQueue)
 await deleteTopology(channel, jobsQueue: jobsQueue, exchange: exchange, deadlines: ".deadlines.1810s")
-await worker.close()
-await workerPublisher.close()
 await connection.close()
