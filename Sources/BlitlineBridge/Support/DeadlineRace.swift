@@ -1,3 +1,5 @@
+import NIOCore
+import NIOPosix
 import Synchronization
 
 /// Runs work in a task of its own and returns its value, or a fallback as soon as a deadline
@@ -17,8 +19,7 @@ enum DeadlineRace {
         let worker = Task {
             outcome.settle(await work())
         }
-        let timer = Task {
-            guard (try? await Task.sleep(for: limit)) != nil else { return }
+        let timer = NIOSingletons.posixEventLoopGroup.next().scheduleTask(in: TimeAmount(limit)) {
             outcome.settle(fallback)
         }
         let value = await withTaskCancellationHandler {
