@@ -4,7 +4,7 @@
 # AMQP_URL is unset.
 #
 #   deploy/bench.sh [--cluster] [--count N] [--prefetch N] [--queue-type quorum|classic]
-#                   [--postback-connections N] [--fresh-postback-connections]
+#                   [--postback-connections N] [--fresh-postback-connections] [--bridge-only]
 #   deploy/bench.sh --backlog N          a restart onto N outcomes in the stream, deadlines due
 #   deploy/bench.sh --soak SECONDS [--rate R]   steady load, the bridge's memory every 30 s
 #
@@ -12,7 +12,9 @@
 # node. The other arguments go to bridge-bench (--count 20000, --prefetch 1024, --queue-type quorum,
 # --postback-connections 32 by default; the bridge's own defaults are --prefetch 64, and Blitline
 # posts back over many connections: --prefetch 64 --postback-connections 256, or
-# --fresh-postback-connections for one connection per postback).
+# --fresh-postback-connections for one connection per postback). After the bridge's run, the same
+# requests are relayed by the AMQP module alone, to set the broker's CPU per job beside a plain
+# relay's at the bridge's own pace; --bridge-only skips that (A/B runs of the bridge).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

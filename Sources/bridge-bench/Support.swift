@@ -15,12 +15,14 @@ struct Options {
     /// The simulator's postback connections: keep-alive ones at once per host, or one per postback.
     var postbackConnections = 32
     var freshPostbackConnections = false
+    /// `--bridge-only`: no relay runs after the bridge's (for A/B runs of the bridge alone).
+    var bridgeOnly = false
 
     init() {
         var arguments = CommandLine.arguments.dropFirst()
         while let flag = arguments.popFirst() {
-            if flag == "--fresh-postback-connections" {
-                freshPostbackConnections = true
+            if flag == "--fresh-postback-connections" || flag == "--bridge-only" {
+                if flag == "--bridge-only" { bridgeOnly = true } else { freshPostbackConnections = true }
                 continue
             }
             guard let value = arguments.popFirst() else { fail("\(flag) needs a value") }

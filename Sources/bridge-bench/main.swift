@@ -8,7 +8,7 @@
 //
 // usage: bridge-bench --url AMQP_URL[,AMQP_URL...] --bin DIR [--count 20000] [--prefetch 1024]
 //                     [--queue-type quorum|classic]
-//                     [--postback-connections 32] [--fresh-postback-connections]
+//                     [--postback-connections 32] [--fresh-postback-connections] [--bridge-only]
 //        bridge-bench ... --backlog N                    (Backlog.swift)
 //        bridge-bench ... --soak SECONDS [--rate 200]    (Soak.swift)
 // Several URLs are the nodes of one cluster (the bridge is given them all). The broker's CPU is read
@@ -111,6 +111,14 @@ print(String(format: "bridge peak RSS: %.1f MiB", Double(rss) / 1024))
 print(String(format: "CPU seconds during the run: bridge %.2f, simulator %.2f, broker %@, bench %.2f (of %.2f available on %d cores)",
     cpu.bridge, cpu.simulator, cpu.broker.map { String(format: "%.2f", $0) } ?? "n/a", cpu.bench,
     bridgeSeconds * Double(ProcessInfo.processInfo.activeProcessorCount), ProcessInfo.processInfo.activeProcessorCount))
+
+if options.bridgeOnly {
+    print(String(format: "bridge CPU per job: %.0f µs; broker CPU per job: %@", cpu.bridge / Double(options.count) * 1e6,
+        cpu.broker.map { String(format: "%.0f µs", $0 / Double(options.count) * 1e6) } ?? "n/a"))
+    _ = try? await channel.deleteQueue(eventsQueue)
+    await deleteTopology(channel, jobsQueue: jobsQueue, exchange: exchange, deadlines: ".deadlines.1810s")
+    exit(0)
+}
 
 // The broker's work for the same requests driven by the AMQP module alone: the bridge's message
 // pattern as fast as it goes (the ceiling), then, at the bridge's own rate and burst size, a plain
