@@ -95,6 +95,7 @@ extension BridgeConfiguration {
             "  dead-letters list|replay    show JOBS_QUEUE.dead, or replay it to JOBS_QUEUE",
             "  check                       say what is wrong with the broker, the topology",
             "                              and the settings, if anything",
+            "  version, --version          print the version and exit",
             "",
             "Settings:",
         ]
