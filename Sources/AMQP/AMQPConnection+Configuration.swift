@@ -1,10 +1,12 @@
+import Foundation
+
 extension AMQPConnection {
     /// Where and how to connect. Build it from an `amqp://` or `amqps://` URL.
     public struct Configuration: Sendable, Hashable {
         /// TLS settings for `amqps://`. The peer's certificate chain and host name are verified.
         public struct TLS: Sendable, Hashable {
-            /// PEM file of the CA(s) that signed the broker's certificate. librabbitmq 0.11 loads no
-            /// system CA store, so this is required for verification to succeed.
+            /// PEM file of the CA(s) that signed the broker's certificate; `nil` for the system's
+            /// bundle (`systemCABundle`), since librabbitmq 0.11 loads no default CA paths itself.
             public var caFile: String?
             /// PEM client certificate and key, for mutual TLS.
             public var certificateFile: String?
@@ -13,6 +15,17 @@ extension AMQPConnection {
             public var verifyPeer = true
             /// Verify that the certificate names `host` (default on).
             public var verifyHostname = true
+
+            /// The system's CA bundle: `SSL_CERT_FILE` when set (OpenSSL's own variable), else the
+            /// first that exists of Debian's and Ubuntu's, Red Hat's, and Alpine's and macOS's paths.
+            public static func systemCABundle(
+                environment: [String: String] = ProcessInfo.processInfo.environment
+            ) -> String? {
+                if let file = environment["SSL_CERT_FILE"], !file.isEmpty { return file }
+                return [
+                    "/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem",
+                ].first { FileManager.default.isReadableFile(atPath: $0) }
+            }
 
             public init(caFile: String? = nil, certificateFile: String? = nil, keyFile: String? = nil) {
                 self.caFile = caFile

@@ -54,7 +54,10 @@ extension ConnectionLoop {
         amqp_ssl_socket_set_verify_peer(socket, tls.verifyPeer ? 1 : 0)
         amqp_ssl_socket_set_verify_hostname(socket, tls.verifyHostname ? 1 : 0)
         _ = amqp_ssl_socket_set_ssl_versions(socket, AMQP_TLSv1_2, AMQP_TLSvLATEST)
-        if let caFile = tls.caFile {
+        if tls.verifyPeer {
+            guard let caFile = tls.caFile ?? AMQPConnection.Configuration.TLS.systemCABundle() else {
+                throw AMQPError(.tlsFailed, "no CA file to verify the broker with: name one (AMQP_CA_FILE, cacertfile)")
+            }
             let status = amqp_ssl_socket_set_cacert(socket, caFile)
             guard status == AMQP_STATUS_OK.rawValue else {
                 throw AMQPError(.tlsFailed, "cannot load the CA file \(caFile): \(Self.statusText(status))")

@@ -1,3 +1,4 @@
+import Foundation
 import AMQP
 import Testing
 
@@ -31,6 +32,15 @@ import Testing
         let tls = try #require(configuration.tls)
         #expect(tls.caFile == "/etc/ca.pem")
         #expect(tls.verifyPeer && tls.verifyHostname)
+    }
+
+    /// Without a CA file, `amqps://` verifies the broker with the system's bundle (librabbitmq 0.11
+    /// would load none), or OpenSSL's `SSL_CERT_FILE` when it names one.
+    @Test func amqpsWithoutACAFileUsesTheSystemBundle() throws {
+        #expect(try AMQPConnection.Configuration(url: "amqps://secure.example").tls?.caFile == nil)
+        let bundle = try #require(AMQPConnection.Configuration.TLS.systemCABundle(environment: [:]))
+        #expect(FileManager.default.isReadableFile(atPath: bundle))
+        #expect(AMQPConnection.Configuration.TLS.systemCABundle(environment: ["SSL_CERT_FILE": "/etc/mine.pem"]) == "/etc/mine.pem")
     }
 
     @Test func parsesIPv6Hosts() throws {
