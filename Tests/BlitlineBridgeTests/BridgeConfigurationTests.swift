@@ -18,6 +18,7 @@ import Testing
         ("POSTBACK_SECRET", "--postback-secret", "none"),
         ("JOBS_QUEUE", "--jobs-queue", "blitline.jobs"),
         ("EVENTS_EXCHANGE", "--events-exchange", "blitline.events"),
+        ("EVENT_SOURCE", "--event-source", "blitline-bridge"),
         ("PREFETCH", "--prefetch", "64"),
         ("SUBMIT_MAX_ATTEMPTS", "--submit-max-attempts", "5"),
         ("MAX_REDELIVERIES", "--max-redeliveries", "5"),
@@ -54,6 +55,23 @@ import Testing
         } catch {
             return error
         }
+    }
+
+    /// Two deployments whose request ids overlap tell their events apart by `source`.
+    @Test func eventSourceNamesTheVhostAndTheJobsQueue() throws {
+        #expect(try parse().eventSourceResolved == "blitline-bridge")
+        let configuration = try parse([
+            "EVENT_SOURCE": "/blitline-bridge/{vhost}/{JOBS_QUEUE}", "AMQP_URL": "amqp://u:p@h/images%2Fprod",
+            "JOBS_QUEUE": "thumbs.jobs",
+        ])
+        #expect(configuration.eventSourceResolved == "/blitline-bridge/images%2Fprod/thumbs.jobs")
+        #expect(JobEvent.failure(
+            RequestContext(requestID: "r1", correlationID: nil, replyTo: nil, traceparent: nil),
+            reason: .invalidRequest, message: "m"
+        ).json(source: configuration.eventSourceResolved)["source"]?.stringValue == "/blitline-bridge/images%2Fprod/thumbs.jobs")
+        #expect(try parse(["EVENT_SOURCE": "/b/{vhost}"]).eventSourceResolved == "/b/%2F")
+        #expect(failure(["EVENT_SOURCE": "two words"]) != nil)
+        #expect(failure(["EVENT_SOURCE": String(repeating: "s", count: 256)]) != nil)
     }
 
     @Test func defaultsAreTheContractTable() throws {

@@ -120,7 +120,10 @@ extension BridgeProcessTests {
 
         @Test func anUnknownFunctionFailsWithBlitlinesErrors() async throws {
             try await BridgeHarness.run("unknown-function") { h in
-                try await h.startBridge()
+                // With the EVENT_SOURCE operators set when request ids overlap across deployments.
+                var settings = try h.settings()
+                settings.extra["EVENT_SOURCE"] = "/blitline-bridge/{vhost}/{JOBS_QUEUE}"
+                try await h.startBridge(settings)
                 let job: JSONValue = [
                     "src": ["name": "canvas", "width": 640, "height": 480],
                     "functions": [["name": "sparkle", "params": [:], "save": ["image_identifier": "sparkled"]]],
@@ -128,7 +131,10 @@ extension BridgeProcessTests {
                 let request = TestRequest(id: "sparkle-0", body: job.jsonBytes, correlationID: "c-1")
                 let outcomes = try await h.outcomes(of: [request])
                 guard let event = outcomes.single(request) else { return }
-                expectEnvelope(event, of: request, status: "failed", published: outcomes.published)
+                let vhost = try AMQPConnection.Configuration(url: TestEnvironment.brokerURL).virtualHost
+                expectEnvelope(
+                    event, of: request, status: "failed", published: outcomes.published,
+                    source: "/blitline-bridge/\(vhost == "/" ? "%2F" : vhost)/\(h.jobsQueue)")
                 #expect(event.reason == "processing_failed")
                 #expect(event.errors.contains { $0.contains("Unknown function named") }, "\(event.errors)")
                 #expect(event.data?["failed_image_identifiers"] == ["sparkled"])

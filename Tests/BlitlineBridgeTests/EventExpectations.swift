@@ -12,7 +12,7 @@ let alwaysPresentDataKeys = [
 /// Checks the CloudEvents envelope and message properties every event shares (contract section 6).
 func expectEnvelope(
     _ event: ReceivedEvent, of request: TestRequest, status: String, id: String? = nil, published: ClosedRange<Date>,
-    sourceLocation: SourceLocation = #_sourceLocation
+    source: String = "blitline-bridge", sourceLocation: SourceLocation = #_sourceLocation
 ) {
     let expectedID = id ?? "\(request.id)/\(status)"
     guard let json = event.json else {
@@ -22,7 +22,9 @@ func expectEnvelope(
     }
     #expect(json["specversion"]?.stringValue == "1.0", sourceLocation: sourceLocation)
     #expect(json["type"]?.stringValue == "blitline.job.\(status)", sourceLocation: sourceLocation)
-    #expect(json["source"]?.stringValue == "blitline-bridge", sourceLocation: sourceLocation)
+    #expect(json["source"]?.stringValue == source, sourceLocation: sourceLocation)
+    let violations = EventSchema.violations(of: json)
+    #expect(violations.isEmpty, "the event does not follow deploy/schema/event.schema.json: \(violations)", sourceLocation: sourceLocation)
     #expect(json["id"]?.stringValue == expectedID, sourceLocation: sourceLocation)
     #expect(json["subject"]?.stringValue == request.id, sourceLocation: sourceLocation)
     #expect(json["datacontenttype"]?.stringValue == "application/json", sourceLocation: sourceLocation)

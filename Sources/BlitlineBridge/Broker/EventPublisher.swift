@@ -22,7 +22,7 @@ struct EventPublisher: Sendable {
 
     /// Publishes an event to the events exchange and, when the request asked, to its `reply_to`.
     func publish(_ event: JobEvent) async throws {
-        let body = event.body
+        let body = event.body(source: topology.eventSource)
         let properties = event.properties
         guard let replyTo = event.context.routableReplyTo else {
             try await channel.publish(

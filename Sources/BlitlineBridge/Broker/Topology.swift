@@ -24,6 +24,8 @@ struct Topology: Sendable {
     /// From a job's deadline to deciding its timeout (`TIMEOUT_GRACE`).
     var timeoutGrace: Duration = .seconds(10)
     var queueType: QueueType = .quorum
+    /// Every event's CloudEvents `source` (`EVENT_SOURCE`, resolved).
+    var eventSource = JobEvent.defaultSource
 
     /// Steps of the submit retry backoff: a TTL queue each, dead-lettering back into the jobs
     /// queue. One TTL per queue, so that a long delay never holds a short one back.

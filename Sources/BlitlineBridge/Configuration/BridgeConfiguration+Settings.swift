@@ -95,7 +95,7 @@ extension BridgeConfiguration {
             "  dead-letters list|replay    show JOBS_QUEUE.dead, or replay it to JOBS_QUEUE",
             "  check                       say what is wrong with the broker, the topology",
             "                              and the settings, if anything",
-            "  version, --version          print the version and exit",
+            "  version                     print the version and exit (also --version)",
             "",
             "Settings:",
         ]
@@ -248,7 +248,8 @@ extension BridgeConfiguration {
         ),
         Setting(
             variable: "AMQP_CA_FILE", placeholder: "<path>",
-            meaning: "A PEM bundle of the CAs that verify the broker's certificate with amqps://",
+            meaning: "A PEM bundle of the CAs that verify the broker's certificate with amqps://; by default the system's "
+                + "bundle (SSL_CERT_FILE, else /etc/ssl/certs/ca-certificates.crt or the distribution's own)",
             form: "use the path of a readable PEM file",
             defaultValue: { $0.amqpCAFile },
             parse: { configuration, value, setting throws(ConfigurationError) in
@@ -353,6 +354,19 @@ extension BridgeConfiguration {
             defaultValue: { $0.eventsExchange },
             parse: { configuration, value, setting throws(ConfigurationError) in
                 configuration.eventsExchange = try brokerName(value, setting)
+            }
+        ),
+        Setting(
+            variable: "EVENT_SOURCE", placeholder: "<uri-reference>",
+            meaning: "The CloudEvents source of every event; {vhost} and {JOBS_QUEUE} in it are replaced by the "
+                + "broker's vhost and the jobs queue's name (e.g. /blitline-bridge/{vhost}/{JOBS_QUEUE}, so that "
+                + "deployments whose request ids overlap emit distinct source and id pairs)",
+            form: "use a URI reference of 1 to 255 bytes without spaces or control characters",
+            defaultValue: { $0.eventSource },
+            parse: { configuration, value, setting throws(ConfigurationError) in
+                guard value.utf8.count <= 255, !value.contains(where: { $0.isWhitespace || $0.asciiValue.map { $0 < 0x20 || $0 == 0x7f } == true })
+                else { throw setting.failure("\(quoted(value)) is not a URI reference; \(setting.form)") }
+                configuration.eventSource = value
             }
         ),
         Setting(

@@ -1,4 +1,6 @@
+import AMQP
 import Blitline
+import Foundation
 import Logging
 
 /// Every setting of the bridge, with their defaults (README, "Configuration").
@@ -27,6 +29,9 @@ public struct BridgeConfiguration: Sendable {
     public var postbackSecrets: [String] = []
     public var jobsQueue = "blitline.jobs"
     public var eventsExchange = "blitline.events"
+    /// Every event's CloudEvents `source` (`EVENT_SOURCE`), `{vhost}` and `{JOBS_QUEUE}` not yet
+    /// replaced; see `eventSourceResolved`.
+    public var eventSource = JobEvent.defaultSource
     /// Unacknowledged requests held at once.
     public var prefetch = 64
     /// Tries per request against Blitline's submit endpoint on transient failures.
@@ -67,7 +72,18 @@ public struct BridgeConfiguration: Sendable {
     var topology: Topology {
         Topology(
             jobsQueue: jobsQueue, eventsExchange: eventsExchange, jobTimeout: jobTimeout, timeoutGrace: timeoutGrace,
-            queueType: queueType)
+            queueType: queueType, eventSource: eventSourceResolved)
+    }
+
+    /// `EVENT_SOURCE` with `{vhost}` replaced by the vhost of `AMQP_URL`'s first node as the URL
+    /// writes it (percent-encoded: `/` is `%2F`) and `{JOBS_QUEUE}` by the jobs queue's name.
+    public var eventSourceResolved: String {
+        let vhost = (try? AMQPEndpoints(urls: amqpURL).configurations.first?.virtualHost) ?? "/"
+        var unreserved = CharacterSet.alphanumerics
+        unreserved.insert(charactersIn: "-._~")
+        return eventSource
+            .replacingOccurrences(of: "{vhost}", with: vhost.addingPercentEncoding(withAllowedCharacters: unreserved) ?? vhost)
+            .replacingOccurrences(of: "{JOBS_QUEUE}", with: jobsQueue)
     }
 
     /// The listener's bounds as these settings give them.

@@ -79,9 +79,14 @@ struct JobEvent: Sendable {
             appID: "blitline-bridge")
     }
 
-    var body: [UInt8] { json.jsonBytes }
+    /// The CloudEvents `source` the contract's example shows, and `EVENT_SOURCE`'s default.
+    static let defaultSource = "blitline-bridge"
 
-    var json: JSONValue {
+    func body(source: String) -> [UInt8] { json(source: source).jsonBytes }
+
+    var json: JSONValue { json(source: Self.defaultSource) }
+
+    func json(source: String) -> JSONValue {
         func string(_ value: String?) -> JSONValue { value.map(JSONValue.string) ?? .null }
         var data: [JSONValue.Member] = [
             .init(key: "status", value: .string(status.rawValue)),
@@ -101,7 +106,7 @@ struct JobEvent: Sendable {
         return .object([
             .init(key: "specversion", value: "1.0"),
             .init(key: "type", value: .string("blitline.job.\(status.rawValue)")),
-            .init(key: "source", value: "blitline-bridge"),
+            .init(key: "source", value: .string(source)),
             .init(key: "id", value: .string(id)),
             .init(key: "time", value: .string(Self.timestamp(time))),
             .init(key: "subject", value: .string(context.requestID)),
