@@ -1,4 +1,5 @@
 import AMQP
+import Blitline
 import Foundation
 import Testing
 
@@ -98,6 +99,57 @@ extension BridgeProcessTests {
             #expect(replayed.userID == nil && replayed.expiration == nil)
             #expect(replayed.deliveryMode == AMQPProperties.persistent)
             #expect(DeadLettersCommand.replayProperties(AMQPProperties(headers: ["x-bridge-error": .string("e")])).headers == nil)
+        }
+
+        // MARK: submit
+
+        @Test func submitMakesANewRequestEachTimeAndPrintsItsEvent() async throws {
+            try await BridgeHarness.run("submit-tool") { h in
+                let bridge = try await h.startBridge()
+                let directory = FileManager.default.temporaryDirectory.appendingPathComponent("blitline-bridge-tests")
+                let file = directory.appendingPathComponent("order-\(TestEnvironment.uniqueSuffix()).json")
+                try Data(TestRequest.thumbnails("submitted").body).write(to: file)
+                defer { try? FileManager.default.removeItem(at: file) }
+                let stem = file.deletingPathExtension().lastPathComponent
+
+                // The same file twice is two requests, each with its own completed event; under
+                // --json, stdout holds the events as published and nothing else.
+                var ids: [String] = []
+                for _ in 0..<2 {
+                    let run = try await OperatorQueues.runTool(
+                        ["submit", file.path, "--wait", "--json"], environment: bridge.settings.environment)
+                    #expect(run.status == 0, "\(run)")
+                    #expect(run.lines.count == 1, "\(run)")
+                    let event = try JSONValue(parsing: Array((run.lines.first ?? "").utf8))
+                    #expect(EventSchema.violations(of: event).isEmpty)
+                    #expect(event["data"]?["status"]?.stringValue == "completed")
+                    let id = try #require(event["data"]?["request_id"]?.stringValue)
+                    #expect(id.hasPrefix(stem + "-") && run.errors.contains("submitted \(id)"), "\(run)")
+                    ids.append(id)
+                }
+                #expect(Set(ids).count == 2, "\(ids)")
+
+                // --id names the request; flags also take --flag=value.
+                let named = try await OperatorQueues.runTool(
+                    ["submit", file.path, "--id=order-7", "--wait", "--timeout=1m"], environment: bridge.settings.environment)
+                #expect(named.status == 0, "\(named)")
+                #expect(named.lines.first == "submitted order-7", "\(named)")
+                #expect(named.lines.contains { $0.hasPrefix("✔ order-7: completed via postback (job ") }, "\(named)")
+                #expect(named.lines.last == "1 requests: 1 completed, 0 failed", "\(named)")
+            }
+        }
+
+        @Test func submitWaitsAsLongAsAJobMayTakeToEnd() throws {
+            var configuration = BridgeConfiguration()
+            #expect(SubmitCommand.waitLimit(configuration) == .seconds(30 * 60 + 10 + 60))
+            configuration.jobTimeout = .seconds(120)
+            configuration.timeoutGrace = .seconds(1)
+            #expect(SubmitCommand.waitLimit(configuration) == .seconds(181))
+            #expect(throws: ConfigurationError.self) { try SubmitCommand(arguments: ["a.json", "b.json", "--id", "x"]) }
+            #expect(try SubmitCommand(arguments: ["a.json", "--id", "x"]).requestID(for: "a.json") == "x")
+            let unnamed = try SubmitCommand(arguments: ["dir/a.json"])
+            #expect(unnamed.requestID(for: "dir/a.json") != unnamed.requestID(for: "dir/a.json"))
+            #expect(unnamed.requestID(for: "dir/a.json").hasPrefix("a-"))
         }
 
         // MARK: check

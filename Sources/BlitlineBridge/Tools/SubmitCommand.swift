@@ -3,32 +3,62 @@ import Blitline
 import Foundation
 import Synchronization
 
-/// `blitline-bridge submit FILE… [--wait] [--timeout 60s]`: publishes job files as requests (the
-/// file name without extension is the message id) and, with `--wait`, prints each one's event as it
-/// comes, through a `reply_to` queue of its own.
+/// `blitline-bridge submit FILE… [--id ID] [--wait] [--timeout DURATION] [--json]`: publishes job
+/// files as requests, each under a request id of its own, and, with `--wait`, prints each one's
+/// event as it comes, through a `reply_to` queue of its own.
 public struct SubmitCommand: Sendable {
     public var files: [String] = []
+    /// The request id of the one file; by default each file's name without its extension and a
+    /// random suffix, so that submitting a file twice makes two requests (consumers drop events
+    /// whose id they have seen).
+    public var id: String?
     public var wait = false
-    public var timeout: Duration = .seconds(120)
+    /// How long `--wait` waits for the events; by default as long as a job may take to end in its
+    /// timeout event (`waitLimit`).
+    public var timeout: Duration?
+    /// Events as JSON lines on stdout (the event as published), everything else on stderr.
+    public var json = false
 
     /// Usage, for `--help` and mistakes.
     public static let usage = """
-        usage: blitline-bridge submit FILE... [--wait] [--timeout DURATION]
+        usage: blitline-bridge submit FILE... [--id ID] [--wait] [--timeout DURATION] [--json]
 
-        Publishes each FILE (one Blitline job as JSON) to JOBS_QUEUE as a request whose message id
-        is the file name without its extension. With --wait, prints each request's event as it
-        arrives and exits 1 if any failed (or did not arrive within --timeout, default 120s).
+        Publishes each FILE (one Blitline job as JSON) to JOBS_QUEUE as a request. Its request id
+        (and message id) is the file name without its extension and a random suffix, so that
+        submitting a file again makes a new request; --id sets it (one FILE only).
+        With --wait, prints each request's event as it arrives, a status line meanwhile on a
+        terminal, and exits 1 if any failed or did not arrive within --timeout (by default
+        JOB_TIMEOUT + TIMEOUT_GRACE + 1m: by then every job has its event, if only a timeout).
+        With --json, prints each event as one JSON line on stdout and nothing else there.
         Uses AMQP_URL and JOBS_QUEUE from the environment, as the worker does.
 
         """
 
     public init(arguments: ArraySlice<String>) throws(ConfigurationError) {
         var arguments = arguments
+        func value(_ flag: String, inline: Substring?) throws(ConfigurationError) -> String {
+            guard let value = inline.map(String.init) ?? arguments.popFirst(), !value.isEmpty else {
+                throw ConfigurationError(.missingValue, variable: nil, message: "\(flag) needs a value\n" + Self.usage)
+            }
+            return value
+        }
         while let argument = arguments.popFirst() {
-            switch argument {
+            let parts = argument.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let flag = argument.hasPrefix("--") ? String(parts[0]) : argument
+            let inline = argument.hasPrefix("--") && parts.count == 2 ? parts[1] : nil
+            switch flag {
             case "--wait": wait = true
+            case "--json": json = true
+            case "--id":
+                let id = try value(flag, inline: inline)
+                guard id.utf8.count <= RequestContext.maxRequestIDBytes else {
+                    throw ConfigurationError(
+                        .invalidValue, variable: nil,
+                        message: "--id takes at most \(RequestContext.maxRequestIDBytes) bytes of UTF-8 (a request id)")
+                }
+                self.id = id
             case "--timeout":
-                guard let value = arguments.popFirst(), let duration = try? BridgeConfiguration.parseDuration(value) else {
+                guard let duration = try? BridgeConfiguration.parseDuration(try value(flag, inline: inline)) else {
                     throw ConfigurationError(
                         .invalidValue, variable: nil, message: "--timeout takes a duration such as 30s, 2m or 1h")
                 }
@@ -43,6 +73,22 @@ public struct SubmitCommand: Sendable {
         guard !files.isEmpty else {
             throw ConfigurationError(.missingValue, variable: nil, message: "no job files given\n" + Self.usage)
         }
+        guard id == nil || files.count == 1 else {
+            throw ConfigurationError(.invalidValue, variable: nil, message: "--id names one request: give one FILE")
+        }
+    }
+
+    /// How long `--wait` waits by default: a job's deadline (`JOB_TIMEOUT` after submission), the
+    /// grace before its timeout is decided, and a minute for the bridge to get to it.
+    public static func waitLimit(_ configuration: BridgeConfiguration) -> Duration {
+        configuration.jobTimeout + configuration.timeoutGrace + .seconds(60)
+    }
+
+    /// The request id of `file`.
+    func requestID(for file: String) -> String {
+        if let id { return id }
+        let stem = URL(fileURLWithPath: file).deletingPathExtension().lastPathComponent
+        return "\(stem.prefix(200))-\(String(UInt32.random(in: .min ... .max), radix: 16))"
     }
 
     /// Runs the command; returns the process's exit status.
@@ -61,29 +107,43 @@ public struct SubmitCommand: Sendable {
         var requestIDs: [String] = []
         for file in files {
             let body = try Array(Data(contentsOf: URL(fileURLWithPath: file)))
-            let id = URL(fileURLWithPath: file).deletingPathExtension().lastPathComponent
+            let id = requestID(for: file)
             try await channel.publish(
                 body, routingKey: configuration.jobsQueue, mandatory: true,
                 properties: AMQPProperties(
                     contentType: "application/json", deliveryMode: AMQPProperties.persistent,
                     correlationID: id, replyTo: replyQueue, messageID: id))
             requestIDs.append(id)
-            print("submitted \(id)")
+            say("submitted \(id)")
         }
         guard let replies else {
             await connection.close()
             return 0
         }
-        let outcome = try await collect(replies, expecting: Set(requestIDs))
+        let outcome = try await collect(
+            replies, expecting: Set(requestIDs), within: timeout ?? Self.waitLimit(configuration))
         await connection.close()
-        print(outcome.summary)
+        say(outcome.summary)
         return outcome.allCompleted ? 0 : 1
     }
 
-    /// Prints events for `expecting` as they come, until all came or the timeout passed.
-    private func collect(_ replies: AMQPConsumer, expecting: Set<String>) async throws -> (summary: String, allCompleted: Bool) {
+    /// A line for the person at the terminal: stdout, or stderr under `--json`.
+    private func say(_ line: String) {
+        if json {
+            FileHandle.standardError.write(Data((line + "\n").utf8))
+        } else {
+            print(line)
+        }
+    }
+
+    /// Prints events for `expecting` as they come, until all came or `limit` passed; on a
+    /// terminal, a status line meanwhile.
+    private func collect(
+        _ replies: AMQPConsumer, expecting: Set<String>, within limit: Duration
+    ) async throws -> (summary: String, allCompleted: Bool) {
         let seen = Outcomes()
-        let limit = timeout
+        let status = StatusLine(expecting: expecting.count, to: json ? STDERR_FILENO : STDOUT_FILENO)
+        let json = json
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 var waiting = expecting
@@ -92,15 +152,27 @@ public struct SubmitCommand: Sendable {
                     guard let event = try? JSONValue(parsing: delivery.body), let data = event["data"],
                         let requestID = data["request_id"]?.stringValue, waiting.remove(requestID) != nil
                     else { continue }
-                    print(Self.describe(data))
-                    seen.record(requestID, completed: data["status"]?.stringValue == "completed")
+                    let completed = data["status"]?.stringValue == "completed"
+                    seen.record(requestID, completed: completed)
+                    status.clear()
+                    print(json ? String(decoding: event.jsonBytes, as: UTF8.self) : Self.describe(data))
+                    status.update(completed: completed)
                     if waiting.isEmpty { return }
                 }
             }
             group.addTask { try await Task.sleep(for: limit) }
+            if status.isTerminal {
+                group.addTask {
+                    while true {
+                        status.show()
+                        try await Task.sleep(for: .seconds(1))
+                    }
+                }
+            }
             _ = try await group.next()
             group.cancelAll()
         }
+        status.clear()
         let outcomes = seen.all
         let completed = outcomes.values.filter { $0 }.count
         let failed = outcomes.count - completed
@@ -136,4 +208,51 @@ private final class Outcomes: Sendable {
     func record(_ requestID: String, completed: Bool) { outcomes.withLock { $0[requestID] = completed } }
 
     var all: [String: Bool] { outcomes.withLock { $0 } }
+}
+
+/// `submit --wait`'s status line on a terminal: done, failed, waiting, and the time since the start,
+/// redrawn in place (`\r`) and cleared before anything else is printed.
+private final class StatusLine: Sendable {
+    private struct Counts {
+        var completed = 0, failed = 0
+        var shown = false
+    }
+
+    let isTerminal: Bool
+    private let descriptor: Int32
+    private let expecting: Int
+    private let started = ContinuousClock.now
+    private let counts = Mutex(Counts())
+
+    init(expecting: Int, to descriptor: Int32) {
+        self.expecting = expecting
+        self.descriptor = descriptor
+        isTerminal = isatty(descriptor) == 1
+    }
+
+    func update(completed: Bool) {
+        counts.withLock { completed ? ($0.completed += 1) : ($0.failed += 1) }
+        show()
+    }
+
+    func show() {
+        guard isTerminal else { return }
+        let line: String = counts.withLock { counts in
+            counts.shown = true
+            let elapsed = (ContinuousClock.now - started).components.seconds
+            return "\r\u{1B}[K⧗ \(counts.completed) done, \(counts.failed) failed, "
+                + "\(expecting - counts.completed - counts.failed) waiting, \(elapsed / 60)m\(elapsed % 60)s"
+        }
+        write(line)
+    }
+
+    func clear() {
+        guard isTerminal, counts.withLock({ $0.shown }) else { return }
+        write("\r\u{1B}[K")
+    }
+
+    private func write(_ text: String) {
+        fflush(nil)  // what print() holds first, so that the line comes after it
+        _ = Array(text.utf8).withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress, $0.count) }
+    }
 }
