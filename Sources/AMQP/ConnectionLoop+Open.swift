@@ -83,6 +83,7 @@ extension ConnectionLoop {
                 "authentication_failure_close": .bool(true),
             ]),
         ]
+        for (key, value) in configuration.clientProperties { table[key] = .string(value) }
         if let name = configuration.connectionName { table["connection_name"] = .string(name) }
         return table
     }

@@ -56,7 +56,7 @@ struct BridgeSettings: Sendable {
 final class BridgeProcess: Sendable {
     let settings: BridgeSettings
     let logPath: String
-    private let pid: pid_t
+    let pid: pid_t
     private let process: Mutex<Process>
 
     var baseURL: String { "http://127.0.0.1:\(settings.listenPort)" }

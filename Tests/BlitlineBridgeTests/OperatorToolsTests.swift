@@ -169,6 +169,13 @@ extension BridgeProcessTests {
                 #expect(run.lines.contains { $0.hasPrefix("✔ BLITLINE_API_URL: \(h.simulator.url) answers (HTTP ") })
                 #expect(!run.output.contains("✘") && !run.output.contains("⚠"), "\(run)")
                 #expect(run.lines.last?.hasPrefix("All ") == true)
+
+                // The management UI tells the instance's connections apart, and says what they are.
+                let connections = try TestEnvironment.controlBroker(
+                    "ctl", "-q", "list_connections", "name", "client_properties", "--no-table-headers")
+                let own = connections.split(separator: "\n").filter { $0.contains("pid \(bridge.pid))") }
+                #expect(own.count >= 2, "the bridge's connections are not named after its pid: \(connections)")
+                #expect(own.allSatisfy { $0.contains("0.1.0") && $0.contains("Swift on Linux") }, "\(own)")
             }
         }
 

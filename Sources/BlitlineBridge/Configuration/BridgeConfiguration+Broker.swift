@@ -13,10 +13,18 @@ extension BridgeConfiguration {
                 var node = node
                 if let amqpCAFile { node.tls?.caFile = amqpCAFile }
                 node.connectionName = node.connectionName ?? instance
+                node.clientProperties = Self.clientProperties
                 return node
             },
             start: Int.random(in: 0..<nodes.count))
     }
+
+    /// What the management UI shows of the bridge's connections besides their names.
+    static let clientProperties = [
+        "version": BridgeVersion.current,
+        "platform": "Swift on Linux",
+        "information": "blitline-bridge: Blitline jobs from RabbitMQ, one event per request",
+    ]
 
     /// The first node of `AMQP_URL`, for the operator tools (see `brokerEndpoints`).
     func brokerConfiguration(connectionName name: String) throws -> AMQPConnection.Configuration {
