@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The demo (README): the whole product on this machine. Builds the project, starts a RabbitMQ node
-# of its own unless AMQP_URL names a broker, starts blitline-simulator and blitline-bridge in
-# postback mode, submits the sample jobs in deploy/demo/ (two resizes with several outputs, one with
-# an unknown function, one invalid request), prints each event as it arrives and a summary, then
-# stops what it started. With --keep everything stays running and it prints how to reach it.
+# of its own unless AMQP_URL names a broker (with its management UI on port 15683, whose address it
+# prints), starts blitline-simulator and blitline-bridge in postback mode, submits the sample jobs
+# in deploy/demo/ (two resizes with several outputs, one with an unknown function, one invalid
+# request), prints each event as it arrives and a summary, then stops what it started. With --keep
+# everything stays running and it prints how to reach it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 keep=false
@@ -19,8 +20,9 @@ bin=$(swift build -c release --show-bin-path)
 state=/tmp/blitline-bridge-demo
 mkdir -p "$state"
 export BROKER_DIR="$state/broker" BROKER_NODE=blitline-bridge-demo BROKER_PORT=5683 \
-    BROKER_DIST_PORT=25683 BROKER_EPMD_PORT=4383
+    BROKER_DIST_PORT=25683 BROKER_EPMD_PORT=4383 BROKER_MANAGEMENT_PORT=15683
 own_broker=false
+broker_ui=
 if [ -z "${AMQP_URL:-}" ]; then
     mkdir -p "$BROKER_DIR" && chmod 755 "$state" "$BROKER_DIR"
     if ! deploy/rabbitmq-node.sh ctl -q status > /dev/null 2>&1; then
@@ -29,6 +31,7 @@ if [ -z "${AMQP_URL:-}" ]; then
         own_broker=true
     fi
     AMQP_URL=$(deploy/rabbitmq-node.sh url)
+    broker_ui="http://127.0.0.1:$BROKER_MANAGEMENT_PORT/ (user guest, password guest: guest logs in from this machine only)"
 fi
 export AMQP_URL
 
@@ -70,6 +73,7 @@ for _ in $(seq 1 150); do
     sleep 0.2
 done
 echo "bridge ready: simulator on :$simulator_port, listener on :$listener_port, broker $AMQP_URL" | sed 's#//[^@]*@#//#'
+if [ -n "$broker_ui" ]; then echo "broker UI: $broker_ui"; fi
 echo
 "$bin/blitline-bridge" submit deploy/demo/*.json --wait --timeout 60s | tee "$state/events.txt" || true
 echo
@@ -77,6 +81,7 @@ if [ "$keep" = true ]; then
     cat <<INFO
 Still running (--keep):
   broker:     $(echo "$AMQP_URL" | sed 's#//[^@]*@#//#')   (jobs queue $JOBS_QUEUE, events exchange $EVENTS_EXCHANGE)
+  broker UI:  ${broker_ui:-none (the broker is yours)}
   listener:   http://127.0.0.1:$listener_port/healthz, /readyz
   metrics:    http://127.0.0.1:$listener_port/metrics
   simulator:  http://127.0.0.1:$simulator_port/_control/stats

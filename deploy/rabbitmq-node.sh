@@ -12,7 +12,9 @@
 #
 # Settings (environment): BROKER_DIR (required: a folder the rabbitmq user can write; created
 # with mktemp -d by the callers), BROKER_NODE (blitline-bridge-test), BROKER_PORT (5682),
-# BROKER_DIST_PORT (25682), BROKER_EPMD_PORT (4382).
+# BROKER_DIST_PORT (25682), BROKER_EPMD_PORT (4382), BROKER_PLUGINS (none: a comma-separated list of
+# plugins to enable), BROKER_MANAGEMENT_PORT (none: set, it enables the management UI and its HTTP
+# API on 127.0.0.1 at that port; the guest user logs in from localhost only, which this is).
 set -euo pipefail
 
 dir=${BROKER_DIR:?BROKER_DIR must name the node\'s data folder}
@@ -20,6 +22,9 @@ node="${BROKER_NODE:-blitline-bridge-test}@localhost"
 port=${BROKER_PORT:-5682}
 dist_port=${BROKER_DIST_PORT:-25682}
 epmd_port=${BROKER_EPMD_PORT:-4382}
+management_port=${BROKER_MANAGEMENT_PORT:-}
+plugins=${BROKER_PLUGINS:-}
+if [ -n "$management_port" ]; then plugins="${plugins:+$plugins,}rabbitmq_management"; fi
 bin=/usr/lib/rabbitmq/bin
 
 as_rabbitmq() {
@@ -38,14 +43,19 @@ ctl() { as_rabbitmq "$bin/rabbitmqctl" -n "$node" "$@"; }
 
 start() {
     mkdir -p "$dir/log" "$dir/mnesia"
-    [ -f "$dir/rabbitmq.conf" ] || cat > "$dir/rabbitmq.conf" <<CONF
+    # Written at every start, so that this run's settings apply to a data folder kept from an earlier
+    # one (the demo keeps its own).
+    cat > "$dir/rabbitmq.conf" <<CONF
 listeners.tcp.default = 127.0.0.1:$port
 log.console = false
 log.file.level = warning
 disk_free_limit.absolute = 50MB
 CONF
+    if [ -n "$management_port" ]; then
+        printf 'management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = %s\n' "$management_port" >> "$dir/rabbitmq.conf"
+    fi
+    echo "[$plugins]." > "$dir/enabled_plugins"
     [ -f "$dir/advanced.config" ] || echo "[]." > "$dir/advanced.config"
-    [ -f "$dir/enabled_plugins" ] || echo "[${BROKER_PLUGINS:-}]." > "$dir/enabled_plugins"
     touch "$dir/rabbitmq-env.conf"
     if [ "$(id -u)" = 0 ]; then chown -R rabbitmq:rabbitmq "$dir"; fi
     setsid bash -c "$(declare -f as_rabbitmq); dir='$dir' node='$node' port='$port' \
