@@ -51,6 +51,7 @@ public struct BridgeApp: Sendable {
         let topology = configuration.topology
         let session = BrokerSession()
         let submitter = JobSubmitter(client: client)
+        let postbackKeys = PostbackToken.Keys(secrets: configuration.postbackSecrets, jobTimeout: configuration.jobTimeout)
         let ledger = OutcomeLedger(
             window: OutcomeLedger.window(jobTimeout: configuration.jobTimeout, timeoutGrace: configuration.timeoutGrace))
         let bridge = BridgeService(
@@ -64,8 +65,7 @@ public struct BridgeApp: Sendable {
                     submitMaxAttempts: configuration.submitMaxAttempts, maxRedeliveries: configuration.maxRedeliveries,
                     jobTimeout: configuration.jobTimeout),
                 submitter: submitter,
-                postbackKeys: configuration.postbackSecrets.isEmpty
-                    ? nil : PostbackToken.Keys(secrets: configuration.postbackSecrets, jobTimeout: configuration.jobTimeout),
+                postbackKeys: configuration.postbackSecrets.isEmpty ? nil : postbackKeys,
                 metrics: metrics, logger: logger),
             timeouts: TimeoutProcessor(configuration: configuration, ledger: ledger, metrics: metrics, logger: logger),
             polls: PollProcessor(
@@ -77,8 +77,7 @@ public struct BridgeApp: Sendable {
             probeHost: configuration.healthHost, probePort: configuration.healthPort,
             postbackPathPrefix: configuration.postbackBaseURL.map(Self.path(of:)),
             receiver: PostbackHandler(
-                keys: PostbackToken.Keys(secrets: configuration.postbackSecrets, jobTimeout: configuration.jobTimeout),
-                session: session, metrics: metrics, logger: logger),
+                keys: postbackKeys, session: session, metrics: metrics, logger: logger),
             isReady: { session.isReady }, metricsText: metricsText, limits: configuration.listenerLimits,
             logger: logger, onRunning: onListening, onShed: { metrics.postback($0 == .overloaded ? .overloaded : .timedOut) })
 
@@ -92,12 +91,10 @@ public struct BridgeApp: Sendable {
         try await ServiceGroup(configuration: group).run()
     }
 
-    /// The path of the postback base URL, without a trailing slash ("" for none).
+    /// The path of the postback base URL ("" for none); the settings keep the URL without a
+    /// trailing slash, query or fragment.
     static func path(of url: String) -> String {
         guard let schemeEnd = url.range(of: "://") else { return "" }
-        let afterHost = url[schemeEnd.upperBound...].drop { $0 != "/" }
-        var path = String(afterHost.prefix { $0 != "?" && $0 != "#" })
-        while path.hasSuffix("/") { path.removeLast() }
-        return path
+        return String(url[schemeEnd.upperBound...].drop { $0 != "/" })
     }
 }

@@ -1,7 +1,7 @@
 /// Failures of the bridge that are not the broker's or Blitline's own.
 public struct BridgeError: Error, Sendable, CustomStringConvertible {
     private enum Code: Sendable {
-        case topologyMismatch, brokerUnavailable, notReady
+        case topologyMismatch, brokerUnavailable
     }
 
     private let code: Code

@@ -34,7 +34,9 @@ struct Topology: Sendable {
     static let pollPause: Duration = .seconds(1)
 
     /// Requests that cannot succeed as they are, with header `x-bridge-error`.
-    var deadQueue: String { jobsQueue + ".dead" }
+    var deadQueue: String { Self.deadQueue(of: jobsQueue) }
+
+    static func deadQueue(of jobsQueue: String) -> String { jobsQueue + ".dead" }
     /// Deadline messages (one per batch of submitted jobs), expiring `JOB_TIMEOUT` plus
     /// `TIMEOUT_GRACE` after they were published into `timeoutsQueue`. The delay is the queue's
     /// own TTL and in its name: messages expire only at the head of a queue, so instances with

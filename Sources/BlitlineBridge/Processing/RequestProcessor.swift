@@ -174,8 +174,9 @@ struct RequestProcessor: Sendable {
         }
     }
 
+    /// `base` is `POSTBACK_BASE_URL`, which the settings keep without a trailing slash.
     static func postbackURL(base: String, token: String) -> String {
-        (base.hasSuffix("/") ? String(base.dropLast()) : base) + "/postback/" + token
+        base + "/postback/" + token
     }
 
     /// The poll rate limit's key: the application id itself is a secret and stays out of messages.

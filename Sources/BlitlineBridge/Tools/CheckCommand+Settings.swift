@@ -18,7 +18,7 @@ extension CheckCommand {
                 applicationIDFinding(configuration),
             ]
         }
-        let route = (base.hasSuffix("/") ? String(base.dropLast()) : base) + "/postback/{token}"
+        let route = RequestProcessor.postbackURL(base: base, token: "{token}")
         var findings = [
             Finding(
                 .pass, "mode",

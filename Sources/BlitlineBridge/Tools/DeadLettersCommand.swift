@@ -82,7 +82,7 @@ public struct DeadLettersCommand: Sendable {
     }
 
     private func run(on connection: AMQPConnection, jobsQueue: String) async throws -> Int32 {
-        let deadQueue = Topology(jobsQueue: jobsQueue, eventsExchange: "", jobTimeout: .zero).deadQueue
+        let deadQueue = Topology.deadQueue(of: jobsQueue)
         let source = try await connection.openChannel()
         let waiting: Int
         do {
