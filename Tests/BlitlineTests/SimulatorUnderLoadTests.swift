@@ -2,14 +2,15 @@ import Blitline
 import BlitlineSimulator
 import Testing
 
-@Suite("Simulator throughput")
-struct ThroughputTests {
+/// The simulator under the load the bridge's tests and benchmark put on it: nothing is lost or
+/// posted back twice. (Its speed is measured by `deploy/bench.sh`, not here.)
+@Suite("Simulator under load")
+struct SimulatorUnderLoadTests {
     @Test("2,000 jobs submitted 32 at a time are all accepted and posted back exactly once")
     func manyJobs() async throws {
         let receiver = PostbackReceiver()
         try await receiver.serve { url in
             try await withSimulator { client, port in
-                let started = ContinuousClock.now
                 let accepted = await withTaskGroup(of: Int.self) { group in
                     for worker in 0..<32 {
                         group.addTask {
@@ -25,11 +26,9 @@ struct ThroughputTests {
                 }
                 #expect(accepted == 2_000)
                 try await receiver.waitFor(2_000, timeout: .seconds(30))
-                let elapsed = ContinuousClock.now - started
                 let ids = try receiver.requests.map { try JobResult.decode(postbackBody: $0.body, contentType: $0.contentType).jobID }
                 #expect(ids.count == 2_000 && Set(ids).count == 2_000)
                 #expect(try await stats(port)["postbacks_acknowledged"] == .number(2_000))
-                print("2,000 jobs submitted and posted back in \(elapsed)")
             }
         }
     }
