@@ -87,120 +87,126 @@ import Testing
     }
 
     @Test func publishingWaitsDuringAMemoryAlarmAndResumesAfter() async throws {
-        let publisher = try await TestBroker.connect()
-        defer { Task { await publisher.close() } }
-        let channel = try await publisher.openChannel()
-        let queue = TestBroker.uniqueName("alarm")
-        try await channel.declareQueue(queue, durable: false)
-        try await channel.enableConfirms()
-        try await channel.publish([0], routingKey: queue)
+        try await withCleanup { cleanup in
+            let publisher = try await TestBroker.connect()
+            cleanup.add { await publisher.close() }
+            let channel = try await publisher.openChannel()
+            let queue = TestBroker.uniqueName("alarm")
+            try await channel.declareQueue(queue, durable: false)
+            try await channel.enableConfirms()
+            try await channel.publish([0], routingKey: queue)
 
-        try TestBroker.control("ctl", "set_vm_memory_high_watermark", "0.0001")
-        var alarmCleared = false
-        defer { if !alarmCleared { _ = try? TestBroker.control("ctl", "set_vm_memory_high_watermark", "0.4") } }
+            try TestBroker.control("ctl", "set_vm_memory_high_watermark", "0.0001")
+            var alarmCleared = false
+            defer { if !alarmCleared { _ = try? TestBroker.control("ctl", "set_vm_memory_high_watermark", "0.4") } }
 
-        // RabbitMQ blocks a connection when it next publishes during the alarm.
-        let publishing = Task {
-            for index in 1...20 { try await channel.publish([UInt8(index)], routingKey: queue) }
+            // RabbitMQ blocks a connection when it next publishes during the alarm.
+            let publishing = Task {
+                for index in 1...20 { try await channel.publish([UInt8(index)], routingKey: queue) }
+            }
+            #expect(await eventually { publisher.isBlocked }, "the broker never said connection.blocked")
+            try await Task.sleep(for: .seconds(2))
+            let waiting = try await TestBroker.connect()
+            let observer = try await waiting.openChannel()
+            #expect(try await observer.declareQueue(queue, passive: true).messageCount <= 2, "published while blocked")
+            #expect(publisher.closeReason == nil)
+
+            try TestBroker.control("ctl", "set_vm_memory_high_watermark", "0.4")
+            alarmCleared = true
+            try await publishing.value
+            #expect(!publisher.isBlocked)
+            #expect(try await observer.declareQueue(queue, passive: true).messageCount == 21)
+            try await observer.deleteQueue(queue)
+            await waiting.close()
         }
-        #expect(await eventually { publisher.isBlocked }, "the broker never said connection.blocked")
-        try await Task.sleep(for: .seconds(2))
-        let waiting = try await TestBroker.connect()
-        let observer = try await waiting.openChannel()
-        #expect(try await observer.declareQueue(queue, passive: true).messageCount <= 2, "published while blocked")
-        #expect(publisher.closeReason == nil)
-
-        try TestBroker.control("ctl", "set_vm_memory_high_watermark", "0.4")
-        alarmCleared = true
-        try await publishing.value
-        #expect(!publisher.isBlocked)
-        #expect(try await observer.declareQueue(queue, passive: true).messageCount == 21)
-        try await observer.deleteQueue(queue)
-        await waiting.close()
     }
 
     @Test func aPublishCancelledWhileTheBrokerBlocksPublishingThrowsAtOnceAndIsNeverWritten() async throws {
-        let publisher = try await TestBroker.connect()
-        let observing = try await TestBroker.connect()
-        defer { Task { await publisher.close(); await observing.close() } }
-        let channel = try await publisher.openChannel()
-        let queue = TestBroker.uniqueName("cancel")
-        try await channel.declareQueue(queue, durable: false)
-        try await channel.enableConfirms()
-        let changes = Task {
-            var seen: [Bool] = []
-            for await blocked in publisher.blockedChanges() {
-                seen.append(blocked)
-                if seen.count >= 3 { break }
+        try await withCleanup { cleanup in
+            let publisher = try await TestBroker.connect()
+            let observing = try await TestBroker.connect()
+            cleanup.add { await publisher.close(); await observing.close() }
+            let channel = try await publisher.openChannel()
+            let queue = TestBroker.uniqueName("cancel")
+            try await channel.declareQueue(queue, durable: false)
+            try await channel.enableConfirms()
+            let changes = Task {
+                var seen: [Bool] = []
+                for await blocked in publisher.blockedChanges() {
+                    seen.append(blocked)
+                    if seen.count >= 3 { break }
+                }
+                return seen
             }
-            return seen
-        }
 
-        try await Self.withMemoryAlarm {
-            // RabbitMQ blocks a connection when it next publishes during the alarm: the publishes
-            // that make it do so are written, and may or may not be confirmed meanwhile.
-            var attempt = 0
-            while !publisher.isBlocked, attempt < 30 {
-                attempt += 1
-                _ = await Self.publish(channel, queue: queue, messageID: "before-\(attempt)", timeout: .seconds(1))
+            try await Self.withMemoryAlarm {
+                // RabbitMQ blocks a connection when it next publishes during the alarm: the publishes
+                // that make it do so are written, and may or may not be confirmed meanwhile.
+                var attempt = 0
+                while !publisher.isBlocked, attempt < 30 {
+                    attempt += 1
+                    _ = await Self.publish(channel, queue: queue, messageID: "before-\(attempt)", timeout: .seconds(1))
+                }
+                try #require(publisher.isBlocked, "the broker never said connection.blocked")
+
+                let started = ContinuousClock.now
+                let outcome = await Self.publish(channel, queue: queue, messageID: "cancelled", timeout: .seconds(1))
+                let waited = ContinuousClock.now - started
+                #expect(throws: CancellationError.self) { try outcome.get() }
+                #expect(waited < .seconds(5), "a publish cancelled after 1 s returned after \(waited)")
             }
-            try #require(publisher.isBlocked, "the broker never said connection.blocked")
 
-            let started = ContinuousClock.now
-            let outcome = await Self.publish(channel, queue: queue, messageID: "cancelled", timeout: .seconds(1))
-            let waited = ContinuousClock.now - started
-            #expect(throws: CancellationError.self) { try outcome.get() }
-            #expect(waited < .seconds(5), "a publish cancelled after 1 s returned after \(waited)")
+            #expect(await eventually(timeout: .seconds(30)) { !publisher.isBlocked })
+            try await channel.publish([1], routingKey: queue, properties: .init(messageID: "after"))
+            #expect(publisher.closeReason == nil)
+            #expect(await changes.value == [false, true, false])
+
+            // The cancelled publish, still waiting when it was cancelled, was never written.
+            let observer = try await observing.openChannel()
+            var ids: [String] = []
+            while let message = try await observer.get(queue: queue) {
+                ids.append(message.properties.messageID ?? "")
+                message.ack()
+            }
+            #expect(!ids.contains("cancelled"), "\(ids)")
+            #expect(ids.last == "after", "\(ids)")
+            try await observer.deleteQueue(queue)
         }
-
-        #expect(await eventually(timeout: .seconds(30)) { !publisher.isBlocked })
-        try await channel.publish([1], routingKey: queue, properties: .init(messageID: "after"))
-        #expect(publisher.closeReason == nil)
-        #expect(await changes.value == [false, true, false])
-
-        // The cancelled publish, still waiting when it was cancelled, was never written.
-        let observer = try await observing.openChannel()
-        var ids: [String] = []
-        while let message = try await observer.get(queue: queue) {
-            ids.append(message.properties.messageID ?? "")
-            message.ack()
-        }
-        #expect(!ids.contains("cancelled"), "\(ids)")
-        #expect(ids.last == "after", "\(ids)")
-        try await observer.deleteQueue(queue)
     }
 
     @Test func aPublishCancelledWhileAwaitingItsConfirmStaysTrackedAndItsLateConfirmIsHarmless() async throws {
-        let connection = try await TestBroker.connect()
-        defer { Task { await connection.close() } }
-        let channel = try await connection.openChannel()
-        let queue = TestBroker.uniqueName("late-confirm")
-        try await channel.declareQueue(queue, durable: false)
-        try await channel.enableConfirms()
-        try await channel.publish([0], routingKey: queue, properties: .init(messageID: "first"))
+        try await withCleanup { cleanup in
+            let connection = try await TestBroker.connect()
+            cleanup.add { await connection.close() }
+            let channel = try await connection.openChannel()
+            let queue = TestBroker.uniqueName("late-confirm")
+            try await channel.declareQueue(queue, durable: false)
+            try await channel.enableConfirms()
+            try await channel.publish([0], routingKey: queue, properties: .init(messageID: "first"))
 
-        // A frozen broker leaves the publish written to the socket and unconfirmed.
-        let pid = try TestBroker.pid()
-        kill(pid, SIGSTOP)
-        var frozen = true
-        defer { if frozen { kill(pid, SIGCONT) } }
-        let outcome = await Self.publish(channel, queue: queue, messageID: "written", timeout: .seconds(1))
-        kill(pid, SIGCONT)
-        frozen = false
-        #expect(throws: CancellationError.self) { try outcome.get() }
+            // A frozen broker leaves the publish written to the socket and unconfirmed.
+            let pid = try TestBroker.pid()
+            kill(pid, SIGSTOP)
+            var frozen = true
+            defer { if frozen { kill(pid, SIGCONT) } }
+            let outcome = await Self.publish(channel, queue: queue, messageID: "written", timeout: .seconds(1))
+            kill(pid, SIGCONT)
+            frozen = false
+            #expect(throws: CancellationError.self) { try outcome.get() }
 
-        // Its confirm arrives now and is consumed without resuming anyone; later ones settle as usual.
-        for index in 1...3 {
-            try await channel.publish([UInt8(index)], routingKey: queue, properties: .init(messageID: "after-\(index)"))
+            // Its confirm arrives now and is consumed without resuming anyone; later ones settle as usual.
+            for index in 1...3 {
+                try await channel.publish([UInt8(index)], routingKey: queue, properties: .init(messageID: "after-\(index)"))
+            }
+            #expect(connection.closeReason == nil)
+            var ids: [String] = []
+            while let message = try await channel.get(queue: queue) {
+                ids.append(message.properties.messageID ?? "")
+                message.ack()
+            }
+            #expect(ids == ["first", "written", "after-1", "after-2", "after-3"])
+            try await channel.deleteQueue(queue)
         }
-        #expect(connection.closeReason == nil)
-        var ids: [String] = []
-        while let message = try await channel.get(queue: queue) {
-            ids.append(message.properties.messageID ?? "")
-            message.ack()
-        }
-        #expect(ids == ["first", "written", "after-1", "after-2", "after-3"])
-        try await channel.deleteQueue(queue)
     }
 
     /// Runs `body` under a memory alarm on the test broker, and clears the alarm afterwards

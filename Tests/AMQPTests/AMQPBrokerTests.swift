@@ -5,222 +5,238 @@ import Testing
 /// The AMQP module against the real broker deploy/test.sh starts.
 @Suite struct AMQPBrokerTests {
     @Test func everyPropertyAndHeaderTypeRoundTrips() async throws {
-        let connection = try await TestBroker.connect()
-        defer { Task { await connection.close() } }
-        let channel = try await connection.openChannel()
-        let queue = try await channel.declareQueue("", exclusive: true, autoDelete: true).name
+        try await withCleanup { cleanup in
+            let connection = try await TestBroker.connect()
+            cleanup.add { await connection.close() }
+            let channel = try await connection.openChannel()
+            let queue = try await channel.declareQueue("", exclusive: true, autoDelete: true).name
 
-        let headers: AMQPTable = [
-            "bool": .bool(true), "int8": .int8(-8), "uint8": .uint8(200), "int16": .int16(-1600),
-            "uint16": .uint16(60000), "int32": .int32(-320_000), "uint32": .uint32(4_000_000_000),
-            "int64": .int64(-64_000_000_000), "float": .float(1.5), "double": .double(-2.25),
-            "decimal": .decimal(places: 2, value: 12345), "string": .string("héllo ✓"),
-            "bytes": .bytes([0, 1, 2, 255]), "timestamp": .timestamp(1_764_370_000),
-            "table": .table(["nested": .table(["deep": .int32(7)]), "s": .string("x")]),
-            "array": .array([.int32(1), .string("two"), .table(["three": .bool(false)]), .array([])]),
-            "void": .void,
-        ]
-        let properties = AMQPProperties(
-            contentType: "application/json", contentEncoding: "identity", headers: headers,
-            deliveryMode: AMQPProperties.persistent, priority: 5, correlationID: "corr-1",
-            replyTo: "reply.queue", expiration: "60000", messageID: "msg-1",
-            timestamp: 1_764_370_001, type: "test.type", userID: "guest", appID: "tests",
-            clusterID: "cluster")
-        let body = Array("{\"hello\": \"wörld\"}".utf8) + [0, 0xFF]
-        try await channel.publish(body, routingKey: queue, properties: properties)
+            let headers: AMQPTable = [
+                "bool": .bool(true), "int8": .int8(-8), "uint8": .uint8(200), "int16": .int16(-1600),
+                "uint16": .uint16(60000), "int32": .int32(-320_000), "uint32": .uint32(4_000_000_000),
+                "int64": .int64(-64_000_000_000), "float": .float(1.5), "double": .double(-2.25),
+                "decimal": .decimal(places: 2, value: 12345), "string": .string("héllo ✓"),
+                "bytes": .bytes([0, 1, 2, 255]), "timestamp": .timestamp(1_764_370_000),
+                "table": .table(["nested": .table(["deep": .int32(7)]), "s": .string("x")]),
+                "array": .array([.int32(1), .string("two"), .table(["three": .bool(false)]), .array([])]),
+                "void": .void,
+            ]
+            let properties = AMQPProperties(
+                contentType: "application/json", contentEncoding: "identity", headers: headers,
+                deliveryMode: AMQPProperties.persistent, priority: 5, correlationID: "corr-1",
+                replyTo: "reply.queue", expiration: "60000", messageID: "msg-1",
+                timestamp: 1_764_370_001, type: "test.type", userID: "guest", appID: "tests",
+                clusterID: "cluster")
+            let body = Array("{\"hello\": \"wörld\"}".utf8) + [0, 0xFF]
+            try await channel.publish(body, routingKey: queue, properties: properties)
 
-        let delivery = try #require(
-            try await waitForMessage(channel, queue: queue), "the published message never arrived")
-        #expect(delivery.body == body)
-        #expect(delivery.properties == properties)
-        #expect(delivery.routingKey == queue)
-        #expect(delivery.exchange == "")
-        #expect(!delivery.redelivered)
-        delivery.ack()
+            let delivery = try #require(
+                try await waitForMessage(channel, queue: queue), "the published message never arrived")
+            #expect(delivery.body == body)
+            #expect(delivery.properties == properties)
+            #expect(delivery.routingKey == queue)
+            #expect(delivery.exchange == "")
+            #expect(!delivery.redelivered)
+            delivery.ack()
+        }
     }
 
     @Test func tenThousandMessagesArriveOnceEach() async throws {
-        let publisher = try await TestBroker.connect()
-        let consumerConnection = try await TestBroker.connect()
-        defer { Task { await publisher.close(); await consumerConnection.close() } }
-        let channel = try await publisher.openChannel()
-        let queue = TestBroker.uniqueName("ten-thousand")
-        try await channel.declareQueue(queue, durable: true)
-        defer { Task { _ = try? await channel.deleteQueue(queue) } }
-        try await channel.enableConfirms()
+        try await withCleanup { cleanup in
+            let publisher = try await TestBroker.connect()
+            let consumerConnection = try await TestBroker.connect()
+            cleanup.add { await publisher.close(); await consumerConnection.close() }
+            let channel = try await publisher.openChannel()
+            let queue = TestBroker.uniqueName("ten-thousand")
+            try await channel.declareQueue(queue, durable: true)
+            cleanup.add { _ = try? await channel.deleteQueue(queue) }
+            try await channel.enableConfirms()
 
-        let count = 10_000
-        try await publishAll(channel, count: count, window: 500, routingKey: queue) { index in
-            (Array("message \(index)".utf8), AMQPProperties(deliveryMode: 2, messageID: "\(index)"))
-        }
-        let declared = try await channel.declareQueue(queue, passive: true)
-        #expect(declared.messageCount == UInt32(count))
+            let count = 10_000
+            try await publishAll(channel, count: count, window: 500, routingKey: queue) { index in
+                (Array("message \(index)".utf8), AMQPProperties(deliveryMode: 2, messageID: "\(index)"))
+            }
+            let declared = try await channel.declareQueue(queue, passive: true)
+            #expect(declared.messageCount == UInt32(count))
 
-        let consuming = try await consumerConnection.openChannel()
-        var seen = Set<String>()
-        var duplicates = 0
-        for try await delivery in try await consuming.consume(queue: queue, prefetch: 300) {
-            let id = try #require(delivery.properties.messageID)
-            if !seen.insert(id).inserted { duplicates += 1 }
-            #expect(delivery.body == Array("message \(id)".utf8))
-            if seen.count % 50 == 0 || seen.count == count { delivery.ack(multiple: true) }
-            if seen.count == count { break }
+            let consuming = try await consumerConnection.openChannel()
+            var seen = Set<String>()
+            var duplicates = 0
+            for try await delivery in try await consuming.consume(queue: queue, prefetch: 300) {
+                let id = try #require(delivery.properties.messageID)
+                if !seen.insert(id).inserted { duplicates += 1 }
+                #expect(delivery.body == Array("message \(id)".utf8))
+                if seen.count % 50 == 0 || seen.count == count { delivery.ack(multiple: true) }
+                if seen.count == count { break }
+            }
+            #expect(seen.count == count)
+            #expect(duplicates == 0)
+            #expect(
+                try await eventually { try await channel.declareQueue(queue, passive: true).messageCount == 0 },
+                "acknowledged messages stayed in the queue")
         }
-        #expect(seen.count == count)
-        #expect(duplicates == 0)
-        #expect(
-            try await eventually { try await channel.declareQueue(queue, passive: true).messageCount == 0 },
-            "acknowledged messages stayed in the queue")
     }
 
     @Test func nackAndRejectDeadLetter() async throws {
-        let connection = try await TestBroker.connect()
-        defer { Task { await connection.close() } }
-        let channel = try await connection.openChannel()
-        let queue = TestBroker.uniqueName("work")
-        let dead = queue + ".dead"
-        try await channel.declareQueue(dead, durable: false, autoDelete: false)
-        try await channel.declareQueue(
-            queue, durable: false,
-            arguments: ["x-dead-letter-exchange": .string(""), "x-dead-letter-routing-key": .string(dead)])
-        defer { Task { _ = try? await channel.deleteQueue(queue); _ = try? await channel.deleteQueue(dead) } }
-        try await channel.enableConfirms()
-        for name in ["nacked", "rejected", "requeued"] {
-            try await channel.publish(Array(name.utf8), routingKey: queue, properties: .init(messageID: name))
-        }
-
-        var requeuedOnce = false
-        for try await delivery in try await channel.consume(queue: queue, prefetch: 10) {
-            switch delivery.properties.messageID {
-            case "nacked": delivery.nack(requeue: false)
-            case "rejected": delivery.reject(requeue: false)
-            case "requeued" where !requeuedOnce:
-                requeuedOnce = true
-                delivery.nack(requeue: true)
-            default:
-                #expect(delivery.redelivered, "a requeued message comes back marked redelivered")
-                delivery.ack()
+        try await withCleanup { cleanup in
+            let connection = try await TestBroker.connect()
+            cleanup.add { await connection.close() }
+            let channel = try await connection.openChannel()
+            let queue = TestBroker.uniqueName("work")
+            let dead = queue + ".dead"
+            try await channel.declareQueue(dead, durable: false, autoDelete: false)
+            try await channel.declareQueue(
+                queue, durable: false,
+                arguments: ["x-dead-letter-exchange": .string(""), "x-dead-letter-routing-key": .string(dead)])
+            cleanup.add { _ = try? await channel.deleteQueue(queue); _ = try? await channel.deleteQueue(dead) }
+            try await channel.enableConfirms()
+            for name in ["nacked", "rejected", "requeued"] {
+                try await channel.publish(Array(name.utf8), routingKey: queue, properties: .init(messageID: name))
             }
-            if requeuedOnce, delivery.redelivered { break }
-        }
 
-        var deadLettered: [String: AMQPDelivery] = [:]
-        #expect(
-            try await eventually {
-                if let message = try await channel.get(queue: dead) {
-                    deadLettered[message.properties.messageID ?? ""] = message
-                    message.ack()
+            var requeuedOnce = false
+            for try await delivery in try await channel.consume(queue: queue, prefetch: 10) {
+                switch delivery.properties.messageID {
+                case "nacked": delivery.nack(requeue: false)
+                case "rejected": delivery.reject(requeue: false)
+                case "requeued" where !requeuedOnce:
+                    requeuedOnce = true
+                    delivery.nack(requeue: true)
+                default:
+                    #expect(delivery.redelivered, "a requeued message comes back marked redelivered")
+                    delivery.ack()
                 }
-                return deadLettered.count == 2
-            })
-        #expect(Set(deadLettered.keys) == ["nacked", "rejected"])
-        let death = deadLettered["nacked"]?.properties.headers?["x-death"]
-        guard case .array(let deaths)? = death, case .table(let first)? = deaths.first else {
-            Issue.record("dead-lettered message has no x-death header: \(String(describing: death))")
-            return
+                if requeuedOnce, delivery.redelivered { break }
+            }
+
+            var deadLettered: [String: AMQPDelivery] = [:]
+            #expect(
+                try await eventually {
+                    if let message = try await channel.get(queue: dead) {
+                        deadLettered[message.properties.messageID ?? ""] = message
+                        message.ack()
+                    }
+                    return deadLettered.count == 2
+                })
+            #expect(Set(deadLettered.keys) == ["nacked", "rejected"])
+            let death = deadLettered["nacked"]?.properties.headers?["x-death"]
+            guard case .array(let deaths)? = death, case .table(let first)? = deaths.first else {
+                Issue.record("dead-lettered message has no x-death header: \(String(describing: death))")
+                return
+            }
+            #expect(first["queue"]?.stringValue == queue)
+            #expect(first["reason"]?.stringValue == "rejected")
+            #expect(first["count"]?.intValue == 1)
         }
-        #expect(first["queue"]?.stringValue == queue)
-        #expect(first["reason"]?.stringValue == "rejected")
-        #expect(first["count"]?.intValue == 1)
     }
 
     @Test func mismatchedRedeclareFailsWith406AndTheConnectionLivesOn() async throws {
-        let connection = try await TestBroker.connect()
-        defer { Task { await connection.close() } }
-        let channel = try await connection.openChannel()
-        let queue = TestBroker.uniqueName("mismatch")
-        try await channel.declareQueue(queue, durable: true, arguments: ["x-message-ttl": .int64(60_000)])
-        defer { Task { _ = try? await connection.openChannel().deleteQueue(queue) } }
+        try await withCleanup { cleanup in
+            let connection = try await TestBroker.connect()
+            cleanup.add { await connection.close() }
+            let channel = try await connection.openChannel()
+            let queue = TestBroker.uniqueName("mismatch")
+            try await channel.declareQueue(queue, durable: true, arguments: ["x-message-ttl": .int64(60_000)])
+            cleanup.add { _ = try? await connection.openChannel().deleteQueue(queue) }
 
-        let error = await #expect(throws: AMQPError.self) {
-            try await channel.declareQueue(queue, durable: true, arguments: ["x-message-ttl": .int64(1_000)])
-        }
-        #expect(error?.code == .channelClosed)
-        #expect(error?.replyCode == AMQPError.ReplyCode.preconditionFailed)
-        #expect(error?.replyText.contains("x-message-ttl") == true)
-        await #expect(throws: AMQPError.self, "the closed channel stays closed") {
-            try await channel.declareQueue(queue, passive: true)
-        }
+            let error = await #expect(throws: AMQPError.self) {
+                try await channel.declareQueue(queue, durable: true, arguments: ["x-message-ttl": .int64(1_000)])
+            }
+            #expect(error?.code == .channelClosed)
+            #expect(error?.replyCode == AMQPError.ReplyCode.preconditionFailed)
+            #expect(error?.replyText.contains("x-message-ttl") == true)
+            await #expect(throws: AMQPError.self, "the closed channel stays closed") {
+                try await channel.declareQueue(queue, passive: true)
+            }
 
-        let fresh = try await connection.openChannel()
-        let existing = try await fresh.declareQueue(queue, passive: true)
-        #expect(existing.name == queue)
-        #expect(connection.closeReason == nil)
+            let fresh = try await connection.openChannel()
+            let existing = try await fresh.declareQueue(queue, passive: true)
+            #expect(existing.name == queue)
+            #expect(connection.closeReason == nil)
+        }
     }
 
     @Test func passiveDeclareOfAMissingQueueIs404() async throws {
-        let connection = try await TestBroker.connect()
-        defer { Task { await connection.close() } }
-        let channel = try await connection.openChannel()
-        let error = await #expect(throws: AMQPError.self) {
-            try await channel.declareQueue(TestBroker.uniqueName("missing"), passive: true)
+        try await withCleanup { cleanup in
+            let connection = try await TestBroker.connect()
+            cleanup.add { await connection.close() }
+            let channel = try await connection.openChannel()
+            let error = await #expect(throws: AMQPError.self) {
+                try await channel.declareQueue(TestBroker.uniqueName("missing"), passive: true)
+            }
+            #expect(error?.replyCode == AMQPError.ReplyCode.notFound)
         }
-        #expect(error?.replyCode == AMQPError.ReplyCode.notFound)
     }
 
     @Test func mandatoryPublishToAnUnroutableKeyIsReturned() async throws {
-        let connection = try await TestBroker.connect()
-        defer { Task { await connection.close() } }
-        let channel = try await connection.openChannel()
-        let exchange = TestBroker.uniqueName("routes")
-        try await channel.declareExchange(exchange, type: "direct", durable: false, autoDelete: true)
-        let queue = try await channel.declareQueue("", exclusive: true).name
-        try await channel.bindQueue(queue, exchange: exchange, routingKey: "known")
-        try await channel.enableConfirms()
+        try await withCleanup { cleanup in
+            let connection = try await TestBroker.connect()
+            cleanup.add { await connection.close() }
+            let channel = try await connection.openChannel()
+            let exchange = TestBroker.uniqueName("routes")
+            try await channel.declareExchange(exchange, type: "direct", durable: false, autoDelete: true)
+            let queue = try await channel.declareQueue("", exclusive: true).name
+            try await channel.bindQueue(queue, exchange: exchange, routingKey: "known")
+            try await channel.enableConfirms()
 
-        let error = await #expect(throws: AMQPError.self) {
-            try await channel.publish(
-                [1], exchange: exchange, routingKey: "nobody", mandatory: true,
-                properties: .init(messageID: "lost"))
+            let error = await #expect(throws: AMQPError.self) {
+                try await channel.publish(
+                    [1], exchange: exchange, routingKey: "nobody", mandatory: true,
+                    properties: .init(messageID: "lost"))
+            }
+            #expect(error?.code == .returned)
+            #expect(error?.replyCode == AMQPError.ReplyCode.noRoute)
+            // Routable mandatory publishes, before and after, are confirmed normally.
+            try await channel.publish([2], exchange: exchange, routingKey: "known", mandatory: true)
+            try await channel.publish([3], exchange: exchange, routingKey: "nobody", mandatory: false)
+            #expect(try await channel.declareQueue(queue, passive: true).messageCount == 1)
         }
-        #expect(error?.code == .returned)
-        #expect(error?.replyCode == AMQPError.ReplyCode.noRoute)
-        // Routable mandatory publishes, before and after, are confirmed normally.
-        try await channel.publish([2], exchange: exchange, routingKey: "known", mandatory: true)
-        try await channel.publish([3], exchange: exchange, routingKey: "nobody", mandatory: false)
-        #expect(try await channel.declareQueue(queue, passive: true).messageCount == 1)
     }
 
     @Test func brokerCancelEndsTheConsumerWithAnError() async throws {
-        let connection = try await TestBroker.connect()
-        defer { Task { await connection.close() } }
-        let channel = try await connection.openChannel()
-        let queue = TestBroker.uniqueName("cancelled")
-        try await channel.declareQueue(queue, durable: false)
-        let consumer = try await channel.consume(queue: queue, prefetch: 1)
-        let other = try await connection.openChannel()
-        try await other.deleteQueue(queue)
-        await #expect(throws: AMQPError.self) {
-            for try await _ in consumer {}
-        }
-        do {
-            for try await _ in consumer {}
-        } catch let error as AMQPError {
-            #expect(error.code == .consumerCancelled)
+        try await withCleanup { cleanup in
+            let connection = try await TestBroker.connect()
+            cleanup.add { await connection.close() }
+            let channel = try await connection.openChannel()
+            let queue = TestBroker.uniqueName("cancelled")
+            try await channel.declareQueue(queue, durable: false)
+            let consumer = try await channel.consume(queue: queue, prefetch: 1)
+            let other = try await connection.openChannel()
+            try await other.deleteQueue(queue)
+            await #expect(throws: AMQPError.self) {
+                for try await _ in consumer {}
+            }
+            do {
+                for try await _ in consumer {}
+            } catch let error as AMQPError {
+                #expect(error.code == .consumerCancelled)
+            }
         }
     }
 
     @Test func streamConsumersTakeAnOffset() async throws {
-        let connection = try await TestBroker.connect()
-        defer { Task { await connection.close() } }
-        let channel = try await connection.openChannel()
-        let stream = TestBroker.uniqueName("stream")
-        try await channel.declareQueue(stream, durable: true, arguments: ["x-queue-type": .string("stream")])
-        defer { Task { _ = try? await channel.deleteQueue(stream) } }
-        try await channel.enableConfirms()
-        for index in 0..<5 {
-            try await channel.publish(Array("\(index)".utf8), routingKey: stream)
+        try await withCleanup { cleanup in
+            let connection = try await TestBroker.connect()
+            cleanup.add { await connection.close() }
+            let channel = try await connection.openChannel()
+            let stream = TestBroker.uniqueName("stream")
+            try await channel.declareQueue(stream, durable: true, arguments: ["x-queue-type": .string("stream")])
+            cleanup.add { _ = try? await channel.deleteQueue(stream) }
+            try await channel.enableConfirms()
+            for index in 0..<5 {
+                try await channel.publish(Array("\(index)".utf8), routingKey: stream)
+            }
+            let reader = try await connection.openChannel()
+            var bodies: [String] = []
+            for try await delivery in try await reader.consume(
+                queue: stream, prefetch: 10, arguments: ["x-stream-offset": .int64(3)])
+            {
+                bodies.append(String(decoding: delivery.body, as: UTF8.self))
+                delivery.ack()
+                if bodies.count == 2 { break }
+            }
+            #expect(bodies == ["3", "4"])
         }
-        let reader = try await connection.openChannel()
-        var bodies: [String] = []
-        for try await delivery in try await reader.consume(
-            queue: stream, prefetch: 10, arguments: ["x-stream-offset": .int64(3)])
-        {
-            bodies.append(String(decoding: delivery.body, as: UTF8.self))
-            delivery.ack()
-            if bodies.count == 2 { break }
-        }
-        #expect(bodies == ["3", "4"])
     }
 
     @Test func wrongPasswordIsRefused() async throws {
@@ -242,42 +258,46 @@ import Testing
     }
 
     @Test func idleConnectionOutlivesThreeHeartbeats() async throws {
-        let connection = try await TestBroker.connect(heartbeat: 1)
-        defer { Task { await connection.close() } }
-        #expect(try await connection.heartbeat == .seconds(1))
-        let channel = try await connection.openChannel()
-        try await Task.sleep(for: .seconds(4))
-        #expect(connection.closeReason == nil)
-        let queue = try await channel.declareQueue("", exclusive: true)
-        #expect(!queue.name.isEmpty)
+        try await withCleanup { cleanup in
+            let connection = try await TestBroker.connect(heartbeat: 1)
+            cleanup.add { await connection.close() }
+            #expect(try await connection.heartbeat == .seconds(1))
+            let channel = try await connection.openChannel()
+            try await Task.sleep(for: .seconds(4))
+            #expect(connection.closeReason == nil)
+            let queue = try await channel.declareQueue("", exclusive: true)
+            #expect(!queue.name.isEmpty)
+        }
     }
 
     @Test func aBodyExactlyAtTheConsumersLimitIsDeliveredWholeOneByteMoreIsDropped() async throws {
-        let connection = try await TestBroker.connect()
-        defer { Task { await connection.close() } }
-        let channel = try await connection.openChannel()
-        let queue = try await channel.declareQueue("", exclusive: true, autoDelete: true).name
-        try await channel.enableConfirms()
-        let limit = 200_000  // more than one frame
-        let atLimit = (0..<limit).map { UInt8(truncatingIfNeeded: $0) }
-        try await channel.publish(atLimit, routingKey: queue, properties: .init(messageID: "at"))
-        try await channel.publish(atLimit + [0], routingKey: queue, properties: .init(messageID: "over"))
-        try await channel.publish([], routingKey: queue, properties: .init(messageID: "empty"))
+        try await withCleanup { cleanup in
+            let connection = try await TestBroker.connect()
+            cleanup.add { await connection.close() }
+            let channel = try await connection.openChannel()
+            let queue = try await channel.declareQueue("", exclusive: true, autoDelete: true).name
+            try await channel.enableConfirms()
+            let limit = 200_000  // more than one frame
+            let atLimit = (0..<limit).map { UInt8(truncatingIfNeeded: $0) }
+            try await channel.publish(atLimit, routingKey: queue, properties: .init(messageID: "at"))
+            try await channel.publish(atLimit + [0], routingKey: queue, properties: .init(messageID: "over"))
+            try await channel.publish([], routingKey: queue, properties: .init(messageID: "empty"))
 
-        var deliveries: [AMQPDelivery] = []
-        for try await delivery in try await channel.consume(queue: queue, prefetch: 10, maxBodyBytes: limit) {
-            deliveries.append(delivery)
-            if deliveries.count == 3 { break }
+            var deliveries: [AMQPDelivery] = []
+            for try await delivery in try await channel.consume(queue: queue, prefetch: 10, maxBodyBytes: limit) {
+                deliveries.append(delivery)
+                if deliveries.count == 3 { break }
+            }
+            try #require(deliveries.count == 3)
+            #expect(deliveries[0].body == atLimit && !deliveries[0].isBodyDiscarded)
+            #expect(deliveries[0].bodySize == UInt64(limit))
+            #expect(deliveries[1].body.isEmpty && deliveries[1].isBodyDiscarded)
+            #expect(deliveries[1].bodySize == UInt64(limit + 1))
+            #expect(deliveries[1].properties.messageID == "over")
+            #expect(deliveries[2].body.isEmpty && !deliveries[2].isBodyDiscarded && deliveries[2].bodySize == 0)
+            deliveries[2].ack(multiple: true)
+            #expect(connection.closeReason == nil)
         }
-        try #require(deliveries.count == 3)
-        #expect(deliveries[0].body == atLimit && !deliveries[0].isBodyDiscarded)
-        #expect(deliveries[0].bodySize == UInt64(limit))
-        #expect(deliveries[1].body.isEmpty && deliveries[1].isBodyDiscarded)
-        #expect(deliveries[1].bodySize == UInt64(limit + 1))
-        #expect(deliveries[1].properties.messageID == "over")
-        #expect(deliveries[2].body.isEmpty && !deliveries[2].isBodyDiscarded && deliveries[2].bodySize == 0)
-        deliveries[2].ack(multiple: true)
-        #expect(connection.closeReason == nil)
     }
 
     @Test func closingFailsLaterCalls() async throws {

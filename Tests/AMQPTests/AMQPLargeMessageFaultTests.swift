@@ -6,47 +6,49 @@ import Testing
 /// it runs with the …FaultTests, one test at a time, with nothing else allocating beside it.
 @Suite(.serialized) struct AMQPLargeMessageFaultTests {
     @Test func aBodyOverTheLimitIsDroppedFrameByFrameAndTheMessagesAroundItArrive() async throws {
-        let publisher = try await TestBroker.connect()
-        let consuming = try await TestBroker.connect()
-        defer { Task { await publisher.close(); await consuming.close() } }
-        let channel = try await publisher.openChannel()
-        let queue = TestBroker.uniqueName("large")
-        try await channel.declareQueue(queue, durable: false)
-        defer { Task { _ = try? await channel.deleteQueue(queue) } }
-        try await channel.enableConfirms()
+        try await withCleanup { cleanup in
+            let publisher = try await TestBroker.connect()
+            let consuming = try await TestBroker.connect()
+            cleanup.add { await publisher.close(); await consuming.close() }
+            let channel = try await publisher.openChannel()
+            let queue = TestBroker.uniqueName("large")
+            try await channel.declareQueue(queue, durable: false)
+            cleanup.add { _ = try? await channel.deleteQueue(queue) }
+            try await channel.enableConfirms()
 
-        let size = 20 << 20
-        try await channel.publish(Array("before".utf8), routingKey: queue)
-        try await Self.publishLarge(channel, size: size, routingKey: queue)
-        try await channel.publish(Array("after".utf8), routingKey: queue)
+            let size = 20 << 20
+            try await channel.publish(Array("before".utf8), routingKey: queue)
+            try await Self.publishLarge(channel, size: size, routingKey: queue)
+            try await channel.publish(Array("after".utf8), routingKey: queue)
 
-        let memory = try ProcessMemory.startMeasuring()
-        let consumer = try await consuming.openChannel().consume(queue: queue, prefetch: 10, maxBodyBytes: 1_000_000)
-        var deliveries: [AMQPDelivery] = []
-        for try await delivery in consumer {
-            deliveries.append(delivery)
-            if deliveries.count == 3 { break }
+            let memory = try ProcessMemory.startMeasuring()
+            let consumer = try await consuming.openChannel().consume(queue: queue, prefetch: 10, maxBodyBytes: 1_000_000)
+            var deliveries: [AMQPDelivery] = []
+            for try await delivery in consumer {
+                deliveries.append(delivery)
+                if deliveries.count == 3 { break }
+            }
+            let growth = try memory.peakGrowth()
+            if ProcessInfo.processInfo.environment["AMQP_TEST_REPORT_MEMORY"] != nil {
+                print("peak resident growth while consuming: \(growth >> 10) KiB")
+            }
+
+            try #require(deliveries.count == 3)
+            // Counts first: a 20 MiB body in a failure message would drown the log.
+            #expect(deliveries.map(\.body.count) == [6, 0, 5])
+            #expect(deliveries[0].body == Array("before".utf8) && deliveries[2].body == Array("after".utf8))
+            #expect(deliveries.map(\.isBodyDiscarded) == [false, true, false])
+            #expect(deliveries.map(\.bodySize) == [6, UInt64(size), 5])
+            // The body itself would be 20 MiB (40 with librabbitmq's copy): a few MiB is noise.
+            #expect(growth < 8 << 20, "resident memory grew by \(growth >> 10) KiB while a 20 MiB body was dropped")
+
+            deliveries[1].ack()
+            deliveries[0].ack()
+            deliveries[2].ack()
+            #expect(
+                try await eventually { try await channel.declareQueue(queue, passive: true).messageCount == 0 })
+            #expect(consuming.closeReason == nil)
         }
-        let growth = try memory.peakGrowth()
-        if ProcessInfo.processInfo.environment["AMQP_TEST_REPORT_MEMORY"] != nil {
-            print("peak resident growth while consuming: \(growth >> 10) KiB")
-        }
-
-        try #require(deliveries.count == 3)
-        // Counts first: a 20 MiB body in a failure message would drown the log.
-        #expect(deliveries.map(\.body.count) == [6, 0, 5])
-        #expect(deliveries[0].body == Array("before".utf8) && deliveries[2].body == Array("after".utf8))
-        #expect(deliveries.map(\.isBodyDiscarded) == [false, true, false])
-        #expect(deliveries.map(\.bodySize) == [6, UInt64(size), 5])
-        // The body itself would be 20 MiB (40 with librabbitmq's copy): a few MiB is noise.
-        #expect(growth < 8 << 20, "resident memory grew by \(growth >> 10) KiB while a 20 MiB body was dropped")
-
-        deliveries[1].ack()
-        deliveries[0].ack()
-        deliveries[2].ack()
-        #expect(
-            try await eventually { try await channel.declareQueue(queue, passive: true).messageCount == 0 })
-        #expect(consuming.closeReason == nil)
     }
 
     /// Publishes `size` bytes; the array is gone once this returns.

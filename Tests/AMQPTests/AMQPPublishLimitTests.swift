@@ -14,30 +14,32 @@ import Testing
     }
 
     @Test func aHeaderFrameExactlyAtFrameMaxIsPublishedAndConsumedIntactOneByteMoreIsRefused() async throws {
-        let connection = try await TestBroker.connect()
-        defer { Task { await connection.close() } }
-        let frameMax = try await connection.frameMax
-        #expect(frameMax == 131_072)
-        let channel = try await connection.openChannel()
-        try await channel.enableConfirms()
-        let queue = try await channel.declareQueue("", exclusive: true, autoDelete: true).name
-        let fitting = Self.paddingFillingTheHeaderFrame(frameMax: frameMax)
+        try await withCleanup { cleanup in
+            let connection = try await TestBroker.connect()
+            cleanup.add { await connection.close() }
+            let frameMax = try await connection.frameMax
+            #expect(frameMax == 131_072)
+            let channel = try await connection.openChannel()
+            try await channel.enableConfirms()
+            let queue = try await channel.declareQueue("", exclusive: true, autoDelete: true).name
+            let fitting = Self.paddingFillingTheHeaderFrame(frameMax: frameMax)
 
-        let tooBig = await #expect(throws: AMQPError.self) {
-            try await channel.publish([1], routingKey: queue, properties: Self.padded(fitting + 1))
+            let tooBig = await #expect(throws: AMQPError.self) {
+                try await channel.publish([1], routingKey: queue, properties: Self.padded(fitting + 1))
+            }
+            #expect(tooBig?.code == .invalidArgument)
+            #expect(tooBig?.replyText.contains("\(frameMax - 7)") == true, "\(String(describing: tooBig))")
+
+            try await channel.publish([2], routingKey: queue, properties: Self.padded(fitting))
+            try await channel.publish([3], routingKey: queue)
+            let atLimit = try #require(try await waitForMessage(channel, queue: queue))
+            #expect(atLimit.body == [2])
+            #expect(atLimit.properties == Self.padded(fitting))
+            let after = try #require(try await waitForMessage(channel, queue: queue))
+            #expect(after.body == [3])
+            after.ack(multiple: true)
+            #expect(connection.closeReason == nil)
         }
-        #expect(tooBig?.code == .invalidArgument)
-        #expect(tooBig?.replyText.contains("\(frameMax - 7)") == true, "\(String(describing: tooBig))")
-
-        try await channel.publish([2], routingKey: queue, properties: Self.padded(fitting))
-        try await channel.publish([3], routingKey: queue)
-        let atLimit = try #require(try await waitForMessage(channel, queue: queue))
-        #expect(atLimit.body == [2])
-        #expect(atLimit.properties == Self.padded(fitting))
-        let after = try #require(try await waitForMessage(channel, queue: queue))
-        #expect(after.body == [3])
-        after.ack(multiple: true)
-        #expect(connection.closeReason == nil)
     }
 
     enum ShortField: String, CaseIterable, Sendable {
@@ -46,64 +48,68 @@ import Testing
 
     @Test(arguments: ShortField.allCases)
     func aShortStringOver255BytesIsRefusedAndTheChannelStaysUsable(field: ShortField) async throws {
-        let connection = try await TestBroker.connect()
-        defer { Task { await connection.close() } }
-        let channel = try await connection.openChannel()
-        try await channel.enableConfirms()
-        let queue = try await channel.declareQueue("", exclusive: true, autoDelete: true).name
+        try await withCleanup { cleanup in
+            let connection = try await TestBroker.connect()
+            cleanup.add { await connection.close() }
+            let channel = try await connection.openChannel()
+            try await channel.enableConfirms()
+            let queue = try await channel.declareQueue("", exclusive: true, autoDelete: true).name
 
-        func publish(_ text: String) async throws {
-            switch field {
-            case .routingKey:
-                try await channel.publish([1], routingKey: text)  // unroutable, still confirmed
-            case .messageID:
-                try await channel.publish([1], routingKey: queue, properties: .init(messageID: text))
-            case .correlationID:
-                try await channel.publish([1], routingKey: queue, properties: .init(correlationID: text))
-            case .exchange:
-                // The default exchange has no name: a 255-byte one must be declared.
-                if text.utf8.count <= 255 { try await channel.declareExchange(text, type: "fanout", durable: false, autoDelete: true) }
-                try await channel.publish([1], exchange: text, routingKey: queue)
+            func publish(_ text: String) async throws {
+                switch field {
+                case .routingKey:
+                    try await channel.publish([1], routingKey: text)  // unroutable, still confirmed
+                case .messageID:
+                    try await channel.publish([1], routingKey: queue, properties: .init(messageID: text))
+                case .correlationID:
+                    try await channel.publish([1], routingKey: queue, properties: .init(correlationID: text))
+                case .exchange:
+                    // The default exchange has no name: a 255-byte one must be declared.
+                    if text.utf8.count <= 255 { try await channel.declareExchange(text, type: "fanout", durable: false, autoDelete: true) }
+                    try await channel.publish([1], exchange: text, routingKey: queue)
+                }
             }
-        }
-        // Two-byte characters: the limit counts bytes of UTF-8, not characters.
-        let error = await #expect(throws: AMQPError.self) { try await publish(String(repeating: "é", count: 128)) }
-        #expect(error?.code == .invalidArgument)
-        #expect(error?.replyText.contains("256") == true, "\(String(describing: error))")
+            // Two-byte characters: the limit counts bytes of UTF-8, not characters.
+            let error = await #expect(throws: AMQPError.self) { try await publish(String(repeating: "é", count: 128)) }
+            #expect(error?.code == .invalidArgument)
+            #expect(error?.replyText.contains("256") == true, "\(String(describing: error))")
 
-        try await publish(String(repeating: "k", count: 255))
-        try await channel.publish([2], routingKey: queue)
-        #expect(connection.closeReason == nil)
-        if field == .exchange { try await channel.deleteExchange(String(repeating: "k", count: 255)) }
+            try await publish(String(repeating: "k", count: 255))
+            try await channel.publish([2], routingKey: queue)
+            #expect(connection.closeReason == nil)
+            if field == .exchange { try await channel.deleteExchange(String(repeating: "k", count: 255)) }
+        }
     }
 
     @Test func aTableKeyOver255BytesOrNestingPastTheLimitIsRefused() async throws {
-        let connection = try await TestBroker.connect()
-        defer { Task { await connection.close() } }
-        let channel = try await connection.openChannel()
-        try await channel.enableConfirms()
-        let queue = try await channel.declareQueue("", exclusive: true, autoDelete: true).name
+        try await withCleanup { cleanup in
+            let connection = try await TestBroker.connect()
+            cleanup.add { await connection.close() }
+            let channel = try await connection.openChannel()
+            try await channel.enableConfirms()
+            let queue = try await channel.declareQueue("", exclusive: true, autoDelete: true).name
 
-        let longKey = await #expect(throws: AMQPError.self) {
-            try await channel.publish(
-                [1], routingKey: queue,
-                properties: .init(headers: ["outer": .table([String(repeating: "k", count: 256): .bool(true)])]))
+            let longKey = await #expect(throws: AMQPError.self) {
+                try await channel.publish(
+                    [1], routingKey: queue,
+                    properties: .init(headers: ["outer": .table([String(repeating: "k", count: 256): .bool(true)])]))
+            }
+            #expect(longKey?.code == .invalidArgument)
+            #expect(longKey?.replyText.hasPrefix("headers.outer.kkk") == true, "\(String(describing: longKey))")
+
+            let deepest = AMQPProperties(headers: ["deep": Self.nestedArrays(AMQPTable.maximumDepth - 1)])
+            let tooDeep = await #expect(throws: AMQPError.self) {
+                try await channel.publish(
+                    [1], routingKey: queue, properties: .init(headers: ["deep": Self.nestedArrays(AMQPTable.maximumDepth)]))
+            }
+            #expect(tooDeep?.code == .invalidArgument)
+
+            try await channel.publish([2], routingKey: queue, properties: deepest)
+            let delivery = try #require(try await waitForMessage(channel, queue: queue))
+            #expect(delivery.properties == deepest, "the deepest table allowed did not come back intact")
+            delivery.ack()
+            #expect(connection.closeReason == nil)
         }
-        #expect(longKey?.code == .invalidArgument)
-        #expect(longKey?.replyText.hasPrefix("headers.outer.kkk") == true, "\(String(describing: longKey))")
-
-        let deepest = AMQPProperties(headers: ["deep": Self.nestedArrays(AMQPTable.maximumDepth - 1)])
-        let tooDeep = await #expect(throws: AMQPError.self) {
-            try await channel.publish(
-                [1], routingKey: queue, properties: .init(headers: ["deep": Self.nestedArrays(AMQPTable.maximumDepth)]))
-        }
-        #expect(tooDeep?.code == .invalidArgument)
-
-        try await channel.publish([2], routingKey: queue, properties: deepest)
-        let delivery = try #require(try await waitForMessage(channel, queue: queue))
-        #expect(delivery.properties == deepest, "the deepest table allowed did not come back intact")
-        delivery.ack()
-        #expect(connection.closeReason == nil)
     }
 
     @Test func validationWithoutABrokerAgreesWithTheFrameArithmetic() throws {

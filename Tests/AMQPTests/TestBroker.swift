@@ -1,5 +1,6 @@
 import AMQP
 import Foundation
+import Synchronization
 import Testing
 
 /// The throwaway RabbitMQ node that deploy/test.sh starts for the tests.
@@ -61,4 +62,30 @@ func eventually(
         try? await Task.sleep(for: .milliseconds(50))
     }
     return try await condition()
+}
+
+/// What a test undoes when it ends (connections closed, queues deleted), awaited in reverse order
+/// of `add`, whether the test's body returned or threw.
+final class Cleanup: Sendable {
+    private let steps = Mutex<[@Sendable () async -> Void]>([])
+
+    func add(_ step: @escaping @Sendable () async -> Void) {
+        steps.withLock { $0.append(step) }
+    }
+
+    fileprivate func run() async {
+        for step in steps.withLock({ $0 }).reversed() { await step() }
+    }
+}
+
+/// Runs `body` and then, awaited, every cleanup step it added.
+func withCleanup(_ body: (Cleanup) async throws -> Void) async throws {
+    let cleanup = Cleanup()
+    do {
+        try await body(cleanup)
+    } catch {
+        await cleanup.run()
+        throw error
+    }
+    await cleanup.run()
 }
