@@ -41,12 +41,12 @@ import Testing
                     group.addTask {
                         let due = Date(timeIntervalSince1970: Double(deadline + offset) / 1000)
                         try await Task.sleep(for: .milliseconds(max(0, Int64(due.timeIntervalSinceNow * 1000))))
-                        let sent = PostbackToken.now()
+                        let sent = WallClock.system.now()
                         let path = URL(string: postback.url)?.path ?? postback.url
                         let answer = try await bridge.post(path, body: postback.body)
                         return Delivery(
                             requestID: token.context.requestID, deadline: deadline, sent: sent,
-                            answered: PostbackToken.now(), status: answer.status)
+                            answered: WallClock.system.now(), status: answer.status)
                     }
                 }
                 return try await group.reduce(into: []) { $0.append($1) }

@@ -103,7 +103,7 @@ extension BridgeProcessTests {
                 let route = "/blitline/postback/"
                 // The harness's bridge has JOB_TIMEOUT 60s: valid until 60 s + 24 h after submission.
                 let context = RequestContext(requestID: "token-0", correlationID: nil, replyTo: nil, traceparent: nil)
-                let now = PostbackToken.now()
+                let now = WallClock.system.now()
                 let keys = PostbackToken.Keys(secrets: [h.secret], jobTimeout: .seconds(60))
                 let lifetime = keys.validityMilliseconds
                 let expired = PostbackToken(context: context, submittedAt: now - lifetime - 60_000).signed(with: keys)

@@ -1,3 +1,4 @@
+import Synchronization
 import Testing
 
 @testable import BlitlineBridge
@@ -33,34 +34,51 @@ import Testing
     }
 
     @Test func outcomesAreForgottenOnlyOnceTheirEventIsOlderThanTheWindow() {
-        let ledger = OutcomeLedger(window: .seconds(3600))
         let start: Int64 = 1_000_000_000_000
-        ledger.record("completed", for: "early", time: start, now: start)
-        ledger.record("failed", for: "later", time: start + 1_800_000, now: start + 1_800_000)
-        ledger.record("completed", for: "a-while", time: start + 3_500_000, now: start + 3_600_000)
+        let clock = SettableClock(start)
+        let ledger = OutcomeLedger(window: .seconds(3600), clock: clock.wallClock)
+        ledger.record("completed", for: "early", time: start)
+        clock.set(start + 1_800_000)
+        ledger.record("failed", for: "later", time: start + 1_800_000)
+        clock.set(start + 3_600_000)
+        ledger.record("completed", for: "a-while", time: start + 3_500_000)
         #expect(ledger.isSettled("early") && ledger.isSettled("later"))
         // An hour and a generation after the first event, it is gone; the others stay.
-        ledger.record("completed", for: "last", time: start + 3_900_000, now: start + 3_900_000)
+        clock.set(start + 3_900_000)
+        ledger.record("completed", for: "last", time: start + 3_900_000)
         #expect(!ledger.isSettled("early"))
         #expect(ledger.isSettled("later") && ledger.isSettled("a-while") && ledger.isSettled("last"))
     }
 
     @Test func aLateResultDoesNotSettleItsJob() {
-        let ledger = OutcomeLedger(window: .seconds(3600))
-        ledger.record("late", for: "r", time: 0, now: 0)
+        let ledger = OutcomeLedger(window: .seconds(3600), clock: .fixed(at: 0))
+        ledger.record("late", for: "r", time: 0)
         #expect(!ledger.isSettled("r"))
-        ledger.record("timeout", for: "r", time: 0, now: 0)
+        ledger.record("timeout", for: "r", time: 0)
         #expect(ledger.isSettled("r"))
     }
 
     @Test func aDeadlineWithinTheWindowNeedsNoBackfill() async {
-        let ledger = OutcomeLedger(window: .seconds(3600))
         let now: Int64 = 10_000_000_000
-        _ = ledger.liveStart(now: now)
-        #expect(await ledger.cover(since: now - 3_600_000, timeout: .milliseconds(10), now: now))
+        let clock = SettableClock(now)
+        let ledger = OutcomeLedger(window: .seconds(3600), clock: clock.wallClock)
+        _ = ledger.liveStart()
+        #expect(await ledger.cover(since: now - 3_600_000, timeout: .milliseconds(10)))
         // Older than what the live reader reads: it waits for a backfill (none runs here).
-        #expect(await !ledger.cover(since: now - 3_600_001, timeout: .milliseconds(10), now: now))
+        #expect(await !ledger.cover(since: now - 3_600_001, timeout: .milliseconds(10)))
         // An hour later, what the live reader read first has been forgotten.
-        #expect(await !ledger.cover(since: now, timeout: .milliseconds(10), now: now + 3_600_001))
+        clock.set(now + 3_600_001)
+        #expect(await !ledger.cover(since: now, timeout: .milliseconds(10)))
     }
+}
+
+/// A wall clock the test moves.
+final class SettableClock: Sendable {
+    private let milliseconds: Mutex<Int64>
+
+    init(_ milliseconds: Int64) { self.milliseconds = Mutex(milliseconds) }
+
+    func set(_ value: Int64) { milliseconds.withLock { $0 = value } }
+
+    var wallClock: WallClock { WallClock { [self] in milliseconds.withLock { $0 } } }
 }

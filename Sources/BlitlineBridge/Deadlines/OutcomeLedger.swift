@@ -50,7 +50,10 @@ final class OutcomeLedger: Sendable {
         jobTimeout + timeoutGrace + min(jobTimeout, .seconds(120))
     }
 
-    init(window: Duration) {
+    let clock: WallClock
+
+    init(window: Duration, clock: WallClock = .system) {
+        self.clock = clock
         self.window = window
         state = Mutex(State(settled: Fingerprints(span: max(window.milliseconds / 16, 1000))))
     }
@@ -62,7 +65,11 @@ final class OutcomeLedger: Sendable {
     }
 
     /// Records an event read from the stream at `time` (milliseconds since the Unix epoch).
-    func record(_ outcome: String, for requestID: String, time: Int64, now: Int64 = RequestProcessor.now()) {
+    func record(_ outcome: String, for requestID: String, time: Int64) {
+        record(outcome, for: requestID, time: time, now: clock.now())
+    }
+
+    private func record(_ outcome: String, for requestID: String, time: Int64, now: Int64) {
         guard outcome != "late" else { return }
         let fingerprint = Fingerprints.fingerprint(requestID)
         state.withLock { $0.settled.insert(fingerprint, time: time, now: now, keepingSince: now - window.milliseconds) }
@@ -74,8 +81,9 @@ final class OutcomeLedger: Sendable {
     }
 
     /// Where the live reader starts: where it stopped, or the window before now.
-    func liveStart(now: Int64 = RequestProcessor.now()) -> AMQPFieldValue {
-        state.withLock { state in
+    func liveStart() -> AMQPFieldValue {
+        let now = clock.now()
+        return state.withLock { state in
             if let next = state.nextOffset { return .int64(next) }
             // The stream starts at the chunk holding that second, perhaps a little before it.
             let since = now - window.milliseconds
@@ -121,7 +129,7 @@ final class OutcomeLedger: Sendable {
                     state.withLock { $0.markerWaiters.removeValue(forKey: id) }?.finish()
                 }
             } else if let outcome, let requestID = headers?[BridgeHeader.requestID]?.stringValue {
-                let now = RequestProcessor.now()
+                let now = clock.now()
                 let time = timing == .event ? properties.timestamp.map { Int64($0) * 1000 } ?? now : now
                 record(outcome, for: requestID, time: time, now: now)
             }
@@ -155,7 +163,8 @@ final class OutcomeLedger: Sendable {
     /// since the Unix epoch), asking the backfill reader for what the live reader has not read or
     /// has forgotten; `false` when that did not happen within `timeout` (the backfill goes on, and
     /// a later call finds it done).
-    func cover(since: Int64, timeout: Duration, now: Int64 = RequestProcessor.now()) async -> Bool {
+    func cover(since: Int64, timeout: Duration) async -> Bool {
+        let now = clock.now()
         let (seen, continuation) = AsyncStream<Void>.makeStream()
         let waiter = state.withLock { state -> Int? in
             if let live = state.liveSince, since >= max(live, now - window.milliseconds) { return nil }
@@ -193,7 +202,7 @@ final class OutcomeLedger: Sendable {
                 // Events a little before the submission cannot concern the job; a minute covers
                 // clocks that disagree.
                 let from = since - 60_000
-                let started = RequestProcessor.now()
+                let started = clock.now()
                 let (channel, consumer) = try await open(.timestamp(UInt64(max(from / 1000, 0))))
                 guard try await read(consumer, timedBy: .reading, goOn: { $0 < stop }) else {
                     throw BackfillEnded()

@@ -16,6 +16,7 @@ struct TimeoutProcessor: Sendable {
     let ledger: OutcomeLedger
     let metrics: BridgeMetrics
     let logger: Logger
+    var clock = WallClock.system
     /// How long a deadline message waits in hand before it is handed back, when its timeouts
     /// cannot be decided or published now.
     var requeuePause = RequestProcessor.requeuePause
@@ -35,7 +36,7 @@ struct TimeoutProcessor: Sendable {
         }
         // A deadline message of an earlier version expires at the deadline itself: a result
         // received just before it gets its grace all the same.
-        let early = deadline + configuration.timeoutGrace.milliseconds - RequestProcessor.now()
+        let early = deadline + configuration.timeoutGrace.milliseconds - clock.now()
         if early > 0 { try await Task.sleep(for: .milliseconds(early)) }
         do {
             guard try await ledger.sync(using: publisher) else {

@@ -10,6 +10,7 @@ struct PostbackHandler: PostbackReceiving, CustomStringConvertible {
     let session: BrokerSession
     let metrics: BridgeMetrics
     let logger: Logger
+    var clock = WallClock.system
 
     /// Without the secrets.
     var description: String { "PostbackHandler(\(keys.keys.count) keys)" }
@@ -33,7 +34,7 @@ struct PostbackHandler: PostbackReceiving, CustomStringConvertible {
 
     func receivePostback(_ verified: PostbackToken, body: [UInt8], contentType: String?) async -> PostbackReply {
         let received = ContinuousClock.now
-        let receivedAt = RequestProcessor.now()
+        let receivedAt = clock.now()
         let context = verified.context
         let result: JobResult
         do {
@@ -66,7 +67,7 @@ struct PostbackHandler: PostbackReceiving, CustomStringConvertible {
         metrics.postback(.accepted)
         metrics.event(event)
         metrics.postbackToEvent.record(since: received)
-        metrics.jobDuration.recordMilliseconds(RequestProcessor.now() - verified.submittedAt)
+        metrics.jobDuration.recordMilliseconds(clock.now() - verified.submittedAt)
         logger.debug(
             "postback published",
             metadata: ["request_id": "\(context.requestID)", "job_id": "\(result.jobID)", "status": "\(event.status)"])

@@ -85,7 +85,7 @@ struct PostbackToken: Sendable, Hashable {
     /// its expiry. Costs no I/O: the listener calls it before reading a postback's body.
     ///
     /// - Parameter now: Milliseconds since the Unix epoch.
-    init(verifying token: Substring, keys: Keys, now: Int64 = PostbackToken.now()) throws(Rejection) {
+    init(verifying token: Substring, keys: Keys, now: Int64 = WallClock.system.now()) throws(Rejection) {
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
         let version: Int
         let encodedPayload: Substring
@@ -128,7 +128,6 @@ struct PostbackToken: Sendable, Hashable {
     }
 
     /// Milliseconds since the Unix epoch.
-    static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 
     /// Prefixed to the payload under a version 2 MAC, so that no other use of the secret, and no
     /// version 1 token, can be passed off as one.

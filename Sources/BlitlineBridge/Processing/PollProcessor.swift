@@ -22,6 +22,7 @@ struct PollProcessor: Sendable {
     let rateLimiter: PollRateLimiter
     let metrics: BridgeMetrics
     let logger: Logger
+    var clock = WallClock.system
 
     func process(_ delivery: some RequestMessage, publisher: EventPublisher) async throws {
         guard let job = PendingJob(bytes: delivery.body) else {
@@ -29,12 +30,12 @@ struct PollProcessor: Sendable {
             delivery.ack()
             return
         }
-        guard Self.isWanted(job, now: RequestProcessor.now()) else {
+        guard Self.isWanted(job, now: clock.now()) else {
             delivery.ack()
             return
         }
         let (outcome, started) = try await poll(job)
-        let step = Self.step(after: outcome, for: job, at: RequestProcessor.now(), answeredIn: ContinuousClock.now - started)
+        let step = Self.step(after: outcome, for: job, at: clock.now(), answeredIn: ContinuousClock.now - started)
         do {
             switch step {
             case .publish(let result, let late):
@@ -50,7 +51,7 @@ struct PollProcessor: Sendable {
                     break
                 }
                 metrics.event(event)
-                metrics.jobDuration.recordMilliseconds(RequestProcessor.now() - job.submittedAt)
+                metrics.jobDuration.recordMilliseconds(clock.now() - job.submittedAt)
             case .pollAgain(let pause, let label):
                 metrics.poll(label)
                 if case .failed(let failure) = outcome {
@@ -79,7 +80,7 @@ struct PollProcessor: Sendable {
             metrics.pollsInFlight.increment()
             let outcome = await client.poll(jobID: job.jobID)
             metrics.pollsInFlight.decrement()
-            guard let retryAfter = Self.retryAfter(of: outcome), Self.isWanted(job, now: RequestProcessor.now()) else {
+            guard let retryAfter = Self.retryAfter(of: outcome), Self.isWanted(job, now: clock.now()) else {
                 return (outcome, started)
             }
             metrics.poll(.rateLimited)

@@ -26,6 +26,7 @@ struct RequestProcessor: Sendable {
     let postbackKeys: PostbackToken.Keys?
     let metrics: BridgeMetrics
     let logger: Logger
+    var clock = WallClock.system
     var requeuePause = Self.requeuePause
     /// Shared by every request of the bridge.
     var workingBytes = ByteBudget(capacity: Self.workingBytes)
@@ -49,7 +50,7 @@ struct RequestProcessor: Sendable {
         logger[metadataKey: "request_id"] = "\(context.requestID)"
         if let traceID = context.traceID { logger[metadataKey: "trace_id"] = "\(traceID)" }
 
-        var step = rules.firstStep(for: request, context: context, now: Self.now())
+        var step = rules.firstStep(for: request, context: context, now: clock.now())
         var setbacks = RequestRules.setbacks(in: request.properties)
         while true {
             switch step {
@@ -86,7 +87,7 @@ struct RequestProcessor: Sendable {
     private func submit(
         _ job: BlitlineJob, bytes: Int, attempt: Int, context: RequestContext, logger: inout Logger
     ) async -> RequestRules.Step {
-        let submittedAt = Self.now()
+        let submittedAt = clock.now()
         var postbackURL: String?
         if let base = configuration.postbackBaseURL, let postbackKeys {
             let token = PostbackToken(context: context, submittedAt: submittedAt).signed(with: postbackKeys)
@@ -184,7 +185,6 @@ struct RequestProcessor: Sendable {
         Base64URL.encode(Array(SHA256.hash(data: Array(applicationID.utf8))).prefix(12))
     }
 
-    static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 }
 
 extension RequestRules {
