@@ -1,7 +1,7 @@
 /// Failures of the bridge that are not the broker's or Blitline's own.
 public struct BridgeError: Error, Sendable, CustomStringConvertible {
     private enum Code: Sendable {
-        case topologyMismatch, brokerUnavailable
+        case topologyMismatch
     }
 
     private let code: Code
@@ -16,9 +16,6 @@ public struct BridgeError: Error, Sendable, CustomStringConvertible {
                 + "Topology section lists the arguments and how to move queues of an earlier version "
                 + "(QUEUE_TYPE=classic keeps classic queues as they were)")
     }
-
-    /// No broker connection at the moment; retried after reconnection.
-    static let brokerUnavailable = BridgeError(code: .brokerUnavailable, description: "the broker is not connected")
 
     var isFatal: Bool { code == .topologyMismatch }
 }

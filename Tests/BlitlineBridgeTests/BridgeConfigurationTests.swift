@@ -66,7 +66,7 @@ import Testing
         ])
         #expect(configuration.eventSourceResolved == "/blitline-bridge/images%2Fprod/thumbs.jobs")
         #expect(JobEvent.failure(
-            RequestContext(requestID: "r1", correlationID: nil, replyTo: nil, traceparent: nil),
+            RequestEnvelope(requestID: "r1", correlationID: nil, replyTo: nil, traceparent: nil),
             reason: .invalidRequest, message: "m"
         ).json(source: configuration.eventSourceResolved)["source"]?.stringValue == "/blitline-bridge/images%2Fprod/thumbs.jobs")
         #expect(try parse(["EVENT_SOURCE": "/b/{vhost}"]).eventSourceResolved == "/b/%2F")

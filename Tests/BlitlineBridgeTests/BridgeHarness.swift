@@ -211,7 +211,7 @@ final class BridgeHarness: Sendable {
         for requestID: String, correlationID: String? = nil, signedWith secret: String? = nil,
         submittedAt: Date = Date(), jobTimeout: Duration = .seconds(60)
     ) -> String {
-        let context = RequestContext(requestID: requestID, correlationID: correlationID, replyTo: nil, traceparent: nil)
+        let context = RequestEnvelope(requestID: requestID, correlationID: correlationID, replyTo: nil, traceparent: nil)
         return PostbackToken(context: context, submittedAt: Int64(submittedAt.timeIntervalSince1970 * 1000))
             .signed(with: PostbackToken.Keys(secrets: [secret ?? self.secret], jobTimeout: jobTimeout))
     }

@@ -102,7 +102,7 @@ extension BridgeProcessTests {
                 let result = TestRequest.thumbnails("token-0").postbackBody(jobID: "0tokenjobidtokenjobidt")
                 let route = "/blitline/postback/"
                 // The harness's bridge has JOB_TIMEOUT 60s: valid until 60 s + 24 h after submission.
-                let context = RequestContext(requestID: "token-0", correlationID: nil, replyTo: nil, traceparent: nil)
+                let context = RequestEnvelope(requestID: "token-0", correlationID: nil, replyTo: nil, traceparent: nil)
                 let now = WallClock.system.now()
                 let keys = PostbackToken.Keys(secrets: [h.secret], jobTimeout: .seconds(60))
                 let lifetime = keys.validityMilliseconds
@@ -148,7 +148,7 @@ extension BridgeProcessTests {
         }
 
         /// A version 1 token as bridges before revision 2 signed them.
-        static func versionOneToken(context: RequestContext, submittedAt: Int64, secret: String) -> String {
+        static func versionOneToken(context: RequestEnvelope, submittedAt: Int64, secret: String) -> String {
             PostbackToken(context: context, submittedAt: submittedAt)
                 .signed(with: PostbackToken.Keys(secrets: [secret]), version: 1)
         }

@@ -97,7 +97,7 @@ import Testing
 @testable import BlitlineBridge
 
 @Suite struct EventSchemaTests {
-    static let context = RequestContext(requestID: "r1", correlationID: "c1", replyTo: nil, traceparent: nil)
+    static let context = RequestEnvelope(requestID: "r1", correlationID: "c1", replyTo: nil, traceparent: nil)
 
     @Test func theBridgesEventsFollowTheShippedSchemaAndOthersDoNot() throws {
         let timeout = JobEvent.failure(Self.context, reason: .timeout, message: "no result", jobID: "j1").json

@@ -8,7 +8,7 @@ import Testing
 /// deadlines' state machine, and the deadline race.
 @Suite struct HTTPListenerTokenAndDeadlineTests {
     static let secret = "a-secret-of-at-least-thirty-two-bytes-0001"
-    static let context = RequestContext(requestID: "r-1", correlationID: "c-1", replyTo: "q", traceparent: nil)
+    static let context = RequestEnvelope(requestID: "r-1", correlationID: "c-1", replyTo: "q", traceparent: nil)
     static let hour: Int64 = 3_600_000
 
     // MARK: Tokens

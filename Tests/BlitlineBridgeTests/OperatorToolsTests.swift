@@ -54,7 +54,7 @@ extension BridgeProcessTests {
                 #expect(try await queues.depth(of: queues.deadQueue) == 0)
 
                 let requests = try await queues.take(from: queues.jobsQueue)
-                #expect(requests.map { RequestContext($0.properties).requestID } == letters.map(\.requestID))
+                #expect(requests.map { RequestEnvelope($0.properties).requestID } == letters.map(\.requestID))
                 for (request, letter) in zip(requests, letters) {
                     let headers = request.properties.headers ?? [:]
                     #expect(request.body == letter.body)
@@ -367,7 +367,7 @@ struct OperatorQueues: Sendable {
         let reader = try await connection.openChannel()
         var ids: [String] = []
         while let delivery = try await reader.get(queue: deadQueue) {
-            ids.append(RequestContext(delivery.properties).requestID)
+            ids.append(RequestEnvelope(delivery.properties).requestID)
         }
         try await reader.close()
         return ids

@@ -51,8 +51,8 @@ import Testing
         }
 
         func publish(_ event: JobEvent) async throws { try record("event:\(event.id)") }
-        func deadLetter(_ request: RequestMessage, context: RequestContext, error: String) async throws { try record("dead") }
-        func putBack(_ request: RequestMessage, context: RequestContext, headers: AMQPTable, delayStep: Int?) async throws {
+        func deadLetter(_ request: RequestMessage, context: RequestEnvelope, error: String) async throws { try record("dead") }
+        func putBack(_ request: RequestMessage, context: RequestEnvelope, headers: AMQPTable, delayStep: Int?) async throws {
             try record("putBack")
             let properties = request.properties.copyForRepublishing(
                 bridgeHeaders: headers.merging([BridgeHeader.requestID: .string(context.requestID)]))

@@ -22,7 +22,7 @@ import Testing
             for: RequestRules.Arrival(
                 body: body, properties: properties, redelivered: redelivered, isBodyDiscarded: discarded,
                 bodySize: UInt64(discarded ? 50_000_000 : body.count)),
-            context: RequestContext(properties), now: Self.now)
+            context: RequestEnvelope(properties), now: Self.now)
     }
 
     func attempt(of step: RequestRules.Step) -> Int? {
@@ -59,9 +59,9 @@ import Testing
     }
 
     @Test func aGeneratedIDInTheHeaderIsTakenOnlyWhenShort() {
-        let short = RequestContext(AMQPProperties(headers: [BridgeHeader.requestID: .string("gen-1")]))
+        let short = RequestEnvelope(AMQPProperties(headers: [BridgeHeader.requestID: .string("gen-1")]))
         #expect(short.requestID == "gen-1")
-        let long = RequestContext(AMQPProperties(headers: [BridgeHeader.requestID: .string(String(repeating: "x", count: 5000))]))
+        let long = RequestEnvelope(AMQPProperties(headers: [BridgeHeader.requestID: .string(String(repeating: "x", count: 5000))]))
         #expect(long.requestID.utf8.count == 36, "a fresh UUID instead")
         #expect(long.problem == nil)
     }
@@ -73,7 +73,7 @@ import Testing
             ("00-00000000000000000000000000000000-00f067aa0ba902b7-01", false),
             ("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", false), (valid + "-extra", false),
         ] {
-            let context = RequestContext(AMQPProperties(headers: ["traceparent": .string(value)], messageID: "r"))
+            let context = RequestEnvelope(AMQPProperties(headers: ["traceparent": .string(value)], messageID: "r"))
             #expect((context.traceparent == value) == kept, "\(value.prefix(60))")
             #expect(context.traceparent == nil || context.traceID == "4bf92f3577b34da6a3ce929d0e0e4736")
         }
@@ -83,9 +83,9 @@ import Testing
         let properties = AMQPProperties(replyTo: String(repeating: "\u{FFFD}", count: 100), messageID: "r")
         let failed = rules.firstStep(
             for: .init(body: Self.job, properties: properties, redelivered: false, bodySize: 10),
-            context: RequestContext(properties), now: Self.now)
+            context: RequestEnvelope(properties), now: Self.now)
         #expect(failure(of: failed)?.0 == .invalidRequest)
-        #expect(RequestContext(properties).routableReplyTo == nil)
+        #expect(RequestEnvelope(properties).routableReplyTo == nil)
     }
 
     @Test func aBodyThatWasNotKeptIsInvalidAndSaysItsSize() {
@@ -153,12 +153,12 @@ import Testing
         #expect(
             rules.afterSubmit(.rejected(message: "bad"), attempt: 1, submittedAt: 7, applicationID: nil)
                 == .fail(.rejected, message: "bad"))
-        let cancelled = SubmitOutcome.transient(SubmitFailure(kind: .cancelled, message: "stopping"))
+        let cancelled = SubmitOutcome.transient(BlitlineFailure(kind: .cancelled, message: "stopping"))
         #expect(rules.afterSubmit(cancelled, attempt: 1, submittedAt: 7, applicationID: nil) == .giveBack)
     }
 
     @Test func transientFailuresAreRetriedWithGrowingDelaysThenFail() {
-        let failure = SubmitOutcome.transient(SubmitFailure(kind: .serverError, message: "HTTP 500"))
+        let failure = SubmitOutcome.transient(BlitlineFailure(kind: .serverError, message: "HTTP 500"))
         for attempt in 1...4 {
             #expect(
                 rules.afterSubmit(failure, attempt: attempt, submittedAt: 7, applicationID: nil)
@@ -167,7 +167,7 @@ import Testing
         let last = self.failure(of: rules.afterSubmit(failure, attempt: 5, submittedAt: 7, applicationID: nil))
         #expect(last?.0 == .submitFailed)
         #expect(last?.1 == "Blitline could not be reached after 5 attempts: HTTP 500")
-        let limited = SubmitOutcome.transient(SubmitFailure(kind: .rateLimited, message: "429", retryAfter: .seconds(20)))
+        let limited = SubmitOutcome.transient(BlitlineFailure(kind: .rateLimited, message: "429", retryAfter: .seconds(20)))
         #expect(
             rules.afterSubmit(limited, attempt: 1, submittedAt: 7, applicationID: nil)
                 == .retry(delayStep: 2, headers: [BridgeHeader.attempt: .int32(2)]), "at least Retry-After: 30 s")
@@ -230,7 +230,7 @@ import Testing
     @Test func eventPropertiesLeaveOutWhatAShortStringCannotHold() {
         let long = String(repeating: "x", count: 250)
         let event = JobEvent.failure(
-            RequestContext(requestID: long, correlationID: long + long, replyTo: nil, traceparent: nil),
+            RequestEnvelope(requestID: long, correlationID: long + long, replyTo: nil, traceparent: nil),
             reason: .invalidRequest, message: "too long")
         #expect(event.properties.messageID == nil, "\(long)/failed is 257 bytes")
         #expect(event.properties.correlationID == nil)
@@ -242,7 +242,7 @@ import Testing
 /// The decisions of polling mode, without Blitline or a broker.
 @Suite struct PollRulesTests {
     let job = PendingJob(
-        context: RequestContext(requestID: "r", correlationID: nil, replyTo: nil, traceparent: nil), jobID: "j",
+        context: RequestEnvelope(requestID: "r", correlationID: nil, replyTo: nil, traceparent: nil), jobID: "j",
         submittedAt: 0, deadline: 1_000_000, applicationKey: "k")
 
     @Test func aJobIsPolledUntilItsDeadlinePlusTheLateWindow() {
@@ -260,17 +260,17 @@ import Testing
     @Test func noResultYetPollsAgainPausingWhenBlitlineAnsweredAtOnce() {
         #expect(PollProcessor.step(after: .pending, for: job, at: 1, answeredIn: .seconds(30)) == .pollAgain(pause: false, .pending))
         #expect(PollProcessor.step(after: .pending, for: job, at: 1, answeredIn: .milliseconds(5)) == .pollAgain(pause: true, .pending))
-        let failed = PollOutcome.failed(SubmitFailure(kind: .timeout, message: "slow"))
+        let failed = PollOutcome.failed(BlitlineFailure(kind: .timeout, message: "slow"))
         #expect(PollProcessor.step(after: failed, for: job, at: 1, answeredIn: .seconds(60)) == .pollAgain(pause: true, .failed))
     }
 
     @Test func aRefusalForTheRateHoldsTheApplicationIDForItsRetryAfterOrOneSecond() {
         let refused = { (retryAfter: Duration?) in
-            PollOutcome.failed(SubmitFailure(kind: .rateLimited, message: "429", retryAfter: retryAfter))
+            PollOutcome.failed(BlitlineFailure(kind: .rateLimited, message: "429", retryAfter: retryAfter))
         }
         #expect(PollProcessor.retryAfter(of: refused(.seconds(7))) == .seconds(7))
         #expect(PollProcessor.retryAfter(of: refused(nil)) == .seconds(1))
-        #expect(PollProcessor.retryAfter(of: .failed(SubmitFailure(kind: .timeout, message: "slow"))) == nil)
+        #expect(PollProcessor.retryAfter(of: .failed(BlitlineFailure(kind: .timeout, message: "slow"))) == nil)
         #expect(PollProcessor.retryAfter(of: .pending) == nil)
     }
 

@@ -25,7 +25,7 @@ extension BlitlineClient {
             logger.debug("polled Blitline", metadata: ["http.status": "\(status)", "body.bytes": "\(body.count)"])
             if status == 429 {
                 return .failed(
-                    SubmitFailure(
+                    BlitlineFailure(
                         kind: .rateLimited,
                         message: "Blitline's poll cache answered HTTP 429 (too many requests)",
                         retryAfter: SubmitReply.retryAfter(response.headers.first(name: "Retry-After"))
@@ -39,7 +39,7 @@ extension BlitlineClient {
                 return .result(try JobResult.decode(pollBody: body))
             } catch {
                 logger.warning("poll answer is not a Blitline result", metadata: ["error": "\(error)"])
-                return .failed(SubmitFailure(kind: .malformedReply, message: "poll answer: \(error)"))
+                return .failed(BlitlineFailure(kind: .malformedReply, message: "poll answer: \(error)"))
             }
         } catch {
             let failure = Self.transportFailure(error, timeout: self.configuration.pollTimeout)

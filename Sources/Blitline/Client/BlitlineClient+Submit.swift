@@ -65,24 +65,24 @@ extension BlitlineClient {
     }
 
     /// Describes an error thrown while talking to Blitline as a transient failure.
-    static func transportFailure(_ error: any Error, timeout: Duration) -> SubmitFailure {
+    static func transportFailure(_ error: any Error, timeout: Duration) -> BlitlineFailure {
         if error is CancellationError || Task.isCancelled {
-            return SubmitFailure(kind: .cancelled, message: "the request was cancelled")
+            return BlitlineFailure(kind: .cancelled, message: "the request was cancelled")
         }
         if let error = error as? HTTPClientError {
             switch error {
             case .deadlineExceeded, .readTimeout, .writeTimeout:
-                return SubmitFailure(kind: .timeout, message: "no answer from Blitline within \(timeout)")
+                return BlitlineFailure(kind: .timeout, message: "no answer from Blitline within \(timeout)")
             case .connectTimeout:
-                return SubmitFailure(kind: .timeout, message: "connecting to Blitline timed out")
+                return BlitlineFailure(kind: .timeout, message: "connecting to Blitline timed out")
             default:
-                return SubmitFailure(kind: .connection, message: "HTTP error talking to Blitline: \(error)")
+                return BlitlineFailure(kind: .connection, message: "HTTP error talking to Blitline: \(error)")
             }
         }
         if let error = error as? NIOTooManyBytesError {
-            return SubmitFailure(kind: .malformedReply, message: "Blitline's reply is too large (\(error))")
+            return BlitlineFailure(kind: .malformedReply, message: "Blitline's reply is too large (\(error))")
         }
-        return SubmitFailure(kind: .connection, message: "could not reach Blitline: \(error)")
+        return BlitlineFailure(kind: .connection, message: "could not reach Blitline: \(error)")
     }
 }
 

@@ -7,5 +7,5 @@ public enum PollOutcome: Sendable, Hashable {
     case pending
     /// The poll itself failed (connection, HTTP 429 with its `Retry-After`, a body that is not a
     /// result); ask again later.
-    case failed(SubmitFailure)
+    case failed(BlitlineFailure)
 }

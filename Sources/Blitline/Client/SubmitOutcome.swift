@@ -6,7 +6,7 @@ public enum SubmitOutcome: Sendable, Hashable {
     /// sending the same job again will not help.
     case rejected(message: String)
     /// The job may or may not have reached Blitline; sending it again later may succeed.
-    case transient(SubmitFailure)
+    case transient(BlitlineFailure)
 }
 
 /// An image that Blitline announced in its submit reply: where it will be stored once processed.

@@ -25,7 +25,7 @@ enum SubmitReply {
             return .each(entries.map(Self.outcome(of:)))
         }
         if status == 429 {
-            let failure = SubmitFailure(
+            let failure = BlitlineFailure(
                 kind: .rateLimited,
                 message: "Blitline answered HTTP 429 (too many requests)",
                 retryAfter: retryAfter
@@ -33,7 +33,7 @@ enum SubmitReply {
             return .whole(.transient(failure))
         }
         if status >= 500 || status == 408 {
-            let failure = SubmitFailure(
+            let failure = BlitlineFailure(
                 kind: .serverError,
                 message: "Blitline answered HTTP \(status) without an error message",
                 retryAfter: retryAfter
@@ -56,7 +56,7 @@ enum SubmitReply {
             default: nil
             }
         guard let entries, entries.count == jobCount else {
-            let failure = SubmitFailure(
+            let failure = BlitlineFailure(
                 kind: .malformedReply,
                 message: "Blitline's reply does not hold \(jobCount) job result(s)"
             )
@@ -76,7 +76,7 @@ enum SubmitReply {
             default: nil
             }
         guard let jobID else {
-            return .transient(SubmitFailure(kind: .malformedReply, message: "Blitline's reply has no `job_id`"))
+            return .transient(BlitlineFailure(kind: .malformedReply, message: "Blitline's reply has no `job_id`"))
         }
         let images = (entry["images"]?.arrayValue ?? []).compactMap { image -> AnnouncedImage? in
             guard let identifier = image["image_identifier"]?.stringValue else { return nil }

@@ -2,11 +2,12 @@ import AMQP
 import ServiceLifecycle
 
 extension AMQPChannel {
-    /// Consumes `queue`, handling deliveries concurrently (the prefetch bounds how many), until the
-    /// consumer ends. On graceful shutdown the consumer is cancelled first, so no new delivery
+    /// Consumes `queue` and handles its deliveries concurrently (the prefetch bounds how many); returns
+    /// only at graceful shutdown, when the consumer is cancelled first, so that no new delivery
     /// arrives while those in hand finish. An error from `handle` ends it all and is rethrown.
-    func consume(
-        queue: String, prefetch: UInt16, arguments: AMQPTable = [:], maxBodyBytes: Int? = nil,
+    /// (The AMQP module's `consume` returns the consumer at once; this one runs it.)
+    func handleDeliveries(
+        from queue: String, prefetch: UInt16, arguments: AMQPTable = [:], maxBodyBytes: Int? = nil,
         handle: @escaping @Sendable (AMQPDelivery) async throws -> Void
     ) async throws {
         let consumer = try await consume(queue: queue, prefetch: prefetch, arguments: arguments, maxBodyBytes: maxBodyBytes)

@@ -131,21 +131,21 @@ struct BridgeService: Service, CustomStringConvertible {
                 try await withThrowingDiscardingTaskGroup { consumers in
                     consumers.addTask {
                         // A request over MAX_REQUEST_BYTES is never held: its body is dropped as it arrives.
-                        try await consuming.openChannel().consume(
-                            queue: topology.jobsQueue, prefetch: UInt16(configuration.prefetch),
+                        try await consuming.openChannel().handleDeliveries(
+                            from: topology.jobsQueue, prefetch: UInt16(configuration.prefetch),
                             maxBodyBytes: configuration.maxRequestBytes
                         ) { try await requests.process($0, effects: publisher) }
                     }
                     consumers.addTask {
-                        try await consuming.openChannel().consume(queue: topology.timeoutsQueue, prefetch: 16) {
+                        try await consuming.openChannel().handleDeliveries(from: topology.timeoutsQueue, prefetch: 16) {
                             try await timeouts.process($0, publisher: publisher)
                         }
                     }
                     if !configuration.usesPostbacks {
                         consumers.addTask {
                             // Each poll in hand is one long poll at most: the HTTP client's pool has room for them all.
-                            try await consuming.openChannel().consume(
-                                queue: topology.pollsQueue, prefetch: UInt16(configuration.effectivePollConcurrency)
+                            try await consuming.openChannel().handleDeliveries(
+                                from: topology.pollsQueue, prefetch: UInt16(configuration.effectivePollConcurrency)
                             ) {
                                 try await polls.process($0, publisher: publisher)
                             }

@@ -38,7 +38,7 @@ struct EventPublisher: Sendable {
     /// Moves a request to the dead-letter queue as it arrived (body, properties, headers), saying
     /// why in `x-bridge-error`. A request whose headers leave no room for the bridge's is
     /// dead-lettered without its own headers, and the error says so.
-    func deadLetter(_ request: RequestMessage, context: RequestContext, error: String) async throws {
+    func deadLetter(_ request: RequestMessage, context: RequestEnvelope, error: String) async throws {
         let headers: AMQPTable = [BridgeHeader.error: .string(error), BridgeHeader.requestID: .string(context.requestID)]
         try await publishCopy(of: request, to: topology.deadQueue, headers: headers) {
             $0[BridgeHeader.error] = .string(error + " (the request's own headers did not fit beside this one and were left out)")
@@ -47,7 +47,7 @@ struct EventPublisher: Sendable {
 
     /// Puts a copy of a request in the retry queue of `delayStep` (from which it returns to the
     /// jobs queue), or straight back into the jobs queue when `delayStep` is `nil`.
-    func putBack(_ request: RequestMessage, context: RequestContext, headers: AMQPTable, delayStep: Int?) async throws {
+    func putBack(_ request: RequestMessage, context: RequestEnvelope, headers: AMQPTable, delayStep: Int?) async throws {
         var headers = headers
         headers[BridgeHeader.requestID] = .string(context.requestID)
         let queue = delayStep.map(topology.retryQueue) ?? topology.jobsQueue

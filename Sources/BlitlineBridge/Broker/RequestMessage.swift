@@ -27,8 +27,8 @@ extension AMQPDelivery: RequestMessage {
 /// in the bridge. Each call returns once the broker has confirmed.
 protocol RequestEffects: Sendable {
     func publish(_ event: JobEvent) async throws
-    func deadLetter(_ request: RequestMessage, context: RequestContext, error: String) async throws
-    func putBack(_ request: RequestMessage, context: RequestContext, headers: AMQPTable, delayStep: Int?) async throws
+    func deadLetter(_ request: RequestMessage, context: RequestEnvelope, error: String) async throws
+    func putBack(_ request: RequestMessage, context: RequestEnvelope, headers: AMQPTable, delayStep: Int?) async throws
     func scheduleDeadline(_ job: PendingJob) async throws
     func schedulePoll(_ job: PendingJob, pause: Bool) async throws
 }

@@ -17,7 +17,7 @@ import Foundation
 /// A token is valid until `JOB_TIMEOUT` plus 24 hours after submission (README, "HTTP listener");
 /// later it is refused as ``Rejection/expired``.
 struct PostbackToken: Sendable, Hashable {
-    var context: RequestContext
+    var context: RequestEnvelope
     /// Milliseconds since the Unix epoch.
     var submittedAt: Int64
     /// Milliseconds since the Unix epoch after which the token is refused; `nil` until signed
@@ -57,7 +57,7 @@ struct PostbackToken: Sendable, Hashable {
         }
     }
 
-    init(context: RequestContext, submittedAt: Int64) {
+    init(context: RequestEnvelope, submittedAt: Int64) {
         self.context = context
         self.submittedAt = submittedAt
     }
@@ -114,7 +114,7 @@ struct PostbackToken: Sendable, Hashable {
             expiresAt = Int64(submittedAt) + keys.validityMilliseconds
         }
         guard now <= expiresAt else { throw .expired }
-        self.context = RequestContext(
+        self.context = RequestEnvelope(
             requestID: requestID, correlationID: json["c"]?.stringValue, replyTo: json["t"]?.stringValue,
             traceparent: json["p"]?.stringValue)
         self.submittedAt = Int64(submittedAt)

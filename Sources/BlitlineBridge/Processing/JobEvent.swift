@@ -18,12 +18,12 @@ struct JobEvent: Sendable {
         case timeout
     }
 
-    /// How the result reached the bridge.
-    enum Channel: String, Sendable {
+    /// How the result reached the bridge (`completed_via`).
+    enum ResultSource: String, Sendable {
         case postback, poll
     }
 
-    var context: RequestContext
+    var context: RequestEnvelope
     var status: Status
     var reason: Reason?
     var jobID: String?
@@ -31,27 +31,27 @@ struct JobEvent: Sendable {
     var images: [ResultImage] = []
     var errors: [String] = []
     var failedImageIdentifiers: [String] = []
-    var completedVia: Channel?
+    var completedVia: ResultSource?
     /// A result that came after the job's timeout event.
     var late = false
     var time = Date()
 
     /// A failure decided by the bridge (the request never produced a result).
     static func failure(
-        _ context: RequestContext, reason: Reason, message: String, jobID: String? = nil
+        _ context: RequestEnvelope, reason: Reason, message: String, jobID: String? = nil
     ) -> JobEvent {
         JobEvent(context: context, status: .failed, reason: reason, jobID: jobID, errors: [message])
     }
 
     /// The event for a result Blitline reported.
     static func result(
-        _ result: JobResult, context: RequestContext, via channel: Channel, late: Bool
+        _ result: JobResult, context: RequestEnvelope, via source: ResultSource, late: Bool
     ) -> JobEvent {
         JobEvent(
             context: context, status: result.isCompleted ? .completed : .failed,
             reason: result.isCompleted ? nil : .processingFailed, jobID: result.jobID,
             original: result.original, images: result.images, errors: result.errors,
-            failedImageIdentifiers: result.failedImageIdentifiers, completedVia: channel, late: late)
+            failedImageIdentifiers: result.failedImageIdentifiers, completedVia: source, late: late)
     }
 
     /// Deterministic: a repeated postback or a double submission gives the same id.
@@ -70,7 +70,7 @@ struct JobEvent: Sendable {
         // AMQP's short strings hold 255 bytes: an id or correlation id longer than that (an
         // invalid request's) is carried in the event's JSON only.
         func short(_ text: String?) -> String? {
-            text.flatMap { $0.utf8.count <= RequestContext.maxShortStringBytes ? $0 : nil }
+            text.flatMap { $0.utf8.count <= RequestEnvelope.maxShortStringBytes ? $0 : nil }
         }
         return AMQPProperties(
             contentType: "application/cloudevents+json", headers: headers,

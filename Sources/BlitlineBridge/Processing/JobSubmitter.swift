@@ -24,9 +24,9 @@ final class JobSubmitter: Sendable {
         var running = true
     }
 
-    private static let stopping = SubmitOutcome.transient(SubmitFailure(kind: .cancelled, message: "the bridge is stopping"))
+    private static let stopping = SubmitOutcome.transient(BlitlineFailure(kind: .cancelled, message: "the bridge is stopping"))
     private static let cancelled = SubmitOutcome.transient(
-        SubmitFailure(kind: .cancelled, message: "the broker session ended before the job was sent"))
+        BlitlineFailure(kind: .cancelled, message: "the broker session ended before the job was sent"))
 
     private let client: BlitlineClient
     private let maxBatch: Int

@@ -3,7 +3,7 @@ import Blitline
 /// A job Blitline has accepted and whose outcome the bridge still waits for. It travels in the
 /// broker (deadline and poll messages) so that any instance can finish it.
 struct PendingJob: Sendable, Hashable {
-    var context: RequestContext
+    var context: RequestEnvelope
     var jobID: String
     /// Milliseconds since the Unix epoch.
     var submittedAt: Int64
@@ -25,7 +25,7 @@ struct PendingJob: Sendable, Hashable {
         return .object(members)
     }
 
-    init(context: RequestContext, jobID: String, submittedAt: Int64, deadline: Int64, applicationKey: String) {
+    init(context: RequestEnvelope, jobID: String, submittedAt: Int64, deadline: Int64, applicationKey: String) {
         self.context = context
         self.jobID = jobID
         self.submittedAt = submittedAt
@@ -54,7 +54,7 @@ struct PendingJob: Sendable, Hashable {
             let submittedAt = json["submitted_at"]?.intValue,
             let deadline = json["deadline"]?.intValue
         else { return nil }
-        self.context = RequestContext(
+        self.context = RequestEnvelope(
             requestID: requestID, correlationID: json["correlation_id"]?.stringValue,
             replyTo: json["reply_to"]?.stringValue, traceparent: json["traceparent"]?.stringValue)
         self.jobID = jobID

@@ -45,7 +45,7 @@ struct RequestProcessor: Sendable {
         metrics.requestsReceived.increment()
         metrics.requestsInFlight.increment()
         defer { metrics.requestsInFlight.decrement() }
-        let context = RequestContext(request.properties)
+        let context = RequestEnvelope(request.properties)
         var logger = logger
         logger[metadataKey: "request_id"] = "\(context.requestID)"
         if let traceID = context.traceID { logger[metadataKey: "trace_id"] = "\(traceID)" }
@@ -85,7 +85,7 @@ struct RequestProcessor: Sendable {
     }
 
     private func submit(
-        _ job: BlitlineJob, bytes: Int, attempt: Int, context: RequestContext, logger: inout Logger
+        _ job: BlitlineJob, bytes: Int, attempt: Int, context: RequestEnvelope, logger: inout Logger
     ) async -> RequestRules.Step {
         let submittedAt = clock.now()
         var postbackURL: String?
@@ -121,7 +121,7 @@ struct RequestProcessor: Sendable {
     }
 
     private func carryOut(
-        _ step: RequestRules.Step, for request: some RequestMessage, context: RequestContext,
+        _ step: RequestRules.Step, for request: some RequestMessage, context: RequestEnvelope,
         effects: some RequestEffects, logger: Logger
     ) async throws -> Settlement {
         switch step {
@@ -189,7 +189,7 @@ struct RequestProcessor: Sendable {
 
 extension RequestRules {
     /// The first step for a message as it arrived.
-    func firstStep(for request: some RequestMessage, context: RequestContext, now: Int64) -> Step {
+    func firstStep(for request: some RequestMessage, context: RequestEnvelope, now: Int64) -> Step {
         firstStep(
             for: Arrival(
                 body: request.body, properties: request.properties, redelivered: request.redelivered,

@@ -49,7 +49,7 @@ struct RequestRules: Sendable {
     // MARK: Arrival
 
     /// The first step for a request as it arrived. `now` is milliseconds since the Unix epoch.
-    func firstStep(for arrival: Arrival, context: RequestContext, now: Int64) -> Step {
+    func firstStep(for arrival: Arrival, context: RequestEnvelope, now: Int64) -> Step {
         let headers = arrival.properties.headers ?? [:]
         if arrival.redelivered {
             // Quorum queues count deliveries themselves; classic queues need the bridge to.

@@ -51,10 +51,10 @@ public struct SubmitCommand: Sendable {
             case "--json": json = true
             case "--id":
                 let id = try value(flag, inline: inline)
-                guard id.utf8.count <= RequestContext.maxRequestIDBytes else {
+                guard id.utf8.count <= RequestEnvelope.maxRequestIDBytes else {
                     throw ConfigurationError(
                         .invalidValue, variable: nil,
-                        message: "--id takes at most \(RequestContext.maxRequestIDBytes) bytes of UTF-8 (a request id)")
+                        message: "--id takes at most \(RequestEnvelope.maxRequestIDBytes) bytes of UTF-8 (a request id)")
                 }
                 self.id = id
             case "--timeout":

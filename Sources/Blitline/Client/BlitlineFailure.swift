@@ -1,5 +1,5 @@
 /// A transient failure talking to Blitline (submit or poll): worth retrying later.
-public struct SubmitFailure: Error, Hashable, CustomStringConvertible {
+public struct BlitlineFailure: Error, Hashable, CustomStringConvertible {
     /// The kind of failure.
     public struct Kind: Hashable, Sendable, CustomStringConvertible {
         private enum Code: String, Hashable, Sendable {

@@ -2,7 +2,7 @@ import AMQP
 import Foundation
 
 /// What the bridge carries from a request to its event: who asked, and where the answer goes.
-struct RequestContext: Sendable, Hashable {
+struct RequestEnvelope: Sendable, Hashable {
     /// The longest request id, in bytes of UTF-8: with the suffixes the bridge appends
     /// (`/completed`, `/deadline`, …) it still fits AMQP's 255-byte short strings.
     static let maxRequestIDBytes = 200
