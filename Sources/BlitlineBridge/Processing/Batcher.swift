@@ -6,6 +6,12 @@ import Synchronization
 /// No task of its own: the caller whose item starts a batch sends it, and hands the next batch to
 /// the first caller still waiting. `add` returns once the batch holding the item was sent, and
 /// throws what sending it threw.
+///
+/// `JobSubmitter` batches too, but is not built on this: it keeps several batches in flight at
+/// once (Blitline answers each in seconds, the broker in milliseconds), bounds a batch by bytes as
+/// well as by count, hands each job its own outcome from Blitline's array of answers, and drops a
+/// job whose caller was cancelled before it left. Here one batch is on its way at a time, and it
+/// succeeds or fails as a whole, which is what one persistent deadline message does.
 final class Batcher<Item: Sendable>: Sendable {
     private enum Turn {
         case sent
