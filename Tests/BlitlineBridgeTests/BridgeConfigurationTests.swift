@@ -5,7 +5,7 @@ import Testing
 @testable import BlitlineBridge
 
 @Suite struct BridgeConfigurationTests {
-    /// Contract section 3, plus `AMQP_CA_FILE`: variable, flag, default as help shows it.
+    /// README's "Configuration" table: variable, flag, default as help shows it.
     static let contractTable: [(variable: String, flag: String, defaultText: String)] = [
         ("AMQP_URL", "--amqp-url", "amqp://guest:guest@127.0.0.1:5672/%2F"),
         ("AMQP_CA_FILE", "--amqp-ca-file", "none"),

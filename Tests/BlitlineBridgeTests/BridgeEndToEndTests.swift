@@ -7,7 +7,7 @@ import Testing
 
 extension BridgeProcessTests {
     /// The bridge process end to end against the test broker and the simulator: requests in, events
-    /// out (contract sections 5, 6 and 8). Every test has its own queues, exchange and simulator.
+    /// out (README, "Messages" and "Delivery guarantees"). Every test has its own queues, exchange and simulator.
     @Suite struct BridgeEndToEndTests {
         static let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 

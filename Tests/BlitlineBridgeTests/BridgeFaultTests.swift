@@ -3,7 +3,7 @@ import Blitline
 import Foundation
 import Testing
 
-/// The bridge under real failures (contract section 8): killed, its broker restarted, stopped
+/// The bridge under real failures (README, "Delivery guarantees"): killed, its broker restarted, stopped
 /// with jobs in flight, fed garbage. Every request must end with its event, and no request may
 /// get events under two different ids. deploy/test.sh runs `…FaultTests` one at a time.
 @Suite(.serialized) struct BridgeFaultTests {

@@ -10,7 +10,7 @@ import Testing
 #endif
 
 extension BridgeProcessTests {
-    /// The bridge's listener facing the internet (contract section 10), as a process: tokens
+    /// The bridge's listener facing the internet (README, "HTTP listener"), as a process: tokens
     /// checked before bodies, slow clients cut while probes and jobs go on, tokens that expire,
     /// and no token in the logs.
     @Suite struct BridgeListenerAbuseTests {

@@ -2,7 +2,7 @@ import Foundation
 import Testing
 
 extension BridgeProcessTests {
-    /// Polling mode (no `POSTBACK_BASE_URL`, contract section 7): results long-polled within
+    /// Polling mode (no `POSTBACK_BASE_URL`, README, "Polling at scale"): results long-polled within
     /// `POLL_RATE`.
     @Suite struct BridgePollingTests {
         @Test func pollingModeCompletesEveryRequestWithinThePollRate() async throws {

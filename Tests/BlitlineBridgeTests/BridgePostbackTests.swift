@@ -4,7 +4,7 @@ import Foundation
 import Testing
 
 extension BridgeProcessTests {
-    /// The postback listener of a running bridge (contract section 7): signed tokens, what it
+    /// The postback listener of a running bridge (README, "HTTP listener"): signed tokens, what it
     /// refuses, repeats, the legacy form encoding, secret rotation, deadlines and late results.
     @Suite struct BridgePostbackTests {
         static let otherSecret = "another-secret-nobody-configured-0123456789"

@@ -2,7 +2,7 @@ import Foundation
 import Testing
 
 extension BridgeProcessTests {
-    /// Several instances on one broker (issue 4): any instance handles any postback, and every
+    /// Several instances on one broker (README, "Scaling out"): any instance handles any postback, and every
     /// request still gets its outcome exactly as with one.
     @Suite struct BridgeScaleOutTests {
         @Test func twoInstancesShareTheWorkAndOneTakesTheOthersPostbacks() async throws {

@@ -3,13 +3,13 @@ import Blitline
 import Foundation
 import Testing
 
-/// The keys contract section 6 says every event's `data` always carries.
+/// The keys README's "Event" says every event's `data` always carries.
 let alwaysPresentDataKeys = [
     "status", "request_id", "correlation_id", "job_id", "original", "images", "errors",
     "failed_image_identifiers", "completed_via",
 ]
 
-/// Checks the CloudEvents envelope and message properties every event shares (contract section 6).
+/// Checks the CloudEvents envelope and message properties every event shares (README, "Event").
 func expectEnvelope(
     _ event: ReceivedEvent, of request: TestRequest, status: String, id: String? = nil, published: ClosedRange<Date>,
     source: String = "blitline-bridge", sourceLocation: SourceLocation = #_sourceLocation

@@ -4,7 +4,7 @@ import Glibc
 import NIOCore
 import Testing
 
-/// The listener under abuse (contract section 10), in process: tokens checked before bodies,
+/// The listener under abuse (README, "HTTP listener"), in process: tokens checked before bodies,
 /// slow clients cut, postbacks answered by their deadline, and every allowance bounded.
 extension HTTPListenerTests {
     /// Sends `prefix` at once, then one byte of `trickle` every `interval`, and returns how long

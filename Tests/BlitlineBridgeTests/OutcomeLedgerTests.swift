@@ -3,7 +3,7 @@ import Testing
 
 @testable import BlitlineBridge
 
-/// What an instance keeps to decide timeouts (contract section 10: at most 32 bytes per outcome).
+/// What an instance keeps to decide timeouts (README, "What deadlines cost" under Design: at most 32 bytes per outcome).
 @Suite struct OutcomeLedgerTests {
     /// An hour's window, 16 generations of about four minutes.
     let window: Int64 = 3_600_000
