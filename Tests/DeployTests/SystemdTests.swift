@@ -48,6 +48,19 @@ import Testing
         return (values, commented)
     }
 
+    /// The install commands: the indented block under README's "### systemd", and the `#   ` lines
+    /// at the head of the unit file.
+    static func installSteps() throws -> (readme: [String], unitFile: [String]) {
+        let readme = try DeployFolder.text("README.md").components(separatedBy: "\n### systemd\n")
+        try #require(readme.count == 2, "README has no single \"### systemd\" section")
+        let readmeSteps = readme[1].split(separator: "\n", omittingEmptySubsequences: false)
+            .drop { !$0.hasPrefix("    ") }.prefix { $0.hasPrefix("    ") }
+            .map { $0.trimmingCharacters(in: .whitespaces) }
+        let unitSteps = try DeployFolder.text(unitPath).split(separator: "\n").prefix { $0.hasPrefix("#") }
+            .filter { $0.hasPrefix("#   ") }.map { $0.dropFirst().trimmingCharacters(in: .whitespaces) }
+        return (readmeSteps, unitSteps)
+    }
+
     func single(_ unit: [String: [String: [String]]], _ section: String, _ key: String) throws -> String {
         let values = unit[section]?[key] ?? []
         try #require(values.count == 1, "[\(section)] \(key) should be set once")
@@ -71,6 +84,26 @@ import Testing
             #expect(units.contains("network-online.target"), "\(key)")
             #expect(units.contains("rabbitmq-server.service"), "\(key)")
         }
+    }
+
+    @Test func installStepsBuildTheBinaryWithTheSwiftRuntimeLinkedInAndInstallWhatTheUnitRuns() throws {
+        let steps = try Self.installSteps()
+        #expect(!steps.readme.isEmpty)
+        #expect(steps.readme == steps.unitFile, "README's systemd steps and those in the unit file's header differ")
+        // Without --static-swift-stdlib the binary loads libswiftCore and Foundation from the
+        // toolchain's folder, which a server running the unit need not have.
+        let build = try #require(steps.readme.firstIndex { $0.hasPrefix("swift build ") }, "no build step")
+        let words = steps.readme[build].split(separator: " ").map(String.init)
+        #expect(words.contains("--static-swift-stdlib"), "\(steps.readme[build])")
+        #expect(zip(words, words.dropFirst()).contains { $0 == ("-c", "release") }, "\(steps.readme[build])")
+        #expect(zip(words, words.dropFirst()).contains { $0 == ("--product", "blitline-bridge") }, "\(steps.readme[build])")
+        let install = try #require(
+            steps.readme.firstIndex { $0.hasPrefix("install ") && $0.contains(".build/release/blitline-bridge ") },
+            "no step installs .build/release/blitline-bridge")
+        #expect(build < install)
+        let execStart = try single(Self.unit(), "Service", "ExecStart")
+        let target = try #require(steps.readme[install].split(separator: " ").last.map(String.init))
+        #expect(target == execStart || target + "blitline-bridge" == execStart, "installed to \(target), run from \(execStart)")
     }
 
     @Test func unitStopsWithSIGTERMAndWaitsLongerThanTheShutdownTimeout() throws {
