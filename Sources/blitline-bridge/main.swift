@@ -50,8 +50,9 @@ case "dead-letters":
     }
 case "check":
     // `check` takes the worker's flags, so that it checks exactly what the worker would run with.
-    await runTool(usage: CheckCommand.usage, settingFlags: Array(arguments.dropFirst())) { configuration in
-        await CheckCommand().run(configuration: configuration)
+    let flags = arguments.dropFirst()
+    await runTool(usage: CheckCommand.usage, settingFlags: flags.filter { $0 != "--json" }) { configuration in
+        await CheckCommand(json: flags.contains("--json")).run(configuration: configuration)
     }
 default:
     break

@@ -34,6 +34,16 @@ extension BridgeProcessTests {
                 #expect(two.lines.filter { $0.hasPrefix("    error: ") }.count == 2)
                 #expect(!two.output.contains(letters[2].error))
                 #expect(try await queues.deadLetterIDs() == letters.map(\.requestID))
+
+                let json = try await queues.tool(["dead-letters", "list", "--json"])
+                #expect(json.status == 0, "\(json)")
+                let objects = try json.lines.map { try JSONValue(parsing: Array($0.utf8)) }
+                #expect(objects.map { $0["request_id"]?.stringValue } == letters.map(\.requestID), "\(json)")
+                #expect(objects.map { $0["message_id"] } == letters.map { $0.messageID.map(JSONValue.string) ?? .null })
+                #expect(objects.map { $0["error"]?.stringValue } == letters.map(\.error))
+                #expect(objects.map { $0["body"]?.stringValue } == letters.map { String(decoding: $0.body, as: UTF8.self) })
+                #expect(objects.map { $0["body_bytes"]?.intValue } == letters.map(\.body.count))
+                #expect(try await queues.deadLetterIDs() == letters.map(\.requestID))
             }
         }
 
@@ -170,6 +180,14 @@ extension BridgeProcessTests {
                 #expect(!run.output.contains("✘") && !run.output.contains("⚠"), "\(run)")
                 #expect(run.lines.last?.hasPrefix("All ") == true)
 
+                let json = try await OperatorQueues.runTool(["check", "--json"], environment: bridge.settings.environment)
+                #expect(json.status == 0, "\(json)")
+                let report = try JSONValue(parsing: Array(json.output.utf8))
+                #expect(report["ok"] == .bool(true) && report["failures"]?.intValue == 0, "\(json)")
+                let findings = report["findings"]?.arrayValue ?? []
+                #expect(findings.count == run.lines.filter { $0.hasPrefix("✔ ") }.count, "\(json)")
+                #expect(findings.contains { $0["subject"]?.stringValue == "broker" && $0["verdict"]?.stringValue == "pass" })
+
                 // The management UI tells the instance's connections apart, and says what they are.
                 let connections = try TestEnvironment.controlBroker(
                     "ctl", "-q", "list_connections", "name", "client_properties", "--no-table-headers")
@@ -185,7 +203,6 @@ extension BridgeProcessTests {
             let run = try await OperatorQueues.runTool(
                 ["check", "--blitline-api-url", simulator.url, "--blitline-poll-url", simulator.url],
                 environment: ["AMQP_URL": "amqp://guest:guest@127.0.0.1:\(port)/%2F", "BLITLINE_APPLICATION_ID": "app"])
-            await simulator.stop()
             #expect(run.status == 1, "\(run)")
             #expect(
                 run.lines.first
@@ -193,6 +210,13 @@ extension BridgeProcessTests {
                     + "broker running, and are the host and port in AMQP_URL right? (topology not checked)", "\(run)")
             #expect(run.lines.contains { $0.hasPrefix("✔ BLITLINE_API_URL: ") })
             #expect(run.lines.last == "1 problem (✘), 0 warnings (⚠).")
+            let json = try await OperatorQueues.runTool(
+                ["check", "--json", "--blitline-api-url", simulator.url, "--blitline-poll-url", simulator.url],
+                environment: ["AMQP_URL": "amqp://guest:guest@127.0.0.1:\(port)/%2F", "BLITLINE_APPLICATION_ID": "app"])
+            #expect(json.status == 1, "\(json)")
+            let report = try JSONValue(parsing: Array(json.output.utf8))
+            #expect(report["ok"] == .bool(false) && report["failures"]?.intValue == 1, "\(json)")
+            await simulator.stop()
         }
 
         @Test func checkSaysWhichQueueHasOtherArgumentsAndCreatesNothing() async throws {

@@ -1,5 +1,6 @@
 import AMQP
 import AsyncHTTPClient
+import Blitline
 import Foundation
 import Logging
 
@@ -34,12 +35,26 @@ public struct CheckCommand: Sendable {
         }
     }
 
+    static func json(_ findings: [Finding], failures: Int, warnings: Int) -> JSONValue {
+        [
+            "ok": .bool(failures == 0), "failures": .number(String(failures)), "warnings": .number(String(warnings)),
+            "findings": .array(findings.map { finding in
+                let verdict = switch finding.verdict {
+                case .pass: "pass"
+                case .warning: "warning"
+                case .failure: "failure"
+                }
+                return ["verdict": .string(verdict), "subject": .string(finding.subject), "text": .string(finding.text)]
+            }),
+        ]
+    }
+
     /// How long Blitline's URLs have to answer.
     static let httpTimeoutSeconds: Int64 = 5
 
     /// Usage, for `--help`.
     public static let usage = """
-        usage: blitline-bridge check [--flag value | --flag=value]...
+        usage: blitline-bridge check [--json] [--flag value | --flag=value]...
 
         Connects with the configuration the worker would run with (environment variables, and the
         worker's flags after `check`) and prints one line per check: ✔ fine, ⚠ worth a look,
@@ -48,17 +63,26 @@ public struct CheckCommand: Sendable {
         nothing); the mode and, in postback mode, that Blitline can reach POSTBACK_BASE_URL and
         where it will post; that BLITLINE_APPLICATION_ID is set; that BLITLINE_API_URL (and, when
         polling, BLITLINE_POLL_URL) answers HTTP at all (no job is submitted).
+        With --json, prints one JSON object at the end instead: {"ok", "failures", "warnings",
+        "findings": [{"verdict": "pass"|"warning"|"failure", "subject", "text"}]}.
         Exits 1 if any check is ✘, 2 on a setting that cannot be read.
 
         """
 
-    public init() {}
+    /// One JSON object at the end rather than a line per check (`--json`).
+    public var json = false
 
-    /// Runs every check, printing each line as it comes; returns the process's exit status.
+    public init(json: Bool = false) {
+        self.json = json
+    }
+
+    /// Runs every check, printing each line as it comes (or, with `json`, one object at the end);
+    /// returns the process's exit status.
     public func run(configuration: BridgeConfiguration) async -> Int32 {
         var findings: [Finding] = []
+        let json = json
         func report(_ finding: Finding) {
-            print(finding.line)
+            if !json { print(finding.line) }
             findings.append(finding)
         }
         await checkBroker(configuration, report: report)
@@ -69,6 +93,10 @@ public struct CheckCommand: Sendable {
         }
         let failures = findings.filter { $0.verdict == .failure }.count
         let warnings = findings.filter { $0.verdict == .warning }.count
+        if json {
+            print(String(decoding: Self.json(findings, failures: failures, warnings: warnings).jsonBytes, as: UTF8.self))
+            return failures == 0 ? 0 : 1
+        }
         print("")
         switch (failures, warnings) {
         case (0, 0): print("All \(findings.count) checks passed.")

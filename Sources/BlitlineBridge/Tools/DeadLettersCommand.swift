@@ -1,4 +1,5 @@
 import AMQP
+import Blitline
 import Foundation
 
 /// `blitline-bridge dead-letters list|replay [--limit N]`: shows what sits in `{JOBS_QUEUE}.dead`,
@@ -17,6 +18,8 @@ public struct DeadLettersCommand: Sendable {
     /// How many messages at most; `nil` is 20 for `list` and every message there was at the start
     /// for `replay`.
     public var limit: Int?
+    /// `list --json`: one JSON line per dead letter.
+    public var json = false
 
     /// How many `list` shows without `--limit`.
     public static let defaultListLimit = 20
@@ -29,13 +32,15 @@ public struct DeadLettersCommand: Sendable {
 
     /// Usage, for `--help` and mistakes.
     public static let usage = """
-        usage: blitline-bridge dead-letters list [--limit N]
+        usage: blitline-bridge dead-letters list [--limit N] [--json]
                blitline-bridge dead-letters replay [--limit N]
 
         list: prints the first N messages (default \(defaultListLimit)) of JOBS_QUEUE.dead with their
         message id, correlation id, the x-bridge-error that says why they failed, and the start of
         their body. Nothing is removed: the messages return to the queue in the same order (marked
-        redelivered).
+        redelivered). With --json, one JSON object per dead letter, one per line: "message_id",
+        "request_id", "correlation_id", "error" (null where absent), "body" (the body as text when
+        it is UTF-8, else null) and "body_bytes"; and nothing else.
 
         replay: moves the first N messages (default: all there are when it starts) back to
         JOBS_QUEUE, with the same body and properties but without x-bridge-error, x-bridge-attempt
@@ -55,6 +60,9 @@ public struct DeadLettersCommand: Sendable {
         while let argument = arguments.popFirst() {
             var value: String?
             switch argument {
+            case "--json" where action == .list:
+                json = true
+                continue
             case "--limit": value = arguments.popFirst()
             case _ where argument.hasPrefix("--limit="): value = String(argument.dropFirst("--limit=".count))
             default:
@@ -105,6 +113,10 @@ public struct DeadLettersCommand: Sendable {
             shown.append(delivery)
         }
         try await channel.close()
+        if json {
+            for delivery in shown { print(String(decoding: Self.json(delivery).jsonBytes, as: UTF8.self)) }
+            return 0
+        }
         let more = waiting > shown.count ? ", showing the first \(shown.count)" : ""
         print("\(deadQueue): \(waiting) dead letter\(waiting == 1 ? "" : "s")\(more)")
         for delivery in shown {
@@ -177,6 +189,20 @@ public struct DeadLettersCommand: Sendable {
         let preview = shortened(text.trimmingCharacters(in: .whitespaces), to: 100)
         lines.append("    body:  \(preview) (\(delivery.body.count) bytes)")
         return lines.joined(separator: "\n")
+    }
+
+    /// A dead letter for `list --json`.
+    static func json(_ delivery: AMQPDelivery) -> JSONValue {
+        let properties = delivery.properties
+        func string(_ value: String?) -> JSONValue { value.map(JSONValue.string) ?? .null }
+        let body = String(validating: delivery.body, as: UTF8.self)
+        return [
+            "message_id": string(properties.messageID.flatMap { $0.isEmpty ? nil : $0 }),
+            "request_id": string(properties.headers?[BridgeHeader.requestID]?.stringValue ?? properties.messageID),
+            "correlation_id": string(properties.correlationID),
+            "error": string(properties.headers?["x-bridge-error"]?.stringValue),
+            "body": string(body), "body_bytes": .number(String(delivery.body.count)),
+        ]
     }
 
     /// The message id, or the request id the bridge generated for a message without one.
