@@ -115,14 +115,19 @@ let package = Package(
             name: "bridge-bench",
             dependencies: ["AMQP", "Blitline"]
         ),
+        // What the test targets share (waiting, ports, names, the broker's control scripts).
+        .target(
+            name: "TestSupport",
+            path: "Tests/TestSupport"
+        ),
         .testTarget(
             name: "AMQPTests",
-            dependencies: ["AMQP"]
+            dependencies: ["AMQP", "TestSupport"]
         ),
         .testTarget(
             name: "BlitlineBridgeTests",
             dependencies: [
-                "AMQP", "Blitline", "BlitlineBridge", "BlitlineSimulator",
+                "AMQP", "Blitline", "BlitlineBridge", "BlitlineSimulator", "TestSupport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -133,7 +138,7 @@ let package = Package(
         .testTarget(
             name: "DeployTests",
             dependencies: [
-                "BlitlineBridge",
+                "BlitlineBridge", "TestSupport",
                 .product(name: "Yams", package: "Yams"),
             ]
         ),

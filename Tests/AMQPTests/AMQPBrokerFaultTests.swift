@@ -1,6 +1,7 @@
 import AMQP
 import Foundation
 import Testing
+import TestSupport
 
 /// Tests that stop, freeze or alarm the broker. deploy/test.sh runs suites named `…FaultTests`
 /// one at a time, after the others.

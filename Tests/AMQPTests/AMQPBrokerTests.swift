@@ -1,6 +1,7 @@
 import AMQP
 import Foundation
 import Testing
+import TestSupport
 
 /// The AMQP module against the real broker deploy/test.sh starts.
 @Suite struct AMQPBrokerTests {

@@ -1,6 +1,7 @@
 import AMQP
 import Foundation
 import Testing
+import TestSupport
 
 /// Bodies over a consumer's limit are dropped unread. The suite measures the process's memory, so
 /// it runs with the …FaultTests, one test at a time, with nothing else allocating beside it.

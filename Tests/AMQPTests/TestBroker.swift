@@ -2,6 +2,7 @@ import AMQP
 import Foundation
 import Synchronization
 import Testing
+import TestSupport
 
 /// The throwaway RabbitMQ node that deploy/test.sh starts for the tests.
 enum TestBroker {
@@ -30,18 +31,7 @@ enum TestBroker {
     static func control(_ arguments: String...) throws -> String {
         let script = try #require(
             ProcessInfo.processInfo.environment["AMQP_TEST_BROKER"], "AMQP_TEST_BROKER is not set")
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: script)
-        process.arguments = arguments
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        let text = String(decoding: data, as: UTF8.self)
-        try #require(process.terminationStatus == 0, "rabbitmq-node.sh \(arguments) failed: \(text)")
-        return text
+        return try runControlScript(script, arguments)
     }
 
     /// The broker's process id, for freezing it with SIGSTOP.
@@ -50,18 +40,6 @@ enum TestBroker {
         let text = try String(contentsOfFile: directory + "/rabbitmq.pid", encoding: .utf8)
         return try #require(pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)))
     }
-}
-
-/// Waits for `condition` up to `timeout`, polling.
-func eventually(
-    timeout: Duration = .seconds(10), _ condition: () async throws -> Bool
-) async rethrows -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try await condition() { return true }
-        try? await Task.sleep(for: .milliseconds(50))
-    }
-    return try await condition()
 }
 
 /// What a test undoes when it ends (connections closed, queues deleted), awaited in reverse order

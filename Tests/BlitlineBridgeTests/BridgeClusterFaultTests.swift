@@ -3,6 +3,7 @@ import Blitline
 import Foundation
 import Synchronization
 import Testing
+import TestSupport
 
 /// The bridge on a three-node RabbitMQ cluster with quorum queues (README, "Running on a
 /// cluster"), under a steady load with some postbacks that never come: losing a node loses no

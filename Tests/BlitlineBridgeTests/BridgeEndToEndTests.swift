@@ -2,6 +2,7 @@ import AMQP
 import Blitline
 import Foundation
 import Testing
+import TestSupport
 
 @testable import BlitlineBridge
 

@@ -2,6 +2,7 @@ import AMQP
 import Blitline
 import Foundation
 import Testing
+import TestSupport
 
 /// The bridge under real failures (README, "Delivery guarantees"): killed, its broker restarted, stopped
 /// with jobs in flight, fed garbage. Every request must end with its event, and no request may

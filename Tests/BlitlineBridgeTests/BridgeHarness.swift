@@ -4,6 +4,7 @@ import BlitlineSimulator
 import Foundation
 import Synchronization
 import Testing
+import TestSupport
 
 @testable import BlitlineBridge
 

@@ -3,6 +3,7 @@ import Blitline
 import Foundation
 import Synchronization
 import Testing
+import TestSupport
 
 @testable import BlitlineBridge
 

@@ -1,6 +1,7 @@
 import Blitline
 import Foundation
 import Testing
+import TestSupport
 
 /// The listener while the broker blocks publishing (a memory alarm): postbacks are answered
 /// within 10 s, 503 while their events cannot be confirmed, and once the alarm clears Blitline's

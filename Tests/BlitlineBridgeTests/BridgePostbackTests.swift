@@ -2,6 +2,7 @@ import AMQP
 import Blitline
 import Foundation
 import Testing
+import TestSupport
 
 extension BridgeProcessTests {
     /// The postback listener of a running bridge (README, "HTTP listener"): signed tokens, what it

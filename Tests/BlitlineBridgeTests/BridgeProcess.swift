@@ -3,6 +3,7 @@ import Foundation
 import NIOCore
 import Synchronization
 import Testing
+import TestSupport
 
 /// The settings one `blitline-bridge` process runs with; `environment` is all it sees.
 struct BridgeSettings: Sendable {

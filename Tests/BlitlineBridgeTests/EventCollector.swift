@@ -1,6 +1,7 @@
 import AMQP
 import Blitline
 import Synchronization
+import TestSupport
 
 /// One message read back from a queue the bridge publishes events to.
 struct ReceivedEvent: Sendable {

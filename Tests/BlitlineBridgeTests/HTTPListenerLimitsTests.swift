@@ -3,6 +3,7 @@ import BlitlineBridge
 import Glibc
 import NIOCore
 import Testing
+import TestSupport
 
 /// The listener under abuse (README, "HTTP listener"), in process: tokens checked before bodies,
 /// slow clients cut, postbacks answered by their deadline, and every allowance bounded.

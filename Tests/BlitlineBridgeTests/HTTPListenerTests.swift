@@ -7,6 +7,7 @@ import NIOCore
 import ServiceLifecycle
 import Synchronization
 import Testing
+import TestSupport
 
 @Suite struct HTTPListenerTests {
     /// Refuses the empty token (401) and tokens starting with `bad` (403); records each postback

@@ -3,6 +3,7 @@ import Foundation
 import FoundationNetworking
 #endif
 import Testing
+import TestSupport
 
 /// A `blitline-bridge` process (`BLITLINE_BRIDGE_BIN`, which deploy/test.sh builds) started with a
 /// broker that cannot be reached, for what it serves before any broker answers: `/metrics`.
@@ -12,7 +13,7 @@ enum RunningBridge {
         let binary = try #require(
             ProcessInfo.processInfo.environment["BLITLINE_BRIDGE_BIN"],
             "BLITLINE_BRIDGE_BIN is not set: run the tests with deploy/test.sh, which builds the bridge")
-        let port = Int.random(in: 20_000..<30_000)
+        let port = try Ports.free()
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
         process.environment = [

@@ -1,0 +1,104 @@
+// What the test targets share: waiting on a condition, free ports, unique names, and the broker's
+// control scripts. No Testing here (a plain library): failures are thrown errors.
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+
+/// Waits for `condition` up to `timeout`, checking every 50 ms; returns whether it held. A
+/// condition that needs longer than that is a failure the caller reports.
+public func eventually(
+    timeout: Duration = .seconds(10), _ condition: () async throws -> Bool
+) async rethrows -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return true }
+        try? await Task.sleep(for: .milliseconds(50))
+    }
+    return try await condition()
+}
+
+/// A name of lowercase letters and digits no other test uses.
+public func uniqueSuffix() -> String {
+    String(UInt64.random(in: 0...UInt64.max), radix: 36)
+}
+
+/// What a test-support call could not do.
+public struct TestSupportError: Error, CustomStringConvertible {
+    public let description: String
+
+    public init(_ description: String) { self.description = description }
+}
+
+/// TCP ports on 127.0.0.1 for the tests' listeners.
+public enum Ports {
+    /// Ports handed out already: the system may offer a closed port again at once.
+    private static let handedOut = Mutex<Set<Int>>([])
+
+    /// A port that was free a moment ago (bound to port 0, then closed), never the same twice in
+    /// this process.
+    public static func free() throws -> Int {
+        for _ in 0..<20 {
+            let port = try unused()
+            if handedOut.withLock({ $0.insert(port).inserted }) { return port }
+        }
+        throw TestSupportError("no free port in 20 tries")
+    }
+
+    private static func unused() throws -> Int {
+        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard socket >= 0 else { throw TestSupportError("socket() failed") }
+        defer { close(socket) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = 0
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard bound == 0 else { throw TestSupportError("bind() failed") }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(socket, $0, &length) }
+        }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+}
+
+/// Runs a control script (deploy/rabbitmq-node.sh, deploy/rabbitmq-cluster.sh) and returns what it
+/// printed, throwing when it fails. Spawned and reaped here rather than with Foundation's
+/// `Process`, whose `waitUntilExit` was seen to miss the exit of a script that leaves a broker
+/// running in the background.
+public func runControlScript(_ script: String, _ arguments: [String]) throws -> String {
+    var pipeFDs: [Int32] = [-1, -1]
+    guard pipe(&pipeFDs) == 0 else { throw TestSupportError("pipe() failed") }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 1)
+    posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 2)
+    posix_spawn_file_actions_addclose(&actions, pipeFDs[0])
+    posix_spawn_file_actions_addclose(&actions, pipeFDs[1])
+    let argv = ([script] + arguments).map { strdup($0) } + [nil]
+    defer { argv.forEach { free($0) } }
+    var pid: pid_t = 0
+    let spawned = posix_spawn(&pid, script, &actions, nil, argv, environ)
+    close(pipeFDs[1])
+    defer { close(pipeFDs[0]) }
+    guard spawned == 0 else { throw TestSupportError("cannot run \(script): error \(spawned)") }
+    var output: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let count = read(pipeFDs[0], &buffer, buffer.count)
+        if count > 0 { output += buffer[..<count] } else if count == 0 || errno != EINTR { break }
+    }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) == -1, errno == EINTR {}
+    let text = String(decoding: output, as: UTF8.self)
+    let exitCode = (status & 0x7f) == 0 ? (status >> 8) & 0xff : -1
+    guard exitCode == 0 else { throw TestSupportError("\(script) \(arguments) failed (\(exitCode)): \(text)") }
+    return text
+}
