@@ -88,7 +88,13 @@ struct EventPublisher: Sendable {
             JSONValue.array(jobs.map(\.json)).jsonBytes, routingKey: queue, mandatory: true,
             properties: AMQPProperties(
                 contentType: "application/json", deliveryMode: AMQPProperties.persistent,
-                messageID: jobs[0].context.requestID + "/deadline"))
+                messageID: Self.deadlineMessageID(jobs)))
+    }
+
+    /// `{first request id}/deadline` for one job, `{first request id}/deadline+{others}` for a batch:
+    /// what an operator reading the queue sees is a batch, not the first job's own deadline.
+    static func deadlineMessageID(_ jobs: [PendingJob]) -> String {
+        jobs[0].context.requestID + "/deadline" + (jobs.count > 1 ? "+\(jobs.count - 1)" : "")
     }
 
     /// Schedules the job's next long poll, now or after a pause.
