@@ -71,7 +71,18 @@ CONF
 }
 
 stop() {
+    local pid=
+    [ -f "$dir/rabbitmq.pid" ] && pid=$(cat "$dir/rabbitmq.pid")
     ctl -q stop > /dev/null 2>&1 || true
+    # rabbitmqctl stop returns before the node's process has exited, which may still write to its
+    # data folder: wait for it (up to 30 s) so that callers can remove the folder. (Given the pid
+    # file, rabbitmqctl would wait itself, but forever when the node was already down.)
+    if [ -n "$pid" ]; then
+        for _ in $(seq 1 120); do
+            kill -0 "$pid" 2> /dev/null || break
+            sleep 0.25
+        done
+    fi
     as_rabbitmq epmd -port "$epmd_port" -kill > /dev/null 2>&1 || true
 }
 
