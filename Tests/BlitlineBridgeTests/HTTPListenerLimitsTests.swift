@@ -181,15 +181,26 @@ extension HTTPListenerTests {
 
     /// With the main listener's connections all taken, probes on the probe listener still answer.
     @Test func theProbeListenerAnswersWhileTheMainOneIsFull() async throws {
-        let probePort = try TestEnvironment.freePort()
         let ready = Flag()
         ready.value = true
         let limits = Self.limits { $0.maxConnections = 2 }
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
-        let listener = Self.makeListener(limits: limits, ready: ready, probePort: probePort, ports: continuation)
+        let (probesRunning, probes) = AsyncStream.makeStream(of: Int.self)
+        // Both listeners on ports the system picks as they bind (a port picked beforehand can be
+        // taken meanwhile by another test's listener).
+        let listener = Self.makeListener(
+            limits: limits, ready: ready, probePort: 0, ports: continuation, probesRunning: probes)
         try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await listener.run() }
+            group.addTask {
+                defer {
+                    continuation.finish()
+                    probes.finish()
+                }
+                try await listener.run()
+            }
             let port = try #require(await ports.first { _ in true })
+            // On a loaded machine the probe listener may accept connections a little later.
+            let probePort = try #require(await probesRunning.first { _ in true }, "the probe listener did not start")
             let held = (0..<2).compactMap { _ in Self.connectedSocket(port: port) }
             defer { held.forEach { close($0) } }
             try await Task.sleep(for: .milliseconds(200))

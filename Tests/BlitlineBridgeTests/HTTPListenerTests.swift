@@ -111,13 +111,14 @@ import TestSupport
         receiver: FakeReceiver = FakeReceiver(),
         ready: Flag = Flag(),
         probePort: Int? = nil,
-        ports: AsyncStream<Int>.Continuation
+        ports: AsyncStream<Int>.Continuation,
+        probesRunning: AsyncStream<Int>.Continuation? = nil
     ) -> HTTPListener {
         HTTPListener(
             host: "127.0.0.1", port: 0, probeHost: probePort.map { _ in "127.0.0.1" }, probePort: probePort ?? 0,
             postbackPathPrefix: prefix, receiver: receiver,
             isReady: { ready.value }, metricsText: { metrics }, limits: limits ?? Self.limits(maxBytes: maxBytes),
-            logger: quiet, onRunning: { ports.yield($0) }
+            logger: quiet, onRunning: { ports.yield($0) }, onProbesRunning: { probesRunning?.yield($0) }
         )
     }
 
