@@ -160,6 +160,8 @@ extension BridgeProcessTests {
             let unnamed = try SubmitCommand(arguments: ["dir/a.json"])
             #expect(unnamed.requestID(for: "dir/a.json") != unnamed.requestID(for: "dir/a.json"))
             #expect(unnamed.requestID(for: "dir/a.json").hasPrefix("a-"))
+            let long = String(repeating: "é", count: 150) + ".json"
+            #expect(unnamed.requestID(for: long).utf8.count <= RequestEnvelope.maxRequestIDBytes)
         }
 
         // MARK: check

@@ -88,7 +88,10 @@ public struct SubmitCommand: Sendable {
     func requestID(for file: String) -> String {
         if let id { return id }
         let stem = URL(fileURLWithPath: file).deletingPathExtension().lastPathComponent
-        return "\(stem.prefix(200))-\(String(UInt32.random(in: .min ... .max), radix: 16))"
+        // A request id holds 200 bytes of UTF-8: a long name is cut (a character cut in two becomes
+        // U+FFFD, 3 bytes), the suffix takes 9 more.
+        let name = String(decoding: stem.utf8.prefix(180), as: UTF8.self)
+        return "\(name)-\(String(UInt32.random(in: .min ... .max), radix: 16))"
     }
 
     /// Runs the command; returns the process's exit status.
