@@ -10,7 +10,8 @@ import Logging
 public struct CheckCommand: Sendable {
     /// One check's outcome, printed as one line.
     struct Finding: Sendable, Equatable {
-        enum Verdict: Sendable, Equatable {
+        /// Named as `--json` writes it.
+        enum Verdict: String, Sendable, Equatable {
             case pass, warning, failure
         }
 
@@ -39,12 +40,7 @@ public struct CheckCommand: Sendable {
         [
             "ok": .bool(failures == 0), "failures": .number(String(failures)), "warnings": .number(String(warnings)),
             "findings": .array(findings.map { finding in
-                let verdict = switch finding.verdict {
-                case .pass: "pass"
-                case .warning: "warning"
-                case .failure: "failure"
-                }
-                return ["verdict": .string(verdict), "subject": .string(finding.subject), "text": .string(finding.text)]
+                ["verdict": .string(finding.verdict.rawValue), "subject": .string(finding.subject), "text": .string(finding.text)]
             }),
         ]
     }
@@ -94,7 +90,7 @@ public struct CheckCommand: Sendable {
         let failures = findings.filter { $0.verdict == .failure }.count
         let warnings = findings.filter { $0.verdict == .warning }.count
         if json {
-            print(String(decoding: Self.json(findings, failures: failures, warnings: warnings).jsonBytes, as: UTF8.self))
+            print(Self.json(findings, failures: failures, warnings: warnings).jsonString)
             return failures == 0 ? 0 : 1
         }
         print("")

@@ -114,7 +114,7 @@ public struct DeadLettersCommand: Sendable {
         }
         try await channel.close()
         if json {
-            for delivery in shown { print(String(decoding: Self.json(delivery).jsonBytes, as: UTF8.self)) }
+            for delivery in shown { print(Self.json(delivery).jsonString) }
             return 0
         }
         let more = waiting > shown.count ? ", showing the first \(shown.count)" : ""

@@ -158,7 +158,7 @@ public struct SubmitCommand: Sendable {
                     let completed = data["status"]?.stringValue == "completed"
                     seen.record(requestID, completed: completed)
                     status.clear()
-                    print(json ? String(decoding: event.jsonBytes, as: UTF8.self) : Self.describe(data))
+                    print(json ? String(decoding: delivery.body, as: UTF8.self) : Self.describe(data))
                     status.update(completed: completed)
                     if waiting.isEmpty { return }
                 }
