@@ -89,8 +89,7 @@ import TestSupport
 
     @Test func publishingWaitsDuringAMemoryAlarmAndResumesAfter() async throws {
         try await withCleanup { cleanup in
-            let publisher = try await TestBroker.connect()
-            cleanup.add { await publisher.close() }
+            let publisher = try await cleanup.connect()
             let channel = try await publisher.openChannel()
             let queue = TestBroker.uniqueName("alarm")
             try await channel.declareQueue(queue, durable: false)
@@ -107,7 +106,7 @@ import TestSupport
             }
             #expect(await eventually { publisher.isBlocked }, "the broker never said connection.blocked")
             try await Task.sleep(for: .seconds(2))
-            let waiting = try await TestBroker.connect()
+            let waiting = try await cleanup.connect()
             let observer = try await waiting.openChannel()
             #expect(try await observer.declareQueue(queue, passive: true).messageCount <= 2, "published while blocked")
             #expect(publisher.closeReason == nil)
@@ -124,9 +123,8 @@ import TestSupport
 
     @Test func aPublishCancelledWhileTheBrokerBlocksPublishingThrowsAtOnceAndIsNeverWritten() async throws {
         try await withCleanup { cleanup in
-            let publisher = try await TestBroker.connect()
-            let observing = try await TestBroker.connect()
-            cleanup.add { await publisher.close(); await observing.close() }
+            let publisher = try await cleanup.connect()
+            let observing = try await cleanup.connect()
             let channel = try await publisher.openChannel()
             let queue = TestBroker.uniqueName("cancel")
             try await channel.declareQueue(queue, durable: false)
@@ -177,8 +175,7 @@ import TestSupport
 
     @Test func aPublishCancelledWhileAwaitingItsConfirmStaysTrackedAndItsLateConfirmIsHarmless() async throws {
         try await withCleanup { cleanup in
-            let connection = try await TestBroker.connect()
-            cleanup.add { await connection.close() }
+            let connection = try await cleanup.connect()
             let channel = try await connection.openChannel()
             let queue = TestBroker.uniqueName("late-confirm")
             try await channel.declareQueue(queue, durable: false)

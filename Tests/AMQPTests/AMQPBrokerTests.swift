@@ -7,8 +7,7 @@ import TestSupport
 @Suite struct AMQPBrokerTests {
     @Test func everyPropertyAndHeaderTypeRoundTrips() async throws {
         try await withCleanup { cleanup in
-            let connection = try await TestBroker.connect()
-            cleanup.add { await connection.close() }
+            let connection = try await cleanup.connect()
             let channel = try await connection.openChannel()
             let queue = try await channel.declareQueue("", exclusive: true, autoDelete: true).name
 
@@ -44,9 +43,8 @@ import TestSupport
 
     @Test func tenThousandMessagesArriveOnceEach() async throws {
         try await withCleanup { cleanup in
-            let publisher = try await TestBroker.connect()
-            let consumerConnection = try await TestBroker.connect()
-            cleanup.add { await publisher.close(); await consumerConnection.close() }
+            let publisher = try await cleanup.connect()
+            let consumerConnection = try await cleanup.connect()
             let channel = try await publisher.openChannel()
             let queue = TestBroker.uniqueName("ten-thousand")
             try await channel.declareQueue(queue, durable: true)
@@ -80,8 +78,7 @@ import TestSupport
 
     @Test func nackAndRejectDeadLetter() async throws {
         try await withCleanup { cleanup in
-            let connection = try await TestBroker.connect()
-            cleanup.add { await connection.close() }
+            let connection = try await cleanup.connect()
             let channel = try await connection.openChannel()
             let queue = TestBroker.uniqueName("work")
             let dead = queue + ".dead"
@@ -133,8 +130,7 @@ import TestSupport
 
     @Test func mismatchedRedeclareFailsWith406AndTheConnectionLivesOn() async throws {
         try await withCleanup { cleanup in
-            let connection = try await TestBroker.connect()
-            cleanup.add { await connection.close() }
+            let connection = try await cleanup.connect()
             let channel = try await connection.openChannel()
             let queue = TestBroker.uniqueName("mismatch")
             try await channel.declareQueue(queue, durable: true, arguments: ["x-message-ttl": .int64(60_000)])
@@ -159,8 +155,7 @@ import TestSupport
 
     @Test func passiveDeclareOfAMissingQueueIs404() async throws {
         try await withCleanup { cleanup in
-            let connection = try await TestBroker.connect()
-            cleanup.add { await connection.close() }
+            let connection = try await cleanup.connect()
             let channel = try await connection.openChannel()
             let error = await #expect(throws: AMQPError.self) {
                 try await channel.declareQueue(TestBroker.uniqueName("missing"), passive: true)
@@ -171,8 +166,7 @@ import TestSupport
 
     @Test func mandatoryPublishToAnUnroutableKeyIsReturned() async throws {
         try await withCleanup { cleanup in
-            let connection = try await TestBroker.connect()
-            cleanup.add { await connection.close() }
+            let connection = try await cleanup.connect()
             let channel = try await connection.openChannel()
             let exchange = TestBroker.uniqueName("routes")
             try await channel.declareExchange(exchange, type: "direct", durable: false, autoDelete: true)
@@ -196,8 +190,7 @@ import TestSupport
 
     @Test func brokerCancelEndsTheConsumerWithAnError() async throws {
         try await withCleanup { cleanup in
-            let connection = try await TestBroker.connect()
-            cleanup.add { await connection.close() }
+            let connection = try await cleanup.connect()
             let channel = try await connection.openChannel()
             let queue = TestBroker.uniqueName("cancelled")
             try await channel.declareQueue(queue, durable: false)
@@ -217,8 +210,7 @@ import TestSupport
 
     @Test func streamConsumersTakeAnOffset() async throws {
         try await withCleanup { cleanup in
-            let connection = try await TestBroker.connect()
-            cleanup.add { await connection.close() }
+            let connection = try await cleanup.connect()
             let channel = try await connection.openChannel()
             let stream = TestBroker.uniqueName("stream")
             try await channel.declareQueue(stream, durable: true, arguments: ["x-queue-type": .string("stream")])
@@ -260,8 +252,7 @@ import TestSupport
 
     @Test func idleConnectionOutlivesThreeHeartbeats() async throws {
         try await withCleanup { cleanup in
-            let connection = try await TestBroker.connect(heartbeat: 1)
-            cleanup.add { await connection.close() }
+            let connection = try await cleanup.connect(heartbeat: 1)
             #expect(try await connection.heartbeat == .seconds(1))
             let channel = try await connection.openChannel()
             try await Task.sleep(for: .seconds(4))
@@ -273,8 +264,7 @@ import TestSupport
 
     @Test func aBodyExactlyAtTheConsumersLimitIsDeliveredWholeOneByteMoreIsDropped() async throws {
         try await withCleanup { cleanup in
-            let connection = try await TestBroker.connect()
-            cleanup.add { await connection.close() }
+            let connection = try await cleanup.connect()
             let channel = try await connection.openChannel()
             let queue = try await channel.declareQueue("", exclusive: true, autoDelete: true).name
             try await channel.enableConfirms()

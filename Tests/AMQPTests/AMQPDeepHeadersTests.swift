@@ -8,8 +8,7 @@ import Testing
     @Test(arguments: ["A", "F"] as [Character])
     func aHeaderNestedAsDeepAsAFrameAllowsIsTruncatedAndTheConsumerLivesOn(kind: Character) async throws {
         try await withCleanup { cleanup in
-            let connection = try await TestBroker.connect()
-            cleanup.add { await connection.close() }
+            let connection = try await cleanup.connect()
             let channel = try await connection.openChannel()
             let queue = TestBroker.uniqueName("deep-\(kind)")
             try await channel.declareQueue(queue, durable: false)

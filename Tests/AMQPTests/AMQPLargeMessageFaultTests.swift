@@ -8,9 +8,8 @@ import TestSupport
 @Suite(.serialized) struct AMQPLargeMessageFaultTests {
     @Test func aBodyOverTheLimitIsDroppedFrameByFrameAndTheMessagesAroundItArrive() async throws {
         try await withCleanup { cleanup in
-            let publisher = try await TestBroker.connect()
-            let consuming = try await TestBroker.connect()
-            cleanup.add { await publisher.close(); await consuming.close() }
+            let publisher = try await cleanup.connect()
+            let consuming = try await cleanup.connect()
             let channel = try await publisher.openChannel()
             let queue = TestBroker.uniqueName("large")
             try await channel.declareQueue(queue, durable: false)

@@ -15,8 +15,7 @@ import Testing
 
     @Test func aHeaderFrameExactlyAtFrameMaxIsPublishedAndConsumedIntactOneByteMoreIsRefused() async throws {
         try await withCleanup { cleanup in
-            let connection = try await TestBroker.connect()
-            cleanup.add { await connection.close() }
+            let connection = try await cleanup.connect()
             let frameMax = try await connection.frameMax
             #expect(frameMax == 131_072)
             let channel = try await connection.openChannel()
@@ -49,8 +48,7 @@ import Testing
     @Test(arguments: ShortField.allCases)
     func aShortStringOver255BytesIsRefusedAndTheChannelStaysUsable(field: ShortField) async throws {
         try await withCleanup { cleanup in
-            let connection = try await TestBroker.connect()
-            cleanup.add { await connection.close() }
+            let connection = try await cleanup.connect()
             let channel = try await connection.openChannel()
             try await channel.enableConfirms()
             let queue = try await channel.declareQueue("", exclusive: true, autoDelete: true).name
@@ -83,8 +81,7 @@ import Testing
 
     @Test func aTableKeyOver255BytesOrNestingPastTheLimitIsRefused() async throws {
         try await withCleanup { cleanup in
-            let connection = try await TestBroker.connect()
-            cleanup.add { await connection.close() }
+            let connection = try await cleanup.connect()
             let channel = try await connection.openChannel()
             try await channel.enableConfirms()
             let queue = try await channel.declareQueue("", exclusive: true, autoDelete: true).name

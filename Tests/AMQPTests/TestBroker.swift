@@ -51,6 +51,13 @@ final class Cleanup: Sendable {
         steps.withLock { $0.append(step) }
     }
 
+    /// A connection to the test broker, closed when the test ends.
+    func connect(heartbeat: Int? = nil) async throws -> AMQPConnection {
+        let connection = try await TestBroker.connect(heartbeat: heartbeat)
+        add { await connection.close() }
+        return connection
+    }
+
     fileprivate func run() async {
         for step in steps.withLock({ $0 }).reversed() { await step() }
     }
