@@ -66,6 +66,7 @@ let package = Package(
         .executableTarget(
             name: "blitline-simulator",
             dependencies: [
+                "Blitline",
                 "BlitlineSimulator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -90,16 +91,24 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
-        // The worker's executable: configuration, logging and metrics bootstrap, the service group.
-        .executableTarget(
-            name: "blitline-bridge",
+        // The command line: the worker (`run`, the default) and the operator tools, their
+        // arguments, output and exit statuses; the logging and metrics bootstrap.
+        .target(
+            name: "BlitlineBridgeCLI",
             dependencies: [
+                "AMQP",
+                "Blitline",
                 "BlitlineBridge",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
+        ),
+        .executableTarget(
+            name: "blitline-bridge",
+            dependencies: ["BlitlineBridgeCLI"]
         ),
         // Benchmarks: the Swift wrapper against the same workload driven by C directly.
         .executableTarget(
@@ -127,7 +136,8 @@ let package = Package(
         .testTarget(
             name: "BlitlineBridgeTests",
             dependencies: [
-                "AMQP", "Blitline", "BlitlineBridge", "BlitlineSimulator", "TestSupport",
+                "AMQP", "Blitline", "BlitlineBridge", "BlitlineBridgeCLI", "BlitlineSimulator", "TestSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),

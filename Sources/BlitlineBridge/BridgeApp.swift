@@ -93,7 +93,7 @@ public struct BridgeApp: Sendable {
 
     /// The path of the postback base URL ("" for none); the settings keep the URL without a
     /// trailing slash, query or fragment.
-    static func path(of url: String) -> String {
+    package static func path(of url: String) -> String {
         guard let schemeEnd = url.range(of: "://") else { return "" }
         return String(url[schemeEnd.upperBound...].drop { $0 != "/" })
     }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Blitline
 import BlitlineSimulator
 
 extension SimulatorCommand {
@@ -44,14 +45,11 @@ func parseDurations(_ text: String) throws -> [Duration] {
     }
 }
 
-/// Parses `250ms`, `30s`, `10m`, `1h` or bare seconds (fractions allowed).
+/// A duration as the bridge's settings write it (``DurationText``), zero allowed: `0` is no delay.
 func parseDuration(_ text: String) throws -> Duration {
-    let units: [(suffix: String, nanoseconds: Double)] = [("ms", 1e6), ("s", 1e9), ("m", 60e9), ("h", 3600e9)]
-    for unit in units where text.hasSuffix(unit.suffix) {
-        if let value = Double(text.dropLast(unit.suffix.count)), value >= 0 {
-            return .nanoseconds(Int64(value * unit.nanoseconds))
-        }
+    do {
+        return try DurationText.parse(text, allowingZero: true)
+    } catch {
+        throw ValidationError("'\(text)' \(error); use 250ms, 30s, 10m, 1h or bare seconds")
     }
-    if let value = Double(text), value >= 0 { return .nanoseconds(Int64(value * 1e9)) }
-    throw ValidationError("'\(text)' is not a duration; use 250ms, 30s, 10m, 1h or bare seconds")
 }

@@ -364,13 +364,6 @@ import Testing
         #expect(failure([:], ["--PREFETCH=5"])?.code == .unknownFlag)
     }
 
-    @Test func helpIsAskedForWithEitherFlag() {
-        #expect(BridgeConfiguration.wantsHelp(["--help"]))
-        #expect(BridgeConfiguration.wantsHelp(["--prefetch", "5", "-h"]))
-        #expect(!BridgeConfiguration.wantsHelp([]))
-        #expect(!BridgeConfiguration.wantsHelp(["--prefetch=5"]))
-    }
-
     @Test func helpListsEveryVariableWithItsFlagAndDefault() {
         let help = BridgeConfiguration.helpText
         let lines = help.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
@@ -393,19 +386,5 @@ import Testing
         for flag in flags {
             #expect(failure([:], [String(flag)])?.code == .missingValue)
         }
-    }
-}
-
-/// `submit --timeout` takes the settings' one duration syntax: what traps or means nothing is refused.
-@Suite struct SubmitCommandArgumentTests {
-    @Test(arguments: ["inf", "nan", "1e300", "-5s", "0", "soon", "1d"])
-    func aTimeoutThatIsNotADurationIsRefused(_ text: String) {
-        #expect(throws: ConfigurationError.self) { try SubmitCommand(arguments: ["--timeout", text, "job.json"]) }
-    }
-
-    @Test func aTimeoutInAnyUnitIsTaken() throws {
-        #expect(try SubmitCommand(arguments: ["--timeout", "90s", "job.json"]).timeout == .seconds(90))
-        #expect(try SubmitCommand(arguments: ["--timeout", "1.5m", "job.json"]).timeout == .seconds(90))
-        #expect(try SubmitCommand(arguments: ["--timeout", "250ms", "job.json"]).timeout == .milliseconds(250))
     }
 }

@@ -183,8 +183,11 @@ final class BridgeHarness: Sendable {
     /// Messages in a queue, ready or delivered and not yet acknowledged (from `rabbitmqctl`).
     func messagesHeld(in queue: String) throws -> Int? {
         let rows = try TestEnvironment.controlBroker("ctl", "-q", "list_queues", "name", "messages", "--no-table-headers")
-        return rows.split(separator: "\n").lazy.map { $0.split(whereSeparator: \.isWhitespace) }
-            .first { $0.first.map(String.init) == queue }.flatMap { $0.last.flatMap { Int($0) } }
+        for row in rows.split(separator: "\n") {
+            let columns = row.split(whereSeparator: \.isWhitespace)
+            if columns.first.map(String.init) == queue, let count = columns.last { return Int(count) }
+        }
+        return nil
     }
 
     /// Messages ready in a queue.

@@ -4,6 +4,7 @@ import Foundation
 import Testing
 
 @testable import BlitlineBridge
+@testable import BlitlineBridgeCLI
 
 extension BridgeProcessTests {
     /// `blitline-bridge dead-letters` and `blitline-bridge check` as an operator runs them: the
@@ -102,13 +103,13 @@ extension BridgeProcessTests {
                 ],
                 deliveryMode: AMQPProperties.transient, correlationID: "c", expiration: "60000", messageID: "m",
                 userID: "producer")
-            let replayed = DeadLettersCommand.replayProperties(properties)
+            let replayed = DeadLetters.replayProperties(properties)
             #expect(replayed.headers == ["traceparent": .string("t"), "x-bridge-request-id": .string("r")])
             #expect(replayed.messageID == "m" && replayed.correlationID == "c")
             // A copy the bridge publishes never expires, is never refused for another user's id, survives a restart.
             #expect(replayed.userID == nil && replayed.expiration == nil)
             #expect(replayed.deliveryMode == AMQPProperties.persistent)
-            #expect(DeadLettersCommand.replayProperties(AMQPProperties(headers: ["x-bridge-error": .string("e")])).headers == nil)
+            #expect(DeadLetters.replayProperties(AMQPProperties(headers: ["x-bridge-error": .string("e")])).headers == nil)
         }
 
         // MARK: submit
@@ -155,9 +156,9 @@ extension BridgeProcessTests {
             configuration.jobTimeout = .seconds(120)
             configuration.timeoutGrace = .seconds(1)
             #expect(SubmitCommand.waitLimit(configuration) == .seconds(181))
-            #expect(throws: ConfigurationError.self) { try SubmitCommand(arguments: ["a.json", "b.json", "--id", "x"]) }
-            #expect(try SubmitCommand(arguments: ["a.json", "--id", "x"]).requestID(for: "a.json") == "x")
-            let unnamed = try SubmitCommand(arguments: ["dir/a.json"])
+            #expect(throws: (any Error).self) { try SubmitCommand.parse(["a.json", "b.json", "--id", "x"]) }
+            #expect(try SubmitCommand.parse(["a.json", "--id", "x"]).requestID(for: "a.json") == "x")
+            let unnamed = try SubmitCommand.parse(["dir/a.json"])
             #expect(unnamed.requestID(for: "dir/a.json") != unnamed.requestID(for: "dir/a.json"))
             #expect(unnamed.requestID(for: "dir/a.json").hasPrefix("a-"))
             let long = String(repeating: "é", count: 150) + ".json"

@@ -5,9 +5,9 @@ import AMQP
 ///
 /// A producer can set them too. They are read only within range, and what a producer sets never
 /// reaches further than its own request.
-enum BridgeHeader {
+package enum BridgeHeader {
     /// The request id, on every copy and event, so that a generated one survives.
-    static let requestID = "x-bridge-request-id"
+    package static let requestID = "x-bridge-request-id"
     /// Why a request was dead-lettered, or the message of a failure decided before a setback.
     static let error = "x-bridge-error"
     /// The submit attempt a retried request comes back for (1 … `SUBMIT_MAX_ATTEMPTS`).
@@ -44,7 +44,7 @@ extension AMQPProperties {
     ///
     /// `keepingHeaders: false` leaves the producer's other headers out too, for a copy whose
     /// headers would not fit in one frame.
-    func copyForRepublishing(bridgeHeaders: AMQPTable, keepingHeaders: Bool = true) -> AMQPProperties {
+    package func copyForRepublishing(bridgeHeaders: AMQPTable, keepingHeaders: Bool = true) -> AMQPProperties {
         var copy = self
         copy.userID = nil
         copy.expiration = nil

@@ -2,7 +2,7 @@ import AMQP
 
 /// The queues and exchange the bridge owns (README, "Topology"), all durable, declared at start-up
 /// and after every reconnect.
-struct Topology: Sendable {
+package struct Topology: Sendable {
     /// The type of every queue the bridge declares but the outcomes stream (`QUEUE_TYPE`).
     enum QueueType: String, Sendable, CaseIterable {
         /// Replicated over a cluster's nodes; dead-lettering out of the delay queues is
@@ -18,8 +18,8 @@ struct Topology: Sendable {
     /// acts first, with an event).
     static let deliveryLimit = 20
 
-    let jobsQueue: String
-    let eventsExchange: String
+    package let jobsQueue: String
+    package let eventsExchange: String
     let jobTimeout: Duration
     /// From a job's deadline to deciding its timeout (`TIMEOUT_GRACE`).
     var timeoutGrace: Duration = .seconds(10)
@@ -34,9 +34,9 @@ struct Topology: Sendable {
     static let pollPause: Duration = .seconds(1)
 
     /// Requests that cannot succeed as they are, with header `x-bridge-error`.
-    var deadQueue: String { Self.deadQueue(of: jobsQueue) }
+    package var deadQueue: String { Self.deadQueue(of: jobsQueue) }
 
-    static func deadQueue(of jobsQueue: String) -> String { jobsQueue + ".dead" }
+    package static func deadQueue(of jobsQueue: String) -> String { jobsQueue + ".dead" }
     /// Deadline messages (one per batch of submitted jobs), expiring `JOB_TIMEOUT` plus
     /// `TIMEOUT_GRACE` after they were published into `timeoutsQueue`. The delay is the queue's
     /// own TTL and in its name: messages expire only at the head of a queue, so instances with
@@ -71,7 +71,7 @@ struct Topology: Sendable {
     }
 
     /// Each queue with its arguments, in declaration order (also what the README lists).
-    var queues: [(name: String, arguments: AMQPTable)] {
+    package var queues: [(name: String, arguments: AMQPTable)] {
         // Quorum queues dead-letter at least once only with reject-publish overflow; classic
         // queues keep the arguments of earlier versions, so that they are declared unchanged.
         let kind: AMQPTable =

@@ -27,7 +27,7 @@ extension BridgeConfiguration {
     ]
 
     /// The first node of `AMQP_URL`, for the operator tools (see `brokerEndpoints`).
-    func brokerConfiguration(connectionName name: String) throws -> AMQPConnection.Configuration {
+    package func brokerConfiguration(connectionName name: String) throws -> AMQPConnection.Configuration {
         var endpoints = try brokerEndpoints(connectionName: name)
         return endpoints.next()
     }

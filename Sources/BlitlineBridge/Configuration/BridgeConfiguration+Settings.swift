@@ -1,4 +1,5 @@
 import AMQP
+import Blitline
 import Foundation
 import Logging
 
@@ -73,29 +74,14 @@ extension BridgeConfiguration {
         }
     }
 
-    /// Whether the arguments ask for the help text (`--help` or `-h`).
-    public static func wantsHelp(_ arguments: [String]) -> Bool {
-        arguments.contains { $0 == "--help" || $0 == "-h" }
-    }
-
-    /// Every setting with its flag, default, meaning and accepted form, laid out for 80 columns.
+    /// Every setting with its flag, default, meaning and accepted form, laid out for 80 columns:
+    /// the worker's `--help`.
     public static var helpText: String {
         let defaults = BridgeConfiguration()
         var lines = [
-            "Usage: blitline-bridge [--flag value | --flag=value]...",
-            "",
-            "Consumes Blitline job requests from RabbitMQ, submits them to Blitline and",
-            "publishes one completion or failure event per request.",
-            "",
             "Every setting is read from its environment variable; the matching flag",
-            "overrides it. An empty value stands for the default.",
-            "",
-            "Subcommands (operator tools; each explains itself with --help):",
-            "  submit FILE... [--wait]     publish job files as requests, print the events",
-            "  dead-letters list|replay    show JOBS_QUEUE.dead, or replay it to JOBS_QUEUE",
-            "  check                       say what is wrong with the broker, the topology",
-            "                              and the settings, if anything",
-            "  version                     print the version and exit (also --version)",
+            "(--flag value or --flag=value) overrides it. An empty value stands for the",
+            "default. A bad value exits 2 naming the variable and the flag.",
             "",
             "Settings:",
         ]
@@ -105,9 +91,11 @@ extension BridgeConfiguration {
             lines += wrapped(sentence("Form: " + setting.form), indent: 6)
             lines.append("      Default: \(setting.defaultValue(defaults) ?? "none")")
         }
-        lines += ["", "  -h, --help", "      Print this text and exit."]
         return lines.joined(separator: "\n") + "\n"
     }
+
+    /// Every setting's flag, for shell completion.
+    public static var flags: [String] { settings.map(\.flag) }
 
     /// The settings whose values are secrets: they are never printed, placeholders marked
     /// `REPLACE_ME` are refused, and each can be read from a file (`{VARIABLE}_FILE`).
@@ -127,7 +115,7 @@ extension BridgeConfiguration {
             guard argument.hasPrefix("--") else {
                 throw ConfigurationError(
                     .unexpectedArgument, variable: nil,
-                    message: "unexpected argument \(quoted(argument)); settings are flags like --amqp-url, see --help")
+                    message: "unexpected argument \(quoted(argument)); settings are flags like --amqp-url, see blitline-bridge run --help")
             }
             var name = Substring(argument)
             var value: String?
@@ -137,7 +125,7 @@ extension BridgeConfiguration {
             }
             guard let setting = settings.first(where: { $0.flag == name }) else {
                 throw ConfigurationError(
-                    .unknownFlag, variable: nil, message: "unknown flag \(name); see --help for the settings")
+                    .unknownFlag, variable: nil, message: "unknown flag \(name); blitline-bridge run --help lists the settings")
             }
             if value == nil {
                 guard index < arguments.endIndex, !arguments[index].hasPrefix("--") else {
@@ -155,7 +143,7 @@ extension BridgeConfiguration {
         text.hasSuffix(".") ? text : text + "."
     }
 
-    private static func wrapped(_ text: String, indent: Int, width: Int = 80) -> [String] {
+    private static func wrapped(_ text: String, indent: Int, width: Int = 79) -> [String] {
         let margin = String(repeating: " ", count: indent)
         var lines: [String] = []
         var line = margin
@@ -281,7 +269,7 @@ extension BridgeConfiguration {
             variable: "BLITLINE_SUBMIT_TIMEOUT", placeholder: "<duration>",
             meaning: "The longest one submission to Blitline may take before it counts as a transient failure",
             form: "use 250ms, 30s, 10m, 1h or bare seconds",
-            defaultValue: { durationText($0.blitlineSubmitTimeout) },
+            defaultValue: { DurationText.text($0.blitlineSubmitTimeout) },
             parse: { configuration, value, setting throws(ConfigurationError) in
                 configuration.blitlineSubmitTimeout = try duration(value, setting)
             }
@@ -415,7 +403,7 @@ extension BridgeConfiguration {
             variable: "JOB_TIMEOUT", placeholder: "<duration>",
             meaning: "From submission to giving up with a timeout failure event",
             form: "use 250ms, 30s, 10m, 1h or bare seconds",
-            defaultValue: { durationText($0.jobTimeout) },
+            defaultValue: { DurationText.text($0.jobTimeout) },
             parse: { configuration, value, setting throws(ConfigurationError) in
                 configuration.jobTimeout = try duration(value, setting)
             }
@@ -425,7 +413,7 @@ extension BridgeConfiguration {
             meaning: "How long after a job's deadline its timeout is decided, so that a result "
                 + "received before the deadline and still being published wins",
             form: "use 250ms, 10s or bare seconds",
-            defaultValue: { durationText($0.timeoutGrace) },
+            defaultValue: { DurationText.text($0.timeoutGrace) },
             parse: { configuration, value, setting throws(ConfigurationError) in
                 configuration.timeoutGrace = try duration(value, setting)
             }
@@ -437,7 +425,7 @@ extension BridgeConfiguration {
             form: "use a number greater than 0, e.g. 5 or 0.5",
             defaultValue: { numberText($0.pollRate) },
             parse: { configuration, value, setting throws(ConfigurationError) in
-                guard let rate = decimal(value), rate > 0, rate.isFinite else {
+                guard let rate = DurationText.decimal(value), rate > 0, rate.isFinite else {
                     throw setting.invalid(value, "a rate")
                 }
                 configuration.pollRate = rate
@@ -467,7 +455,7 @@ extension BridgeConfiguration {
             variable: "SHUTDOWN_TIMEOUT", placeholder: "<duration>",
             meaning: "The longest a graceful shutdown on SIGTERM or SIGINT may take",
             form: "use 250ms, 30s, 10m, 1h or bare seconds",
-            defaultValue: { durationText($0.shutdownTimeout) },
+            defaultValue: { DurationText.text($0.shutdownTimeout) },
             parse: { configuration, value, setting throws(ConfigurationError) in
                 configuration.shutdownTimeout = try duration(value, setting)
             }
@@ -513,7 +501,7 @@ extension BridgeConfiguration {
             meaning: "The longest a client may take to send a request head, from connecting or from "
                 + "its previous answer; slower connections are cut",
             form: "use 250ms, 30s, 10m, 1h or bare seconds",
-            defaultValue: { durationText($0.listenHeaderTimeout) },
+            defaultValue: { DurationText.text($0.listenHeaderTimeout) },
             parse: { configuration, value, setting throws(ConfigurationError) in
                 configuration.listenHeaderTimeout = try duration(value, setting)
             }
@@ -523,7 +511,7 @@ extension BridgeConfiguration {
             meaning: "The longest a client may take to send a request body after its head; slower "
                 + "connections are cut",
             form: "use 250ms, 30s, 10m, 1h or bare seconds",
-            defaultValue: { durationText($0.listenBodyTimeout) },
+            defaultValue: { DurationText.text($0.listenBodyTimeout) },
             parse: { configuration, value, setting throws(ConfigurationError) in
                 configuration.listenBodyTimeout = try duration(value, setting)
             }
@@ -574,64 +562,20 @@ extension BridgeConfiguration {
         !text.isEmpty && text.utf8.allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
     }
 
-    /// Digits with at most one decimal point; no signs, exponents, `inf` or hex.
-    private static func decimal(_ text: some StringProtocol) -> Double? {
-        var digits = 0
-        var points = 0
-        for byte in text.utf8 {
-            switch byte {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): digits += 1
-            case UInt8(ascii: "."): points += 1
-            default: return nil
-            }
-        }
-        guard digits > 0, points <= 1 else { return nil }
-        return Double(String(text))
+    /// `2` for 2.0, `0.5` for 0.5.
+    private static func numberText(_ number: Double) -> String {
+        number == number.rounded() && abs(number) < 1e15 ? String(Int64(number)) : String(number)
     }
 
-    /// `250ms`, `30s`, `10m`, `1h` or bare seconds; greater than zero.
+    /// A duration as ``DurationText`` reads it; greater than zero.
     private static func duration(_ value: String, _ setting: Setting) throws(ConfigurationError) -> Duration {
         do {
-            return try parseDuration(value)
+            return try DurationText.parse(value)
         } catch .notADuration {
             throw setting.invalid(value, "a duration")
         } catch {
             throw setting.failure("\(quoted(value)) \(error); \(setting.form)")
         }
-    }
-
-    /// Why a text is not a duration the bridge takes.
-    enum DurationProblem: Error, CustomStringConvertible {
-        case notADuration, notPositive, tooLong, tooShort
-
-        var description: String {
-            switch self {
-            case .notADuration: "is not a duration"
-            case .notPositive: "must be longer than zero"
-            case .tooLong: "is longer than a hundred years"
-            case .tooShort: "is shorter than a nanosecond"
-            }
-        }
-    }
-
-    /// The one duration syntax of every setting and flag: `250ms`, `30s`, `10m`, `1h` or bare
-    /// seconds, digits with at most one decimal point (no sign, exponent, `inf` or `nan`), longer
-    /// than zero and shorter than a hundred years.
-    static func parseDuration(_ value: String) throws(DurationProblem) -> Duration {
-        let units: [(suffix: String, seconds: Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
-        var seconds: Double?
-        let unit = units.first { value.hasSuffix($0.suffix) && decimal(value.dropLast($0.suffix.count)) != nil }
-        if let unit {
-            seconds = decimal(value.dropLast(unit.suffix.count)).map { $0 * unit.seconds }
-        } else {
-            seconds = decimal(value)
-        }
-        guard let seconds else { throw .notADuration }
-        guard seconds > 0 else { throw .notPositive }
-        guard seconds < 100 * 365 * 86400 else { throw .tooLong }
-        let nanoseconds = (seconds * 1e9).rounded()
-        guard nanoseconds >= 1 else { throw .tooShort }
-        return .nanoseconds(Int64(nanoseconds))
     }
 
     /// An absolute `http(s)://` URL with a host and neither query nor fragment, trailing slashes
@@ -686,24 +630,6 @@ extension BridgeConfiguration {
             throw setting.failure("\(quoted(value)) is reserved by the broker; \(setting.form)")
         }
         return value
-    }
-
-    /// `30m` for 1800 s, `250ms`, `1.5` for fractions of seconds.
-    static func durationText(_ duration: Duration) -> String {
-        let (seconds, attoseconds) = duration.components
-        if attoseconds == 0 {
-            if seconds % 3600 == 0 { return "\(seconds / 3600)h" }
-            if seconds % 60 == 0 { return "\(seconds / 60)m" }
-            return "\(seconds)s"
-        }
-        if attoseconds % 1_000_000_000_000_000 == 0 {
-            return "\(seconds * 1000 + attoseconds / 1_000_000_000_000_000)ms"
-        }
-        return numberText(Double(seconds) + Double(attoseconds) / 1e18)
-    }
-
-    private static func numberText(_ number: Double) -> String {
-        number == number.rounded() && abs(number) < 1e15 ? String(Int64(number)) : String(number)
     }
 }
 

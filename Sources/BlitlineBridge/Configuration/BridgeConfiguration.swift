@@ -69,7 +69,7 @@ public struct BridgeConfiguration: Sendable {
     public init() {}
 
     /// The queues and exchange these settings name.
-    var topology: Topology {
+    package var topology: Topology {
         Topology(
             jobsQueue: jobsQueue, eventsExchange: eventsExchange, jobTimeout: jobTimeout, timeoutGrace: timeoutGrace,
             queueType: queueType, eventSource: eventSourceResolved)

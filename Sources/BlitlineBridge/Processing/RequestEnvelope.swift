@@ -2,10 +2,10 @@ import AMQP
 import Foundation
 
 /// What the bridge carries from a request to its event: who asked, and where the answer goes.
-struct RequestEnvelope: Sendable, Hashable {
+package struct RequestEnvelope: Sendable, Hashable {
     /// The longest request id, in bytes of UTF-8: with the suffixes the bridge appends
     /// (`/completed`, `/deadline`, …) it still fits AMQP's 255-byte short strings.
-    static let maxRequestIDBytes = 200
+    package static let maxRequestIDBytes = 200
     /// AMQP's short strings (`message_id`, `correlation_id`, `reply_to`) hold at most this many bytes.
     static let maxShortStringBytes = 255
 

@@ -11,7 +11,7 @@ import Logging
 /// An error that concerns this request alone (a setback) is settled here, by putting the request
 /// back for later with what it reached; only an error of the session itself is thrown, and the
 /// request is then redelivered to the next session.
-struct RequestProcessor: Sendable {
+package struct RequestProcessor: Sendable {
     /// How long a request waits in hand before it is handed back to its queue, when not even a
     /// copy of it could be published.
     static let requeuePause: Duration = .seconds(5)
@@ -176,7 +176,7 @@ struct RequestProcessor: Sendable {
     }
 
     /// `base` is `POSTBACK_BASE_URL`, which the settings keep without a trailing slash.
-    static func postbackURL(base: String, token: String) -> String {
+    package static func postbackURL(base: String, token: String) -> String {
         base + "/postback/" + token
     }
 

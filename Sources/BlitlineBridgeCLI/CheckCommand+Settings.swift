@@ -1,3 +1,4 @@
+import BlitlineBridge
 import Foundation
 
 extension CheckCommand {

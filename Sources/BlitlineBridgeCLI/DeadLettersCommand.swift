@@ -1,28 +1,97 @@
 import AMQP
+import ArgumentParser
 import Blitline
+import BlitlineBridge
 import Foundation
 
 /// `blitline-bridge dead-letters list|replay [--limit N]`: shows what sits in `{JOBS_QUEUE}.dead`,
 /// or moves it back to the jobs queue after a fix, publish confirmed before the dead letter is
 /// acknowledged.
-public struct DeadLettersCommand: Sendable {
+struct DeadLettersCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dead-letters",
+        abstract: "Show what sits in JOBS_QUEUE.dead, or replay it to JOBS_QUEUE.",
+        discussion: "Uses AMQP_URL, AMQP_CA_FILE and JOBS_QUEUE from the environment, as the worker does.",
+        subcommands: [List.self, Replay.self]
+    )
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print the first dead letters and leave the queue as it was.",
+            discussion: """
+                Prints the first N messages of JOBS_QUEUE.dead with their message id, correlation \
+                id, the x-bridge-error that says why they failed, and the start of their body. \
+                Nothing is removed: the messages return to the queue in the same order (marked \
+                redelivered). With --json, one JSON object per dead letter, one per line: \
+                "message_id", "request_id", "correlation_id", "error" (null where absent), "body" \
+                (the body as text when it is UTF-8, else null) and "body_bytes"; and nothing else.
+                """
+        )
+
+        @Option(help: ArgumentHelp("How many to show.", valueName: "n"))
+        var limit: Limit = Limit(DeadLetters.defaultListLimit)
+
+        @Flag(help: "One JSON object per dead letter, one per line.")
+        var json = false
+
+        func run() async throws {
+            try await DeadLetters(action: .list, limit: limit.value, json: json).run()
+        }
+    }
+
+    struct Replay: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Move dead letters back to JOBS_QUEUE without their error.",
+            discussion: """
+                Moves the first N messages (default: all there are when it starts) back to \
+                JOBS_QUEUE, with the same body and properties but without x-bridge-error, \
+                x-bridge-attempt and x-death. Each dead letter is acknowledged only once the broker \
+                has confirmed its copy in JOBS_QUEUE; on a failed publish it stays in place and the \
+                command exits 1.
+                """
+        )
+
+        @Option(help: ArgumentHelp("How many to replay at most.", valueName: "n"))
+        var limit: Limit?
+
+        func run() async throws {
+            try await DeadLetters(action: .replay, limit: limit?.value, json: false).run()
+        }
+    }
+
+    /// `--limit`: a whole number above zero.
+    struct Limit: ExpressibleByArgument {
+        let value: Int
+
+        init(_ value: Int) { self.value = value }
+
+        init?(argument: String) {
+            guard let value = Int(argument), value > 0 else { return nil }
+            self.value = value
+        }
+
+        var defaultValueDescription: String { String(value) }
+    }
+}
+
+/// What `dead-letters` does.
+struct DeadLetters: Sendable {
     /// What to do with the dead letters.
-    public enum Action: String, Sendable {
+    enum Action: String, Sendable {
         /// Print them and leave the queue as it was (count and order).
         case list
         /// Publish each to the jobs queue, then acknowledge it.
         case replay
     }
 
-    public var action: Action
-    /// How many messages at most; `nil` is 20 for `list` and every message there was at the start
-    /// for `replay`.
-    public var limit: Int?
+    var action: Action
+    /// How many messages at most; `nil` is every message there was at the start.
+    var limit: Int?
     /// `list --json`: one JSON line per dead letter.
-    public var json = false
+    var json = false
 
     /// How many `list` shows without `--limit`.
-    public static let defaultListLimit = 20
+    static let defaultListLimit = 20
     /// The broker's dead-lettering history, dropped on replay (with the bridge's own headers but
     /// the request id) so that the request starts afresh.
     static let deathHeaders: Set<String> = [
@@ -30,53 +99,14 @@ public struct DeadLettersCommand: Sendable {
         "x-last-death-exchange", "x-last-death-queue", "x-last-death-reason",
     ]
 
-    /// Usage, for `--help` and mistakes.
-    public static let usage = """
-        usage: blitline-bridge dead-letters list [--limit N] [--json]
-               blitline-bridge dead-letters replay [--limit N]
-
-        list: prints the first N messages (default \(defaultListLimit)) of JOBS_QUEUE.dead with their
-        message id, correlation id, the x-bridge-error that says why they failed, and the start of
-        their body. Nothing is removed: the messages return to the queue in the same order (marked
-        redelivered). With --json, one JSON object per dead letter, one per line: "message_id",
-        "request_id", "correlation_id", "error" (null where absent), "body" (the body as text when
-        it is UTF-8, else null) and "body_bytes"; and nothing else.
-
-        replay: moves the first N messages (default: all there are when it starts) back to
-        JOBS_QUEUE, with the same body and properties but without x-bridge-error, x-bridge-attempt
-        and x-death. Each dead letter is acknowledged only once the broker has confirmed its copy in
-        JOBS_QUEUE; on a failed publish it stays in place and the command exits 1.
-
-        Uses AMQP_URL, AMQP_CA_FILE and JOBS_QUEUE from the environment, as the worker does.
-
-        """
-
-    public init(arguments: ArraySlice<String>) throws(ConfigurationError) {
-        var arguments = arguments
-        guard let first = arguments.popFirst(), let action = Action(rawValue: first) else {
-            throw ConfigurationError(.unexpectedArgument, variable: nil, message: "say list or replay; see blitline-bridge dead-letters --help")
-        }
-        self.action = action
-        while let argument = arguments.popFirst() {
-            var value: String?
-            switch argument {
-            case "--json" where action == .list:
-                json = true
-                continue
-            case "--limit": value = arguments.popFirst()
-            case _ where argument.hasPrefix("--limit="): value = String(argument.dropFirst("--limit=".count))
-            default:
-                throw ConfigurationError(.unknownFlag, variable: nil, message: "unknown argument \(argument); see blitline-bridge dead-letters --help")
-            }
-            guard let value, let number = Int(value), number > 0 else {
-                throw ConfigurationError(.invalidValue, variable: nil, message: "--limit takes a positive number")
-            }
-            limit = number
-        }
+    /// Runs the command with the worker's configuration from the environment; exits 1 on failure.
+    func run() async throws {
+        let status = try await run(configuration: try toolConfiguration())
+        if status != 0 { throw ExitCode(status) }
     }
 
     /// Runs the command; returns the process's exit status.
-    public func run(configuration: BridgeConfiguration) async throws -> Int32 {
+    func run(configuration: BridgeConfiguration) async throws -> Int32 {
         let connection = try await AMQPConnection.connect(
             configuration.brokerConfiguration(connectionName: "blitline-bridge dead-letters \(action)"))
         do {
@@ -109,7 +139,7 @@ public struct DeadLettersCommand: Sendable {
     /// broker then puts every message back at its own place, so count and order stay as they were.
     private func list(_ deadQueue: String, waiting: Int, from channel: AMQPChannel) async throws -> Int32 {
         var shown: [AMQPDelivery] = []
-        while shown.count < limit ?? Self.defaultListLimit, let delivery = try await channel.get(queue: deadQueue) {
+        while shown.count < limit ?? waiting, let delivery = try await channel.get(queue: deadQueue) {
             shown.append(delivery)
         }
         try await channel.close()

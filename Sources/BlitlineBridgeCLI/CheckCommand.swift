@@ -1,13 +1,15 @@
 import AMQP
+import ArgumentParser
 import AsyncHTTPClient
 import Blitline
+import BlitlineBridge
 import Foundation
 import Logging
 
 /// `blitline-bridge check`: connects with the current configuration and says in plain words what is
 /// wrong, if anything: the broker and the login, the topology and its arguments, the mode and the
 /// postback settings, the application id, and whether Blitline answers. One line per check.
-public struct CheckCommand: Sendable {
+struct CheckCommand: AsyncParsableCommand {
     /// One check's outcome, printed as one line.
     struct Finding: Sendable, Equatable {
         /// Named as `--json` writes it.
@@ -48,33 +50,40 @@ public struct CheckCommand: Sendable {
     /// How long Blitline's URLs have to answer.
     static let httpTimeoutSeconds: Int64 = 5
 
-    /// Usage, for `--help`.
-    public static let usage = """
-        usage: blitline-bridge check [--json] [--flag value | --flag=value]...
+    static let configuration = CommandConfiguration(
+        commandName: "check",
+        abstract: "Say what is wrong with the broker, the topology and the settings, if anything.",
+        discussion: """
+            Connects with the configuration the worker would run with (environment variables, and \
+            the worker's flags after `check`) and prints one line per check: ✔ fine, ⚠ worth a \
+            look, ✘ wrong. It checks that the broker is reachable and takes the login; that each \
+            queue of the topology and the events exchange exist with the arguments the bridge \
+            declares (it creates nothing); the mode and, in postback mode, that Blitline can reach \
+            POSTBACK_BASE_URL and where it will post; that BLITLINE_APPLICATION_ID is set; that \
+            BLITLINE_API_URL (and, when polling, BLITLINE_POLL_URL) answers HTTP at all (no job \
+            is submitted). Exits 1 if any check is ✘, 2 on a setting that cannot be read.
+            """
+    )
 
-        Connects with the configuration the worker would run with (environment variables, and the
-        worker's flags after `check`) and prints one line per check: ✔ fine, ⚠ worth a look,
-        ✘ wrong. It checks that the broker is reachable and takes the login; that each queue of the
-        topology and the events exchange exist with the arguments the bridge declares (it creates
-        nothing); the mode and, in postback mode, that Blitline can reach POSTBACK_BASE_URL and
-        where it will post; that BLITLINE_APPLICATION_ID is set; that BLITLINE_API_URL (and, when
-        polling, BLITLINE_POLL_URL) answers HTTP at all (no job is submitted).
-        With --json, prints one JSON object at the end instead: {"ok", "failures", "warnings",
-        "findings": [{"verdict": "pass"|"warning"|"failure", "subject", "text"}]}.
-        Exits 1 if any check is ✘, 2 on a setting that cannot be read.
+    @Flag(help: ArgumentHelp(
+        "Print one JSON object at the end instead: {\"ok\", \"failures\", \"warnings\", \"findings\": [{\"verdict\": \"pass\"|\"warning\"|\"failure\", \"subject\", \"text\"}]}."))
+    var json = false
 
-        """
+    @Argument(
+        parsing: .allUnrecognized,
+        help: ArgumentHelp("The worker's settings as flags (blitline-bridge run --help).", valueName: "--flag value"),
+        completion: .list(BridgeConfiguration.flags)
+    )
+    var settings: [String] = []
 
-    /// One JSON object at the end rather than a line per check (`--json`).
-    public var json = false
-
-    public init(json: Bool = false) {
-        self.json = json
+    func run() async throws {
+        let status = await run(configuration: try toolConfiguration(settings: settings))
+        if status != 0 { throw ExitCode(status) }
     }
 
     /// Runs every check, printing each line as it comes (or, with `json`, one object at the end);
     /// returns the process's exit status.
-    public func run(configuration: BridgeConfiguration) async -> Int32 {
+    func run(configuration: BridgeConfiguration) async -> Int32 {
         var findings: [Finding] = []
         let json = json
         func report(_ finding: Finding) {

@@ -1,86 +1,63 @@
 import AMQP
+import ArgumentParser
 import Blitline
+import BlitlineBridge
 import Foundation
 import Synchronization
 
 /// `blitline-bridge submit FILE… [--id ID] [--wait] [--timeout DURATION] [--json]`: publishes job
 /// files as requests, each under a request id of its own, and, with `--wait`, prints each one's
 /// event as it comes, through a `reply_to` queue of its own.
-public struct SubmitCommand: Sendable {
-    public var files: [String] = []
-    /// The request id of the one file; by default each file's name without its extension and a
-    /// random suffix, so that submitting a file twice makes two requests (consumers drop events
-    /// whose id they have seen).
-    public var id: String?
-    public var wait = false
-    /// How long `--wait` waits for the events; by default as long as a job may take to end in its
-    /// timeout event (`waitLimit`).
-    public var timeout: Duration?
-    /// Events as JSON lines on stdout (the event as published), everything else on stderr.
-    public var json = false
+struct SubmitCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "submit",
+        abstract: "Publish job files as requests; with --wait, print their events as they come.",
+        discussion: """
+            Publishes each FILE (one Blitline job as JSON) to JOBS_QUEUE as a request, with \
+            AMQP_URL and JOBS_QUEUE from the environment, as the worker reads them. With --wait, \
+            prints each request's event as it arrives, a status line meanwhile on a terminal, and \
+            exits 1 if any failed or did not arrive within --timeout.
+            """
+    )
 
-    /// Usage, for `--help` and mistakes.
-    public static let usage = """
-        usage: blitline-bridge submit FILE... [--id ID] [--wait] [--timeout DURATION] [--json]
+    @Argument(help: "Job files, one Blitline job as JSON each.", completion: .file(extensions: ["json"]))
+    var files: [String]
 
-        Publishes each FILE (one Blitline job as JSON) to JOBS_QUEUE as a request. Its request id
-        (and message id) is the file name without its extension and a random suffix, so that
-        submitting a file again makes a new request; --id sets it (one FILE only).
-        With --wait, prints each request's event as it arrives, a status line meanwhile on a
-        terminal, and exits 1 if any failed or did not arrive within --timeout (by default
-        JOB_TIMEOUT + TIMEOUT_GRACE + 1m: by then every job has its event, if only a timeout).
-        With --json, prints each event as one JSON line on stdout and nothing else there.
-        Uses AMQP_URL and JOBS_QUEUE from the environment, as the worker does.
+    @Option(help: ArgumentHelp(
+        "The request id (and message id) of the one FILE. By default, the file's name without its extension and a random suffix, so that submitting a file again makes a new request.",
+        valueName: "id"))
+    var id: String?
 
-        """
+    @Flag(help: "Wait for each request's event and print it.")
+    var wait = false
 
-    public init(arguments: ArraySlice<String>) throws(ConfigurationError) {
-        var arguments = arguments
-        func value(_ flag: String, inline: Substring?) throws(ConfigurationError) -> String {
-            guard let value = inline.map(String.init) ?? arguments.popFirst(), !value.isEmpty else {
-                throw ConfigurationError(.missingValue, variable: nil, message: "\(flag) needs a value\n" + Self.usage)
-            }
-            return value
+    @Option(
+        help: ArgumentHelp(
+            "How long --wait waits, e.g. 90s or 1.5h; by default JOB_TIMEOUT + TIMEOUT_GRACE + 1m, by when every job has its event, if only a timeout.",
+            valueName: "duration"),
+        transform: { text in
+            do { return try DurationText.parse(text) } catch { throw ValidationError("\(error); use 250ms, 30s, 10m or 1h") }
+        })
+    var timeout: Duration?
+
+    @Flag(help: "Print each event as one JSON line on stdout (the event as published), and nothing else there.")
+    var json = false
+
+    func validate() throws {
+        guard files.count == 1 || id == nil else { throw ValidationError("--id names one request: give one FILE") }
+        if let id, id.isEmpty || id.utf8.count > RequestEnvelope.maxRequestIDBytes {
+            throw ValidationError("--id takes 1 to \(RequestEnvelope.maxRequestIDBytes) bytes of UTF-8 (a request id)")
         }
-        while let argument = arguments.popFirst() {
-            let parts = argument.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            let flag = argument.hasPrefix("--") ? String(parts[0]) : argument
-            let inline = argument.hasPrefix("--") && parts.count == 2 ? parts[1] : nil
-            switch flag {
-            case "--wait": wait = true
-            case "--json": json = true
-            case "--id":
-                let id = try value(flag, inline: inline)
-                guard id.utf8.count <= RequestEnvelope.maxRequestIDBytes else {
-                    throw ConfigurationError(
-                        .invalidValue, variable: nil,
-                        message: "--id takes at most \(RequestEnvelope.maxRequestIDBytes) bytes of UTF-8 (a request id)")
-                }
-                self.id = id
-            case "--timeout":
-                guard let duration = try? BridgeConfiguration.parseDuration(try value(flag, inline: inline)) else {
-                    throw ConfigurationError(
-                        .invalidValue, variable: nil, message: "--timeout takes a duration such as 30s, 2m or 1h")
-                }
-                timeout = duration
-            default:
-                guard !argument.hasPrefix("--") else {
-                    throw ConfigurationError(.unknownFlag, variable: nil, message: "unknown option \(argument)\n" + Self.usage)
-                }
-                files.append(argument)
-            }
-        }
-        guard !files.isEmpty else {
-            throw ConfigurationError(.missingValue, variable: nil, message: "no job files given\n" + Self.usage)
-        }
-        guard id == nil || files.count == 1 else {
-            throw ConfigurationError(.invalidValue, variable: nil, message: "--id names one request: give one FILE")
-        }
+    }
+
+    func run() async throws {
+        let status = try await run(configuration: try toolConfiguration())
+        if status != 0 { throw ExitCode(status) }
     }
 
     /// How long `--wait` waits by default: a job's deadline (`JOB_TIMEOUT` after submission), the
     /// grace before its timeout is decided, and a minute for the bridge to get to it.
-    public static func waitLimit(_ configuration: BridgeConfiguration) -> Duration {
+    static func waitLimit(_ configuration: BridgeConfiguration) -> Duration {
         configuration.jobTimeout + configuration.timeoutGrace + .seconds(60)
     }
 
@@ -95,7 +72,7 @@ public struct SubmitCommand: Sendable {
     }
 
     /// Runs the command; returns the process's exit status.
-    public func run(configuration: BridgeConfiguration) async throws -> Int32 {
+    func run(configuration: BridgeConfiguration) async throws -> Int32 {
         let connection = try await AMQPConnection.connect(
             configuration.brokerConfiguration(connectionName: "blitline-bridge submit"))
         let channel = try await connection.openChannel()

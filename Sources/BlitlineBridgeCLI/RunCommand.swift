@@ -1,0 +1,76 @@
+import ArgumentParser
+import BlitlineBridge
+import Foundation
+import Logging
+import Metrics
+import Prometheus
+
+/// `blitline-bridge [run] [--flag value…]`: the worker, until SIGTERM or SIGINT.
+///
+/// Its flags are the settings table's (`BridgeConfiguration`), which parses them strictly along
+/// with the environment; the command line only hands them over.
+struct RunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run the worker (the default) until SIGTERM or SIGINT.",
+        discussion: BridgeConfiguration.helpText
+    )
+
+    @Argument(
+        parsing: .allUnrecognized,
+        help: ArgumentHelp("Settings as flags, each overriding its variable (below).", valueName: "--flag value"),
+        completion: .list(BridgeConfiguration.flags)
+    )
+    var settings: [String] = []
+
+    func run() async throws {
+        let configuration = try BridgeConfiguration(
+            environment: ProcessInfo.processInfo.environment, arguments: settings)
+        let logLevel = configuration.logLevel
+        LoggingSystem.bootstrap(
+            { label, metadataProvider in
+                JSONLogHandler(label: label, level: logLevel, metadataProvider: metadataProvider)
+            },
+            metadataProvider: nil
+        )
+        let registry = PrometheusCollectorRegistry()
+        var metricsFactory = PrometheusMetricsFactory(registry: registry)
+        metricsFactory.defaultDurationHistogramBuckets = Self.durationBuckets
+        MetricsSystem.bootstrap(metricsFactory)
+
+        let logger = Logger(label: "blitline-bridge")
+        logger.info(
+            "starting",
+            metadata: [
+                "mode": .string(configuration.usesPostbacks ? "postback" : "polling"),
+                "jobs_queue": .string(configuration.jobsQueue),
+                "events_exchange": .string(configuration.eventsExchange),
+            ]
+        )
+        try await BridgeApp(
+            configuration: configuration,
+            logger: logger,
+            metricsText: { registry.emitToString() + ProcessMetrics.text() }
+        ).run()
+        logger.info("stopped after a graceful shutdown")
+    }
+
+    /// Fine buckets at the low end (postback-to-event latency is a few milliseconds) and around the
+    /// 50 ms p99 target (README, "Benchmarks"), so that an alert on it is not read between 30 and 75.
+    static let durationBuckets: [Duration] = [
+        .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(3), .milliseconds(5),
+        .milliseconds(7), .milliseconds(10), .milliseconds(15), .milliseconds(20), .milliseconds(30),
+        .milliseconds(40), .milliseconds(45), .milliseconds(50), .milliseconds(55), .milliseconds(60),
+        .milliseconds(75), .milliseconds(100), .milliseconds(250), .milliseconds(500),
+        .seconds(1), .seconds(2.5), .seconds(5), .seconds(10), .seconds(30), .seconds(60), .seconds(300),
+        .seconds(1800),
+    ]
+}
+
+/// What every operator tool does first: reads the worker's configuration from the environment
+/// (and the worker's flags, for `check`), and logs only warnings, as JSON on stderr.
+func toolConfiguration(settings: [String] = []) throws -> BridgeConfiguration {
+    let configuration = try BridgeConfiguration(environment: ProcessInfo.processInfo.environment, arguments: settings)
+    LoggingSystem.bootstrap { label in JSONLogHandler(label: label, level: .warning) }
+    return configuration
+}
