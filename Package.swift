@@ -43,6 +43,15 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Waiting, written once: racing work against a deadline, and tasks waiting their turn.
+        .target(
+            name: "AsyncSupport",
+            dependencies: [
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
         // Blitline's HTTP API: jobs, submission, results, long polling. Knows nothing of AMQP.
         .target(
             name: "Blitline",
@@ -57,6 +66,7 @@ let package = Package(
         .target(
             name: "BlitlineSimulator",
             dependencies: [
+                "AsyncSupport",
                 "Blitline",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -78,6 +88,7 @@ let package = Package(
             name: "BlitlineBridge",
             dependencies: [
                 "AMQP",
+                "AsyncSupport",
                 "Blitline",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -97,6 +108,7 @@ let package = Package(
             name: "BlitlineBridgeCLI",
             dependencies: [
                 "AMQP",
+                "AsyncSupport",
                 "Blitline",
                 "BlitlineBridge",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -128,6 +140,10 @@ let package = Package(
         .target(
             name: "TestSupport",
             path: "Tests/TestSupport"
+        ),
+        .testTarget(
+            name: "AsyncSupportTests",
+            dependencies: ["AsyncSupport", "TestSupport"]
         ),
         .testTarget(
             name: "AMQPTests",

@@ -1,5 +1,6 @@
 import AMQP
 import ArgumentParser
+import AsyncSupport
 import Blitline
 import BlitlineBridge
 import Foundation
@@ -124,9 +125,15 @@ struct SubmitCommand: AsyncParsableCommand {
         let seen = Outcomes()
         let status = StatusLine(expecting: expecting.count, to: json ? STDERR_FILENO : STDOUT_FILENO)
         let json = json
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                var waiting = expecting
+        let ticker = status.isTerminal ? Task {
+            while !Task.isCancelled {
+                status.show()
+                try? await Task.sleep(for: .seconds(1))
+            }
+        } : nil
+        let failure: (any Error)? = await DeadlineRace.value(within: limit, fallback: nil) {
+            var waiting = expecting
+            do {
                 for try await delivery in replies {
                     delivery.ack()
                     guard let event = try? JSONValue(parsing: delivery.body), let data = event["data"],
@@ -137,28 +144,22 @@ struct SubmitCommand: AsyncParsableCommand {
                     status.clear()
                     print(json ? String(decoding: delivery.body, as: UTF8.self) : Self.describe(data))
                     status.update(completed: completed)
-                    if waiting.isEmpty { return }
+                    if waiting.isEmpty { break }
                 }
+                return nil
+            } catch {
+                return error
             }
-            group.addTask { try await Task.sleep(for: limit) }
-            if status.isTerminal {
-                group.addTask {
-                    while true {
-                        status.show()
-                        try await Task.sleep(for: .seconds(1))
-                    }
-                }
-            }
-            _ = try await group.next()
-            group.cancelAll()
         }
+        ticker?.cancel()
+        if let failure { throw failure }
         status.clear()
         let outcomes = seen.all
         let completed = outcomes.values.filter { $0 }.count
         let failed = outcomes.count - completed
         let missing = expecting.count - outcomes.count
         var summary = "\(expecting.count) requests: \(completed) completed, \(failed) failed"
-        if missing > 0 { summary += ", \(missing) without an event after \(limit)" }
+        if missing > 0 { summary += ", \(missing) without an event after \(DurationText.text(limit))" }
         return (summary, failed == 0 && missing == 0)
     }
 

@@ -1,3 +1,4 @@
+import AsyncSupport
 import Blitline
 import Synchronization
 
@@ -20,6 +21,9 @@ final class PollCache: Sendable {
         /// (expiry, job id) in completion order; expiries only grow, so the front expires first.
         var expiries: [(ContinuousClock.Instant, String)] = []
         var expiryHead = 0
+        /// Long polls by job id, for a result answers its own job's polls only (a `WaitingLine`
+        /// would scan every poll of every job). A poll cancelled before it parks is remembered in
+        /// `cancelledWaiters`, so that it does not park after all.
         var waiters: [String: [Int: CheckedContinuation<[UInt8]?, Never>]] = [:]
         var cancelledWaiters: Set<Int> = []
         var nextWaiter = 0
@@ -87,15 +91,8 @@ final class PollCache: Sendable {
             state.nextWaiter += 1
             return state.nextWaiter
         }
-        return await withTaskGroup(of: [UInt8]?.self) { group in
-            group.addTask { await self.waitIndefinitely(jobID: jobID, waiter: waiter) }
-            group.addTask {
-                try? await Task.sleep(for: limit)
-                return nil
-            }
-            let first = await group.next() ?? nil
-            group.cancelAll()
-            return first
+        return await DeadlineRace.value(within: limit, fallback: nil) {
+            await self.waitIndefinitely(jobID: jobID, waiter: waiter)
         }
     }
 

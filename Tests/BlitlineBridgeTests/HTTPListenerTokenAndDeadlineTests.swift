@@ -1,12 +1,9 @@
-import Dispatch
-import Synchronization
 import Testing
-import TestSupport
 
 @testable import BlitlineBridge
 
 /// The listener's pure parts: postback tokens (versions, expiry, rotation), the connection
-/// deadlines' state machine, and the deadline race.
+/// deadlines' state machine.
 @Suite struct HTTPListenerTokenAndDeadlineTests {
     static let secret = "a-secret-of-at-least-thirty-two-bytes-0001"
     static let context = RequestEnvelope(requestID: "r-1", correlationID: "c-1", replyTo: "q", traceparent: nil)
@@ -104,33 +101,5 @@ import TestSupport
         _ = deadlines.headReceived()
         #expect(deadlines.answerWritten() == .keep)
         #expect(deadlines.bodyEnded() == .arm(.seconds(10), .head))
-    }
-
-    // MARK: Deadline race
-
-    @Test func theRaceAnswersAtTheDeadlineWithoutWaitingForTheWork() async {
-        let ended = Mutex(false)
-        let value = await DeadlineRace.value(within: .milliseconds(200), fallback: "late") {
-            // Work that ignores cancellation, as a publish the broker holds back, for far longer
-            // than the deadline: the race must answer without it, however slow the machine.
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                DispatchQueue.global().asyncAfter(deadline: .now() + 60) { continuation.resume() }
-            }
-            ended.withLock { $0 = true }
-            return "done"
-        }
-        #expect(value == "late")
-        #expect(!ended.withLock { $0 }, "the race waited for the work")
-    }
-
-    @Test func theRaceReturnsWorkThatEndsInTimeAndCancelsWorkThatDoesNot() async {
-        #expect(await DeadlineRace.value(within: .seconds(5), fallback: 0) { 42 } == 42)
-        let cancelled = Mutex(false)
-        _ = await DeadlineRace.value(within: .milliseconds(100), fallback: 0) {
-            try? await Task.sleep(for: .seconds(5))
-            cancelled.withLock { $0 = Task.isCancelled }
-            return 1
-        }
-        #expect(await eventually(timeout: .seconds(2)) { cancelled.withLock { $0 } })
     }
 }

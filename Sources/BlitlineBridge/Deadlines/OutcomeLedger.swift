@@ -1,4 +1,5 @@
 import AMQP
+import AsyncSupport
 import Foundation
 import Synchronization
 

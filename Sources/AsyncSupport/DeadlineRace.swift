@@ -9,10 +9,10 @@ import Synchronization
 /// A task group cannot do this: it waits for all its children, so a child that does not honour
 /// cancellation at once (a publish the broker holds back) would hold the answer past the
 /// deadline. The work runs in an unstructured task instead, and whoever owns what it uses (the
-/// listener's allowances) gives it back from inside the work, when it really ends.
-enum DeadlineRace {
+/// listener's allowances, for one) gives it back from inside the work, when it really ends.
+public enum DeadlineRace {
     /// `work()`'s value if it returns within `limit`, else `fallback` at once.
-    static func value<Value: Sendable>(
+    public static func value<Value: Sendable>(
         within limit: Duration, fallback: Value, _ work: @escaping @Sendable () async -> Value
     ) async -> Value {
         let outcome = Outcome<Value>()
