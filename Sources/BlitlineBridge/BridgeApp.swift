@@ -14,19 +14,24 @@ public struct BridgeApp: Sendable {
     let logger: Logger
     let metricsText: @Sendable () -> String
     let onListening: @Sendable (Int) async -> Void
+    let backgroundServices: [any Service]
 
     /// - Parameters:
     ///   - metricsText: renders the metrics for `GET /metrics` (the executable owns the backend).
     ///   - onListening: told the listener's bound port once it accepts connections.
+    ///   - backgroundServices: run beside the bridge, started first and stopped last (the span
+    ///     exporter, which then sends the last spans).
     public init(
         configuration: BridgeConfiguration, logger: Logger,
         metricsText: @escaping @Sendable () -> String,
-        onListening: @escaping @Sendable (Int) async -> Void = { _ in }
+        onListening: @escaping @Sendable (Int) async -> Void = { _ in },
+        backgroundServices: [any Service] = []
     ) {
         self.configuration = configuration
         self.logger = logger
         self.metricsText = metricsText
         self.onListening = onListening
+        self.backgroundServices = backgroundServices
     }
 
     /// Runs until a graceful shutdown completes; throws on an unrecoverable start-up error.
@@ -82,7 +87,7 @@ public struct BridgeApp: Sendable {
             logger: logger, onRunning: onListening, onShed: { metrics.postback($0 == .overloaded ? .overloaded : .timedOut) })
 
         var group = ServiceGroupConfiguration(
-            services: [
+            services: backgroundServices.map { .init(service: $0) } + [
                 .init(service: listener),
                 .init(service: bridge, successTerminationBehavior: .gracefullyShutdownGroup),
             ],

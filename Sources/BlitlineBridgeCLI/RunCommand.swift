@@ -3,7 +3,10 @@ import BlitlineBridge
 import Foundation
 import Logging
 import Metrics
+import OTel
 import Prometheus
+import ServiceLifecycle
+import Tracing
 
 /// `blitline-bridge [run] [--flag value…]`: the worker, until SIGTERM or SIGINT.
 ///
@@ -26,12 +29,15 @@ struct RunCommand: AsyncParsableCommand {
     func run() async throws {
         let configuration = try BridgeConfiguration(
             environment: ProcessInfo.processInfo.environment, arguments: settings)
+        let environment = ProcessInfo.processInfo.environment
         let logLevel = configuration.logLevel
+        let tracing = Self.tracesExported(environment)
         LoggingSystem.bootstrap(
             { label, metadataProvider in
                 JSONLogHandler(label: label, level: logLevel, metadataProvider: metadataProvider)
             },
-            metadataProvider: nil
+            // Every line logged inside a span names its trace and span.
+            metadataProvider: tracing ? OTel.makeLoggingMetadataProvider() : nil
         )
         let registry = PrometheusCollectorRegistry()
         var metricsFactory = PrometheusMetricsFactory(registry: registry)
@@ -39,6 +45,18 @@ struct RunCommand: AsyncParsableCommand {
         MetricsSystem.bootstrap(metricsFactory)
 
         let logger = Logger(label: "blitline-bridge")
+        var background: [any Service] = []
+        if tracing {
+            var otel = OTel.Configuration.default
+            otel.serviceName = "blitline-bridge"
+            otel.resourceAttributes["service.version"] = BridgeVersion.current
+            otel.logs.enabled = false
+            otel.metrics.enabled = false
+            otel.diagnosticLogger = .custom(Logger(label: "otel"))
+            let backend = try OTel.makeTracingBackend(configuration: otel)
+            InstrumentationSystem.bootstrap(backend.factory)
+            background.append(backend.service)
+        }
         logger.info(
             "starting",
             metadata: [
@@ -50,9 +68,20 @@ struct RunCommand: AsyncParsableCommand {
         try await BridgeApp(
             configuration: configuration,
             logger: logger,
-            metricsText: { registry.emitToString() + ProcessMetrics.text() }
+            metricsText: { registry.emitToString() + ProcessMetrics.text() },
+            backgroundServices: background
         ).run()
         logger.info("stopped after a graceful shutdown")
+    }
+
+    /// Whether spans go to an OTLP collector: when `OTEL_EXPORTER_OTLP_ENDPOINT` (or its
+    /// traces-only form) names one and `OTEL_SDK_DISABLED` does not say otherwise.
+    static func tracesExported(_ environment: [String: String]) -> Bool {
+        let endpoint = ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"].contains {
+            !(environment[$0] ?? "").isEmpty
+        }
+        return endpoint && environment["OTEL_SDK_DISABLED"]?.lowercased() != "true"
+            && environment["OTEL_TRACES_EXPORTER"]?.lowercased() != "none"
     }
 
     /// Fine buckets at the low end (postback-to-event latency is a few milliseconds) and around the

@@ -1,4 +1,5 @@
 import AMQP
+import Blitline
 import Foundation
 import Logging
 
@@ -67,15 +68,16 @@ struct TimeoutProcessor: Sendable {
         delivery.requeue()
     }
 
+    /// Publishes the job's timeout in a span of its own, a child of the request's consumer span.
     private func timeOut(_ job: PendingJob, publisher: EventPublisher) async throws {
-        let event = JobEvent.failure(
-            job.context, reason: .timeout,
-            message: "no result from Blitline within \(configuration.jobTimeout) of submission",
-            jobID: job.jobID)
-        try await publisher.publish(event)
-        metrics.event(event)
-        logger.warning(
-            "job timed out",
-            metadata: ["request_id": "\(job.context.requestID)", "job_id": "\(job.jobID)"])
+        try await job.context.withSpan("timeout \(job.jobID)", ofKind: .internal, logger: logger) { context, _, logger in
+            let event = JobEvent.failure(
+                context, reason: .timeout,
+                message: "no result from Blitline within \(DurationText.text(configuration.jobTimeout)) of submission",
+                jobID: job.jobID)
+            try await publisher.publish(event)
+            metrics.event(event)
+            logger.warning("job timed out", metadata: ["job_id": "\(job.jobID)"])
+        }
     }
 }

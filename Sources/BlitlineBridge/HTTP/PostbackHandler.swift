@@ -1,5 +1,6 @@
 import Blitline
 import Logging
+import Tracing
 
 /// Takes Blitline's postbacks: checks the signed token (before the listener reads the body),
 /// decodes the result, and publishes the event; answers 2xx only once the broker has confirmed it,
@@ -33,17 +34,30 @@ struct PostbackHandler: PostbackReceiving, CustomStringConvertible {
     }
 
     func receivePostback(_ verified: PostbackToken, body: [UInt8], contentType: String?) async -> PostbackReply {
+        // A child of the request's consumer span, whose context the postback URL carries.
+        await verified.context.withSpan("postback", ofKind: .server, logger: logger) { context, span, logger in
+            let reply = await receive(verified, context: context, body: body, contentType: contentType, logger: logger)
+            span.attributes["http.response.status_code"] = reply.status
+            if reply.status >= 500 { span.setStatus(SpanStatus(code: .error)) }
+            return reply
+        }
+    }
+
+    private func receive(
+        _ verified: PostbackToken, context: RequestEnvelope, body: [UInt8], contentType: String?, logger: Logger
+    ) async -> PostbackReply {
         let received = ContinuousClock.now
         let receivedAt = clock.now()
-        let context = verified.context
         let result: JobResult
         do {
             result = try JobResult.decode(postbackBody: body, contentType: contentType)
         } catch {
             metrics.postback(.malformed)
-            logger.notice("refused a postback", metadata: ["request_id": "\(context.requestID)", "error": "\(error)"])
+            logger.notice("refused a postback", metadata: ["error": "\(error)"])
             return PostbackReply(status: 400, message: "\(error)")
         }
+        var logger = logger
+        logger[metadataKey: "job_id"] = "\(result.jobID)"
         guard let publisher = session.publisher else {
             metrics.postback(.unavailable)
             return PostbackReply(status: 503, message: "the broker is not connected; retry later")
@@ -59,18 +73,14 @@ struct PostbackHandler: PostbackReceiving, CustomStringConvertible {
             return PostbackReply(status: 503, message: "the event could not be published in time; retry later")
         } catch {
             metrics.postback(.unavailable)
-            logger.warning(
-                "could not publish a postback's event",
-                metadata: ["request_id": "\(context.requestID)", "job_id": "\(result.jobID)", "error": "\(error)"])
+            logger.warning("could not publish a postback's event", metadata: ["error": "\(error)"])
             return PostbackReply(status: 503, message: "the event could not be published; retry later")
         }
         metrics.postback(.accepted)
         metrics.event(event)
         metrics.postbackToEvent.record(since: received)
         metrics.jobDuration.recordMilliseconds(clock.now() - verified.submittedAt)
-        logger.debug(
-            "postback published",
-            metadata: ["request_id": "\(context.requestID)", "job_id": "\(result.jobID)", "status": "\(event.status)"])
+        logger.debug("postback published", metadata: ["status": "\(event.status)"])
         return PostbackReply(status: 200, message: "ok")
     }
 }

@@ -116,7 +116,7 @@ struct PostbackToken: Sendable, Hashable {
         guard now <= expiresAt else { throw .expired }
         self.context = RequestEnvelope(
             requestID: requestID, correlationID: json["c"]?.stringValue, replyTo: json["t"]?.stringValue,
-            traceparent: json["p"]?.stringValue)
+            traceparent: json["p"]?.stringValue, tracestate: json["q"]?.stringValue)
         self.submittedAt = Int64(submittedAt)
         self.expiresAt = expiresAt
     }
@@ -138,6 +138,7 @@ struct PostbackToken: Sendable, Hashable {
         if let value = context.correlationID { members.append(.init(key: "c", value: .string(value))) }
         if let value = context.replyTo { members.append(.init(key: "t", value: .string(value))) }
         if let value = context.traceparent { members.append(.init(key: "p", value: .string(value))) }
+        if let value = context.tracestate { members.append(.init(key: "q", value: .string(value))) }
         members.append(.init(key: "s", value: .number(String(submittedAt))))
         if let expiresAt { members.append(.init(key: "e", value: .number(String(expiresAt)))) }
         return .object(members)

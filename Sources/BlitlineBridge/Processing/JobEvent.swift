@@ -67,6 +67,7 @@ struct JobEvent: Sendable {
             BridgeHeader.outcome: .string(outcome),
         ]
         if let traceparent = context.traceparent { headers["traceparent"] = .string(traceparent) }
+        if let tracestate = context.tracestate { headers["tracestate"] = .string(tracestate) }
         // AMQP's short strings hold 255 bytes: an id or correlation id longer than that (an
         // invalid request's) is carried in the event's JSON only.
         func short(_ text: String?) -> String? {
@@ -103,7 +104,7 @@ struct JobEvent: Sendable {
         ]
         if let reason { data.append(.init(key: "reason", value: .string(reason.rawValue))) }
         if late { data.append(.init(key: "late", value: .bool(true))) }
-        return .object([
+        var event: [JSONValue.Member] = [
             .init(key: "specversion", value: "1.0"),
             .init(key: "type", value: .string("blitline.job.\(status.rawValue)")),
             .init(key: "source", value: .string(source)),
@@ -111,8 +112,12 @@ struct JobEvent: Sendable {
             .init(key: "time", value: .string(Self.timestamp(time))),
             .init(key: "subject", value: .string(context.requestID)),
             .init(key: "datacontenttype", value: "application/json"),
-            .init(key: "data", value: .object(data)),
-        ])
+        ]
+        // CloudEvents' distributed tracing extension: the same trace context as the headers.
+        if let traceparent = context.traceparent { event.append(.init(key: "traceparent", value: .string(traceparent))) }
+        if let tracestate = context.tracestate { event.append(.init(key: "tracestate", value: .string(tracestate))) }
+        event.append(.init(key: "data", value: .object(data)))
+        return .object(event)
     }
 
     private static func imageJSON(_ image: ResultImage) -> JSONValue {

@@ -1,5 +1,6 @@
 import AsyncSupport
 import Blitline
+import Tracing
 
 /// Submits jobs to Blitline. Requests that arrive while `maxInFlight` submissions are under way are
 /// combined into batch requests (Blitline takes an array of jobs and answers in order), so a busy
@@ -13,6 +14,8 @@ final class JobSubmitter: Sendable {
     private struct Request: Sendable {
         let job: BlitlineJob
         let bytes: Int
+        /// The caller's trace context (its request's consumer span): the submission's parent.
+        let context: ServiceContext
     }
 
     private struct State: Sendable {
@@ -45,7 +48,7 @@ final class JobSubmitter: Sendable {
     /// Submits one job of about `bytes` of JSON; the outcome is the job's own even when it
     /// travelled in a batch.
     func submit(_ job: BlitlineJob, bytes: Int) async -> SubmitOutcome {
-        await line.wait(Request(job: job, bytes: bytes), cancelled: Self.cancelled) { state, _ in
+        await line.wait(Request(job: job, bytes: bytes, context: .current ?? .topLevel), cancelled: Self.cancelled) { state, _ in
             state.running ? nil : Self.stopping
         } parked: {
             wakeUps.yield()
@@ -89,25 +92,36 @@ final class JobSubmitter: Sendable {
         }
     }
 
+    /// Sends a batch within its first job's trace, linked to the others' (README, "Tracing").
     private func send(_ batch: [Line.Waiter]) async {
         let outcomes: [SubmitOutcome]
         if batch.count == 1 {
-            outcomes = [await client.submit(batch[0].element.job)]
+            outcomes = await ServiceContext.withValue(batch[0].element.context) {
+                [await client.submit(batch[0].element.job)]
+            }
         } else {
-            switch await client.submitBatch(batch.map(\.element.job)) {
-            case .each(let each):
-                // Each job's own answer, refusals included: a refusal is final.
-                outcomes = each
-            case .whole(.rejected):
-                // Blitline refused the request as a whole, naming no job: one bad job must not
-                // sink the others, so each is asked about on its own.
-                var each: [SubmitOutcome] = []
-                for waiter in batch { each.append(await client.submit(waiter.element.job)) }
-                outcomes = each
-            case .whole(let outcome):
-                outcomes = Array(repeating: outcome, count: batch.count)
+            outcomes = await withSpan("submit batch", context: batch[0].element.context, ofKind: .internal) { span in
+                span.attributes["blitline_bridge.batch_size"] = batch.count
+                for waiter in batch.dropFirst() { span.addLink(SpanLink(context: waiter.element.context, attributes: [:])) }
+                return await submit(batch)
             }
         }
         for (waiter, outcome) in zip(batch, outcomes) { waiter.resume(returning: outcome) }
+    }
+
+    private func submit(_ batch: [Line.Waiter]) async -> [SubmitOutcome] {
+        switch await client.submitBatch(batch.map(\.element.job)) {
+        case .each(let each):
+            // Each job's own answer, refusals included: a refusal is final.
+            return each
+        case .whole(.rejected):
+            // Blitline refused the request as a whole, naming no job: one bad job must not sink
+            // the others, so each is asked about on its own.
+            var each: [SubmitOutcome] = []
+            for waiter in batch { each.append(await client.submit(waiter.element.job)) }
+            return each
+        case .whole(let outcome):
+            return Array(repeating: outcome, count: batch.count)
+        }
     }
 }

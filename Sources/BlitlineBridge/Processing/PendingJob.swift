@@ -22,6 +22,7 @@ struct PendingJob: Sendable, Hashable {
         if let value = context.correlationID { members.append(.init(key: "correlation_id", value: .string(value))) }
         if let value = context.replyTo { members.append(.init(key: "reply_to", value: .string(value))) }
         if let value = context.traceparent { members.append(.init(key: "traceparent", value: .string(value))) }
+        if let value = context.tracestate { members.append(.init(key: "tracestate", value: .string(value))) }
         return .object(members)
     }
 
@@ -56,7 +57,8 @@ struct PendingJob: Sendable, Hashable {
         else { return nil }
         self.context = RequestEnvelope(
             requestID: requestID, correlationID: json["correlation_id"]?.stringValue,
-            replyTo: json["reply_to"]?.stringValue, traceparent: json["traceparent"]?.stringValue)
+            replyTo: json["reply_to"]?.stringValue, traceparent: json["traceparent"]?.stringValue,
+            tracestate: json["tracestate"]?.stringValue)
         self.jobID = jobID
         self.submittedAt = Int64(submittedAt)
         self.deadline = Int64(deadline)

@@ -34,13 +34,26 @@ struct PollProcessor: Sendable {
             delivery.ack()
             return
         }
+        // A child of the request's consumer span, whose context the poll message carries; the
+        // poll's HTTP request is its child, and its event carries it.
+        try await job.context.withSpan("poll \(job.jobID)", ofKind: .consumer, logger: logger) { context, _, logger in
+            try await process(delivery, job: job, context: context, publisher: publisher, logger: logger)
+        }
+    }
+
+    private func process(
+        _ delivery: some RequestMessage, job: PendingJob, context: RequestEnvelope, publisher: EventPublisher,
+        logger: Logger
+    ) async throws {
+        var logger = logger
+        logger[metadataKey: "job_id"] = "\(job.jobID)"
         let (outcome, started) = try await poll(job)
         let step = Self.step(after: outcome, for: job, at: clock.now(), answeredIn: ContinuousClock.now - started)
         do {
             switch step {
             case .publish(let result, let late):
                 metrics.poll(.result)
-                let event = JobEvent.result(result, context: job.context, via: .poll, late: late)
+                let event = JobEvent.result(result, context: context, via: .poll, late: late)
                 do {
                     try await publisher.publish(event)
                 } catch where PublishFailure.isSetback(error) {
@@ -55,7 +68,7 @@ struct PollProcessor: Sendable {
             case .pollAgain(let pause, let label):
                 metrics.poll(label)
                 if case .failed(let failure) = outcome {
-                    logger.info("poll failed; trying again", metadata: ["job_id": "\(job.jobID)", "error": "\(failure.message)"])
+                    logger.info("poll failed; trying again", metadata: ["error": "\(failure.message)"])
                 }
                 try await publisher.schedulePoll(job, pause: pause)
             }

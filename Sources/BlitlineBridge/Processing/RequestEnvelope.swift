@@ -16,12 +16,16 @@ package struct RequestEnvelope: Sendable, Hashable {
     var replyTo: String?
     /// W3C trace context, carried over to the event; only a well-formed one is kept.
     var traceparent: String?
+    /// Vendors' trace state that goes with `traceparent`; kept only with it, and only when short
+    /// and printable.
+    var tracestate: String?
 
-    init(requestID: String, correlationID: String?, replyTo: String?, traceparent: String?) {
+    init(requestID: String, correlationID: String?, replyTo: String?, traceparent: String?, tracestate: String? = nil) {
         self.requestID = requestID
         self.correlationID = correlationID
         self.replyTo = replyTo
         self.traceparent = traceparent.flatMap { Self.isTraceparent($0) ? $0 : nil }
+        self.tracestate = self.traceparent == nil ? nil : tracestate.flatMap(Self.validTracestate)
     }
 
     /// Reads the context of a request message. Nothing here is refused: `problem` says whether
@@ -35,7 +39,7 @@ package struct RequestEnvelope: Sendable, Hashable {
         self.init(
             requestID: properties.messageID.flatMap { $0.isEmpty ? nil : $0 } ?? generated,
             correlationID: properties.correlationID, replyTo: properties.replyTo.flatMap { $0.isEmpty ? nil : $0 },
-            traceparent: headers?["traceparent"]?.stringValue)
+            traceparent: headers?["traceparent"]?.stringValue, tracestate: headers?["tracestate"]?.stringValue)
     }
 
     /// Why a request with this context cannot be taken, or `nil`.
@@ -58,6 +62,12 @@ package struct RequestEnvelope: Sendable, Hashable {
     /// The trace id inside `traceparent` (`00-<trace id>-<span id>-<flags>`), for logs.
     var traceID: String? {
         traceparent.map { String($0.dropFirst(3).prefix(32)) }
+    }
+
+    /// `text` when it can be a W3C `tracestate`: at most 512 bytes of printable ASCII.
+    static func validTracestate(_ text: String) -> String? {
+        guard !text.isEmpty, text.utf8.count <= 512, text.utf8.allSatisfy({ (0x20...0x7E).contains($0) }) else { return nil }
+        return text
     }
 
     /// W3C trace context version 00: `00-` 32 hex `-` 16 hex `-` 2 hex, lower case, ids not all zero.

@@ -3,6 +3,7 @@ import Blitline
 import Crypto
 import Foundation
 import Logging
+import Tracing
 
 /// Carries one request through the steps `RequestRules` decides, up to the point where the
 /// broker holds whatever finishes it: its deadline (and poll schedule), or its failure event and
@@ -45,11 +46,23 @@ package struct RequestProcessor: Sendable {
         metrics.requestsReceived.increment()
         metrics.requestsInFlight.increment()
         defer { metrics.requestsInFlight.decrement() }
-        let context = RequestEnvelope(request.properties)
-        var logger = logger
-        logger[metadataKey: "request_id"] = "\(context.requestID)"
-        if let traceID = context.traceID { logger[metadataKey: "trace_id"] = "\(traceID)" }
+        // The consumer span: what follows (the submission, the postback URL, the deadline and
+        // poll messages, a failure event) carries its trace context.
+        try await RequestEnvelope(request.properties).withSpan(
+            "process \(configuration.jobsQueue)", ofKind: .consumer, logger: logger
+        ) { context, span, logger in
+            span.attributes["messaging.system"] = "rabbitmq"
+            span.attributes["messaging.operation.type"] = "process"
+            span.attributes["messaging.destination.name"] = configuration.jobsQueue
+            span.attributes["messaging.message.id"] = request.properties.messageID
+            try await process(request, context: context, effects: effects, logger: logger)
+        }
+    }
 
+    private func process(
+        _ request: some RequestMessage, context: RequestEnvelope, effects: some RequestEffects, logger: Logger
+    ) async throws {
+        var logger = logger
         var step = rules.firstStep(for: request, context: context, now: clock.now())
         var setbacks = RequestRules.setbacks(in: request.properties)
         while true {

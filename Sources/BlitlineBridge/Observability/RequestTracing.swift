@@ -1,0 +1,58 @@
+import Logging
+import Tracing
+
+/// A request's trace (README, "Tracing"): each step the bridge takes for it is a span, a child of
+/// the W3C trace context the request carries: the producer's, then the consumer span's, which
+/// travels on in the postback URL and the deadline and poll messages. Events carry the context of
+/// the span that published them.
+///
+/// Without a tracer (no `OTEL_EXPORTER_OTLP_ENDPOINT`), spans cost next to nothing and record
+/// nothing, and the request's own `traceparent` carries over to its event unchanged.
+extension RequestEnvelope {
+    /// The trace context the request carries, as the bootstrapped tracer reads it.
+    var serviceContext: ServiceContext {
+        var context = ServiceContext.topLevel
+        var headers: [String: String] = [:]
+        headers["traceparent"] = traceparent
+        headers["tracestate"] = tracestate
+        InstrumentationSystem.instrument.extract(headers, into: &context, using: TraceHeaders())
+        return context
+    }
+
+    /// This envelope with `span`'s trace context, for what follows from the span; unchanged when
+    /// no tracer records the span.
+    func continued(in span: any Span) -> RequestEnvelope {
+        var headers: [String: String] = [:]
+        InstrumentationSystem.instrument.inject(span.context, into: &headers, using: TraceHeaders())
+        guard let traceparent = headers["traceparent"], Self.isTraceparent(traceparent) else { return self }
+        var copy = self
+        copy.traceparent = traceparent
+        copy.tracestate = headers["tracestate"].flatMap(Self.validTracestate)
+        return copy
+    }
+
+    /// Runs `body` in a span named `name`, a child of this request's trace context, with the
+    /// envelope `body` should carry on (the span's context) and a logger that names the trace.
+    func withSpan<Result>(
+        _ name: String, ofKind kind: SpanKind, logger: Logger,
+        _ body: (RequestEnvelope, any Span, Logger) async throws -> Result
+    ) async rethrows -> Result {
+        try await Tracing.withSpan(name, context: serviceContext, ofKind: kind) { span in
+            span.attributes["blitline_bridge.request_id"] = requestID
+            let continued = continued(in: span)
+            var logger = logger
+            logger[metadataKey: "request_id"] = "\(requestID)"
+            if let traceID = continued.traceID { logger[metadataKey: "trace_id"] = "\(traceID)" }
+            return try await body(continued, span, logger)
+        }
+    }
+}
+
+/// Reads and writes W3C trace context in a dictionary of header values.
+struct TraceHeaders: Extractor, Injector {
+    func extract(key: String, from carrier: [String: String]) -> String? { carrier[key] }
+
+    func inject(_ value: String, forKey key: String, into carrier: inout [String: String]) {
+        carrier[key] = value
+    }
+}
