@@ -37,19 +37,19 @@ public struct BridgeCommand: AsyncParsableCommand {
         } catch let error as ExitCode {
             Foundation.exit(error.rawValue)
         } catch {
-            let status = exitCode(for: error)
-            let message = fullMessage(for: error)
-            if status == .success {
-                print(message)
+            switch exitCode(for: error) {
+            case .success:
+                // --help, --version, a completion script.
+                print(fullMessage(for: error))
                 Foundation.exit(0)
-            }
-            // The parser's mistakes (an unknown flag, a missing file) are bad arguments; it says
-            // which and how the command is used.
-            guard status != .validationFailure else {
-                FileHandle.standardError.write(Data((message + "\n").utf8))
+            case .validationFailure:
+                // The parser's mistakes (an unknown flag, a missing file) are bad arguments; it
+                // says which and how the command is used.
+                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
                 Foundation.exit(2)
+            case let status:
+                fail("\(error)", status: status.rawValue)
             }
-            fail(message, status: status.rawValue)
         }
     }
 

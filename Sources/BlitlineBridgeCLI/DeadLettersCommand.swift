@@ -11,7 +11,7 @@ struct DeadLettersCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dead-letters",
         abstract: "Show what sits in JOBS_QUEUE.dead, or replay it to JOBS_QUEUE.",
-        discussion: "Uses AMQP_URL, AMQP_CA_FILE and JOBS_QUEUE from the environment, as the worker does.",
+        discussion: "Uses AMQP_URL, AMQP_CA_FILE and JOBS_QUEUE from the environment, or their flags, as the worker does.",
         subcommands: [List.self, Replay.self]
     )
 
@@ -34,8 +34,11 @@ struct DeadLettersCommand: ParsableCommand {
         @Flag(help: "One JSON object per dead letter, one per line.")
         var json = false
 
+        @OptionGroup(title: "Settings")
+        var broker: BrokerSettings
+
         func run() async throws {
-            try await DeadLetters(action: .list, limit: limit.value, json: json).run()
+            try await DeadLetters(action: .list, limit: limit.value, json: json).run(settings: broker.flags)
         }
     }
 
@@ -54,8 +57,11 @@ struct DeadLettersCommand: ParsableCommand {
         @Option(help: ArgumentHelp("How many to replay at most.", valueName: "n"))
         var limit: Limit?
 
+        @OptionGroup(title: "Settings")
+        var broker: BrokerSettings
+
         func run() async throws {
-            try await DeadLetters(action: .replay, limit: limit?.value, json: false).run()
+            try await DeadLetters(action: .replay, limit: limit?.value, json: false).run(settings: broker.flags)
         }
     }
 
@@ -99,9 +105,10 @@ struct DeadLetters: Sendable {
         "x-last-death-exchange", "x-last-death-queue", "x-last-death-reason",
     ]
 
-    /// Runs the command with the worker's configuration from the environment; exits 1 on failure.
-    func run() async throws {
-        let status = try await run(configuration: try toolConfiguration())
+    /// Runs the command with the worker's configuration from the environment and `settings`
+    /// (flags); exits 1 on failure.
+    func run(settings: [String]) async throws {
+        let status = try await run(configuration: try toolConfiguration(settings: settings))
         if status != 0 { throw ExitCode(status) }
     }
 

@@ -96,8 +96,28 @@ struct RunCommand: AsyncParsableCommand {
     ]
 }
 
+/// The settings `submit` and `dead-letters` use, as flags that override their variables just as
+/// the worker's do; parsed, like the worker's, by the settings table.
+struct BrokerSettings: ParsableArguments {
+    @Option(name: .customLong("amqp-url"), help: ArgumentHelp("Overrides AMQP_URL.", valueName: "url"))
+    var amqpURL: String?
+
+    @Option(name: .customLong("amqp-ca-file"), help: ArgumentHelp("Overrides AMQP_CA_FILE.", valueName: "path"))
+    var amqpCAFile: String?
+
+    @Option(name: .customLong("jobs-queue"), help: ArgumentHelp("Overrides JOBS_QUEUE.", valueName: "name"))
+    var jobsQueue: String?
+
+    /// As the worker's flags.
+    var flags: [String] {
+        [("--amqp-url", amqpURL), ("--amqp-ca-file", amqpCAFile), ("--jobs-queue", jobsQueue)]
+            .compactMap { flag, value in value.map { "\(flag)=\($0)" } }
+    }
+}
+
 /// What every operator tool does first: reads the worker's configuration from the environment
-/// (and the worker's flags, for `check`), and logs only warnings, as JSON on stderr.
+/// and the flags given (the worker's own, as the settings table reads them), and logs only
+/// warnings, as JSON on stderr.
 func toolConfiguration(settings: [String] = []) throws -> BridgeConfiguration {
     let configuration = try BridgeConfiguration(environment: ProcessInfo.processInfo.environment, arguments: settings)
     LoggingSystem.bootstrap { label in JSONLogHandler(label: label, level: .warning) }

@@ -15,7 +15,7 @@ struct SubmitCommand: AsyncParsableCommand {
         abstract: "Publish job files as requests; with --wait, print their events as they come.",
         discussion: """
             Publishes each FILE (one Blitline job as JSON) to JOBS_QUEUE as a request, with \
-            AMQP_URL and JOBS_QUEUE from the environment, as the worker reads them. With --wait, \
+            AMQP_URL and JOBS_QUEUE from the environment or their flags, as the worker reads them. With --wait, \
             prints each request's event as it arrives, a status line meanwhile on a terminal, and \
             exits 1 if any failed or did not arrive within --timeout.
             """
@@ -44,6 +44,9 @@ struct SubmitCommand: AsyncParsableCommand {
     @Flag(help: "Print each event as one JSON line on stdout (the event as published), and nothing else there.")
     var json = false
 
+    @OptionGroup(title: "Settings")
+    var broker: BrokerSettings
+
     func validate() throws {
         guard files.count == 1 || id == nil else { throw ValidationError("--id names one request: give one FILE") }
         if let id, id.isEmpty || id.utf8.count > RequestEnvelope.maxRequestIDBytes {
@@ -52,7 +55,7 @@ struct SubmitCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let status = try await run(configuration: try toolConfiguration())
+        let status = try await run(configuration: try toolConfiguration(settings: broker.flags))
         if status != 0 { throw ExitCode(status) }
     }
 

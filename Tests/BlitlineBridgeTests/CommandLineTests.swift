@@ -49,6 +49,19 @@ import Testing
         #expect(throws: (any Error).self) { try SubmitCommand.parse(["a.json", "--retries", "3"]) }
     }
 
+    /// `submit` and `dead-letters` take the broker's settings as flags, which the settings table
+    /// reads as it reads the worker's.
+    @Test func toolsTakeTheBrokerSettingsAsFlags() throws {
+        let submit = try SubmitCommand.parse(["a.json", "--jobs-queue", "orders.jobs", "--amqp-url=amqp://u:p@h:5673/v"])
+        let configuration = try BridgeConfiguration(environment: ["JOBS_QUEUE": "other"], arguments: submit.broker.flags)
+        #expect(configuration.jobsQueue == "orders.jobs")
+        #expect(configuration.amqpURL == "amqp://u:p@h:5673/v")
+        let list = try DeadLettersCommand.List.parse(["--jobs-queue=orders.jobs"])
+        #expect(list.broker.flags == ["--jobs-queue=orders.jobs"])
+        let replay = try DeadLettersCommand.Replay.parse(["--jobs-queue", ""])
+        #expect(try BridgeConfiguration(environment: [:], arguments: replay.broker.flags).jobsQueue == BridgeConfiguration().jobsQueue)
+    }
+
     @Test func deadLettersTakesAPositiveLimit() throws {
         #expect(try DeadLettersCommand.List.parse([]).limit.value == DeadLetters.defaultListLimit)
         #expect(try DeadLettersCommand.List.parse(["--limit=2", "--json"]).limit.value == 2)
