@@ -146,6 +146,10 @@ let package = Package(
         // What the test targets share (waiting, ports, names, the broker's control scripts).
         .target(
             name: "TestSupport",
+            dependencies: [
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             path: "Tests/TestSupport"
         ),
         .testTarget(
@@ -181,6 +185,7 @@ let package = Package(
             dependencies: [
                 "Blitline",
                 "BlitlineSimulator",
+                "TestSupport",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),

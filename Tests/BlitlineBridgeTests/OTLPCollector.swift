@@ -1,8 +1,8 @@
 import Blitline
 import Foundation
 import Hummingbird
-import Logging
 import Synchronization
+import TestSupport
 
 /// A small OTLP/HTTP collector for tests: takes `POST /v1/traces` in the JSON encoding
 /// (`OTEL_EXPORTER_OTLP_PROTOCOL=http/json`) and keeps every span.
@@ -38,25 +38,7 @@ final class OTLPCollector: Sendable {
             return Response(
                 status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: "{}")))
         }
-        let (ports, continuation) = AsyncStream<Int>.makeStream()
-        let application = Application(
-            router: router,
-            configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-            onServerRunning: { continuation.yield($0.localAddress?.port ?? 0) },
-            logger: Logger(label: "otlp-collector", factory: { _ in SwiftLogNoOpLogHandler() })
-        )
-        let server = Task { try await application.run() }
-        var iterator = ports.makeAsyncIterator()
-        let port = await iterator.next() ?? 0
-        let result: Result<T, any Error>
-        do {
-            result = .success(try await body("http://127.0.0.1:\(port)"))
-        } catch {
-            result = .failure(error)
-        }
-        server.cancel()
-        _ = await server.result
-        return try result.get()
+        return try await serving(router) { port in try await body("http://127.0.0.1:\(port)") }
     }
 
     /// The spans of an `ExportTraceServiceRequest`.

@@ -1,6 +1,6 @@
 import Hummingbird
-import Logging
 import Synchronization
+import TestSupport
 
 /// A postback endpoint for tests: records each request and answers with scripted statuses.
 final class PostbackReceiver: Sendable {
@@ -35,25 +35,7 @@ final class PostbackReceiver: Sendable {
             let status = self.statuses.withLock { $0.isEmpty ? .ok : $0.removeFirst() }
             return Response(status: status)
         }
-        let (ports, continuation) = AsyncStream<Int>.makeStream()
-        let application = Application(
-            router: router,
-            configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-            onServerRunning: { continuation.yield($0.localAddress?.port ?? 0) },
-            logger: Logger(label: "receiver", factory: { _ in SwiftLogNoOpLogHandler() })
-        )
-        let server = Task { try await application.run() }
-        var iterator = ports.makeAsyncIterator()
-        let port = await iterator.next() ?? 0
-        let result: Result<T, any Error>
-        do {
-            result = .success(try await body("http://127.0.0.1:\(port)/postback"))
-        } catch {
-            result = .failure(error)
-        }
-        server.cancel()
-        _ = await server.result
-        return try result.get()
+        return try await serving(router) { port in try await body("http://127.0.0.1:\(port)/postback") }
     }
 
     /// Waits until `count` requests have arrived or `timeout` passes.

@@ -1,8 +1,11 @@
-// What the test targets share: waiting on a condition, free ports, unique names, and the broker's
-// control scripts. No Testing here (a plain library): failures are thrown errors.
+// What the test targets share: waiting on a condition, free ports, unique names, the broker's
+// control scripts, and serving a router for the length of a test. No Testing here (a plain
+// library): failures are thrown errors.
 #if canImport(Glibc)
 import Glibc
 #endif
+import Hummingbird
+import Logging
 import Synchronization
 
 /// Waits for `condition` up to `timeout`, checking every 50 ms; returns whether it held. A
@@ -101,4 +104,30 @@ public func runControlScript(_ script: String, _ arguments: [String]) throws -> 
     let exitCode = (status & 0x7f) == 0 ? (status >> 8) & 0xff : -1
     guard exitCode == 0 else { throw TestSupportError("\(script) \(arguments) failed (\(exitCode)): \(text)") }
     return text
+}
+
+/// Serves `router` on 127.0.0.1, at a port the system picks, while `body` runs with that port;
+/// then stops the server, whatever `body` did.
+public func serving<T: Sendable>(
+    _ router: Router<BasicRequestContext>, _ body: (Int) async throws -> T
+) async throws -> T {
+    let (ports, continuation) = AsyncStream<Int>.makeStream()
+    let application = Application(
+        router: router,
+        configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+        onServerRunning: { continuation.yield($0.localAddress?.port ?? 0) },
+        logger: Logger(label: "test-server", factory: { _ in SwiftLogNoOpLogHandler() })
+    )
+    let server = Task { try await application.run() }
+    var iterator = ports.makeAsyncIterator()
+    let port = await iterator.next() ?? 0
+    let result: Result<T, any Error>
+    do {
+        result = .success(try await body(port))
+    } catch {
+        result = .failure(error)
+    }
+    server.cancel()
+    _ = await server.result
+    return try result.get()
 }
