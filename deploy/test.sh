@@ -19,12 +19,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ -z "${BROKER_URL:-}" ]; then
+    # The test node also listens for TLS, with a certificate of its own CA (BrokerTLSTests).
+    export BROKER_TLS_PORT=${BROKER_TLS_PORT:-5681}
     exec deploy/with-broker.sh "$0" "$@"
 fi
 
 swift build --build-tests
 swift build --product blitline-bridge
 export AMQP_TEST_URL="$BROKER_URL" AMQP_TEST_BROKER="$BROKER_CONTROL"
+export AMQP_TEST_TLS_URL="${BROKER_TLS_URL:-}" AMQP_TEST_TLS_CA="${BROKER_TLS_CA:-}"
 export BLITLINE_BRIDGE_BIN="$(swift build --show-bin-path)/blitline-bridge"
 status=0
 # Before any `swift test`: the quick start runs `swift build`, which would wait for swift test's

@@ -24,6 +24,18 @@ enum TestEnvironment {
         }
     }
 
+    /// `AMQP_TEST_TLS_URL` and `AMQP_TEST_TLS_CA`: the broker's TLS listener (`amqps://localhost:…`)
+    /// and the CA that signed its certificate.
+    static var brokerTLS: (url: String, ca: String) {
+        get throws {
+            let environment = ProcessInfo.processInfo.environment
+            let url = try #require(
+                environment["AMQP_TEST_TLS_URL"].flatMap { $0.isEmpty ? nil : $0 },
+                "AMQP_TEST_TLS_URL is not set: run the tests with deploy/test.sh, whose broker listens for TLS too")
+            return (url, try #require(environment["AMQP_TEST_TLS_CA"]))
+        }
+    }
+
     /// The broker URL(s) that the tests in scope use instead of `AMQP_TEST_URL`.
     @TaskLocal static var brokerOverride: String?
 
