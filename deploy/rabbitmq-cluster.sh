@@ -31,7 +31,7 @@ node() {
     shift
     BROKER_DIR="$dir/node$n" BROKER_NODE="$name-$n" BROKER_PORT=$((port + n - 1)) \
         BROKER_DIST_PORT=$((dist_port + n - 1)) BROKER_EPMD_PORT="$epmd_port" \
-        deploy/rabbitmq-node.sh "$@"
+        BROKER_TLS_PORT= BROKER_MANAGEMENT_PORT= deploy/rabbitmq-node.sh "$@"
 }
 
 prepare() {
