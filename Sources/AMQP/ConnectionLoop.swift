@@ -62,9 +62,7 @@ final class ConnectionLoop: @unchecked Sendable {
     /// Deliveries read in the current and the previous pass over the socket.
     var deliveriesInPass = 0
     private var deliveriesInLastPass = 0
-    /// How long a steady trickle of deliveries is let gather before it is read: measured here, it
-    /// halves the client CPU per consumed message (one wake-up of the consumer's task for many
-    /// messages) for at most 0.1 ms of latency.
+    /// How long a steady trickle of deliveries is let gather before it is read (`letDeliveriesGather`).
     private static let gatheringDelay: useconds_t = 100
 
     init(configuration: AMQPConnection.Configuration, logger: Logger) {
@@ -279,16 +277,24 @@ final class ConnectionLoop: @unchecked Sendable {
         guard poll(&fds, 2, milliseconds) > 0 else { return }
         if fds[0].revents != 0 {
             lastInbound = .now
-            // Woken by the socket after a pass that delivered only a few messages: let a few more
-            // arrive first, so the consumer's task is woken once for many rather than for each.
-            if timeout > .zero, fds[1].revents == 0, (1..<16).contains(deliveriesInLastPass) {
-                usleep(Self.gatheringDelay)
-            }
+            // Only after a real wait that the socket alone ended: a command runs without delay.
+            if timeout > .zero, fds[1].revents == 0 { letDeliveriesGather() }
         }
         if fds[1].revents != 0 {
             var drain = (UInt64(0), UInt64(0))
             _ = withUnsafeMutableBytes(of: &drain) { read(wakeFDs.read, $0.baseAddress, $0.count) }
         }
+    }
+
+    /// Batches a steady trickle of deliveries. Woken by the socket after a pass that delivered
+    /// only a few messages, the thread waits `gatheringDelay` (0.1 ms) for more to arrive before
+    /// it reads, so that the consumer's task is woken once for many messages rather than for each.
+    /// Measured here, that halves the client CPU per consumed message. After a pass with no
+    /// deliveries (a publishing or idle connection) or with many (a backlog, already batched),
+    /// it does not wait.
+    private func letDeliveriesGather() {
+        guard (1..<16).contains(deliveriesInLastPass) else { return }
+        usleep(Self.gatheringDelay)
     }
 
     /// Takes every frame that is ready without blocking and dispatches it.
