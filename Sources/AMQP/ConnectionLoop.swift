@@ -35,24 +35,21 @@ final class ConnectionLoop: @unchecked Sendable {
     private let blockingCallStartedAt = Atomic<UInt64>(0)
     private let socketFD = Atomic<Int32>(-1)
     private let lastPublishID = Atomic<UInt64>(0)
+    /// The owner thread's `pthread_self()` once it runs (0 before), for `assertOnOwnerThread`.
+    private let ownerThread = Atomic<pthread_t>(0)
 
-    // Owner thread only.
-    var state: amqp_connection_state_t?
-    var channels: [UInt16: ChannelState] = [:]
-    var nextChannelID: UInt64 = 1
-    let arena = CArena()
-    var lastInbound = ContinuousClock.now
-    /// Frames of other channels read while a message's content was read, in arrival order;
-    /// dispatched before anything else is read.
-    var setAsideFrames: [amqp_frame_t] = []
-    private(set) var heartbeat: Duration = .zero
-    /// The negotiated largest frame, envelope included.
-    private(set) var frameMax = 131_072
-    /// Consumers holding deliveries from the current pass over the socket.
-    var sinksToFlush: [ConsumerSink] = []
-    /// Deliveries read in the current and the previous pass over the socket.
-    var deliveriesInPass = 0
-    private var deliveriesInLastPass = 0
+    // Owner thread only: debug builds assert it in each accessor (at the end of this file).
+    private var _state: amqp_connection_state_t?
+    private var _channels: [UInt16: ChannelState] = [:]
+    private var _nextChannelID: UInt64 = 1
+    private let _arena = CArena()
+    private var _lastInbound = ContinuousClock.now
+    private var _setAsideFrames: [amqp_frame_t] = []
+    private var _heartbeat: Duration = .zero
+    private var _frameMax = 131_072
+    private var _sinksToFlush: [ConsumerSink] = []
+    private var _deliveriesInPass = 0
+    private var _deliveriesInLastPass = 0
     /// How long a steady trickle of deliveries is let gather before it is read (`letDeliveriesGather`).
     private static let gatheringDelay: useconds_t = 100
 
@@ -79,6 +76,7 @@ final class ConnectionLoop: @unchecked Sendable {
     func start() async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             let thread = Thread { [self] in
+                ownerThread.store(pthread_self(), ordering: .relaxed)
                 do {
                     try open()
                 } catch {
@@ -195,7 +193,15 @@ final class ConnectionLoop: @unchecked Sendable {
 
     // MARK: Owner thread
 
+    /// Traps in debug builds unless called on the owner thread; compiled away in release builds.
+    func assertOnOwnerThread(file: StaticString = #fileID, line: UInt = #line) {
+        assert(
+            pthread_equal(ownerThread.load(ordering: .relaxed), pthread_self()) != 0,
+            "owner-thread-only state of an AMQP connection used from another thread", file: file, line: line)
+    }
+
     private func runLoop() {
+        assertOnOwnerThread()
         // TLS can hold decrypted records that poll() cannot see: wake often to read them.
         let base = Duration.milliseconds(configuration.tls == nil ? 200 : 10)
         let tick = heartbeat > .zero ? min(base, heartbeat / 4) : base
@@ -318,6 +324,7 @@ final class ConnectionLoop: @unchecked Sendable {
     }
 
     func setBlocked(_ blocked: Bool, reason: String) {
+        assertOnOwnerThread()
         // Yielded under the lock, so that a watcher starting meanwhile sees the changes in order.
         shared.withLock { shared in
             for watcher in shared.blockedChanged(blocked) { watcher.yield(blocked) }
@@ -330,6 +337,7 @@ final class ConnectionLoop: @unchecked Sendable {
     /// Marks the connection as closing (the first reason stays); the loop tears it down before
     /// its next wait.
     func closeConnection(_ reason: AMQPError) {
+        assertOnOwnerThread()
         shared.withLock { $0.closeRequested(reason) }
     }
 
@@ -378,8 +386,77 @@ final class ConnectionLoop: @unchecked Sendable {
     }
 
     func setNegotiated(heartbeat seconds: Int32, frameMax: Int32) {
-        heartbeat = .seconds(Int(seconds))
-        self.frameMax = Int(frameMax)
+        assertOnOwnerThread()
+        _heartbeat = .seconds(Int(seconds))
+        _frameMax = Int(frameMax)
         lastInbound = .now
+    }
+}
+
+// MARK: Owner-thread members
+
+extension ConnectionLoop {
+    /// The library's connection; nil before it is created and after it is destroyed.
+    var state: amqp_connection_state_t? {
+        _read { assertOnOwnerThread(); yield _state }
+        _modify { assertOnOwnerThread(); yield &_state }
+    }
+
+    var channels: [UInt16: ChannelState] {
+        _read { assertOnOwnerThread(); yield _channels }
+        _modify { assertOnOwnerThread(); yield &_channels }
+    }
+
+    var nextChannelID: UInt64 {
+        _read { assertOnOwnerThread(); yield _nextChannelID }
+        _modify { assertOnOwnerThread(); yield &_nextChannelID }
+    }
+
+    /// Where C arguments live for one library call.
+    var arena: CArena {
+        assertOnOwnerThread()
+        return _arena
+    }
+
+    var lastInbound: ContinuousClock.Instant {
+        _read { assertOnOwnerThread(); yield _lastInbound }
+        _modify { assertOnOwnerThread(); yield &_lastInbound }
+    }
+
+    /// Frames of other channels read while a message's content was read, in arrival order;
+    /// dispatched before anything else is read.
+    var setAsideFrames: [amqp_frame_t] {
+        _read { assertOnOwnerThread(); yield _setAsideFrames }
+        _modify { assertOnOwnerThread(); yield &_setAsideFrames }
+    }
+
+    /// The negotiated heartbeat interval (zero: none).
+    var heartbeat: Duration {
+        assertOnOwnerThread()
+        return _heartbeat
+    }
+
+    /// The negotiated largest frame, envelope included.
+    var frameMax: Int {
+        assertOnOwnerThread()
+        return _frameMax
+    }
+
+    /// Consumers holding deliveries from the current pass over the socket.
+    var sinksToFlush: [ConsumerSink] {
+        _read { assertOnOwnerThread(); yield _sinksToFlush }
+        _modify { assertOnOwnerThread(); yield &_sinksToFlush }
+    }
+
+    /// Deliveries read in the current pass over the socket.
+    var deliveriesInPass: Int {
+        _read { assertOnOwnerThread(); yield _deliveriesInPass }
+        _modify { assertOnOwnerThread(); yield &_deliveriesInPass }
+    }
+
+    /// Deliveries read in the previous pass over the socket.
+    private var deliveriesInLastPass: Int {
+        _read { assertOnOwnerThread(); yield _deliveriesInLastPass }
+        _modify { assertOnOwnerThread(); yield &_deliveriesInLastPass }
     }
 }
