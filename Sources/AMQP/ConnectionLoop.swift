@@ -12,7 +12,9 @@ import Synchronization
 /// through continuations; deliveries leave through `AsyncThrowingStream`s.
 ///
 /// The decisions about the connection's life, its commands and blocked publishing are made by
-/// `State`, a plain value; this class carries them out.
+/// `State`, a plain value; this class carries them out. The owner thread and its watchdog keep
+/// the loop alive until the connection is torn down, and nothing of theirs holds the
+/// `AMQPConnection`: that one asks for the close when the application lets go of it.
 final class ConnectionLoop: @unchecked Sendable {
     /// Work for the owner thread. `fail` answers the caller if the connection closes first.
     struct Command: Sendable {
