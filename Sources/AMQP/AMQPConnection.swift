@@ -10,10 +10,19 @@ import Logging
 ///
 /// Publish and consume on separate connections: the broker stops reading from a connection that
 /// publishes during a resource alarm.
+///
+/// Keep the connection while you use its channels, consumers and deliveries: once the last
+/// reference to it goes away, it is closed as by `close()` (without waiting), and its thread,
+/// socket and memory are freed.
 public final class AMQPConnection: Sendable {
     let loop: ConnectionLoop
 
     private init(loop: ConnectionLoop) { self.loop = loop }
+
+    deinit {
+        // The owner thread holds the loop, never this object: it runs until this close is done.
+        loop.requestClose(.closedByApplication)
+    }
 
     /// Connects and logs in; throws `AMQPError` (`connectionFailed`, `tlsFailed`, `loginRefused`).
     public static func connect(

@@ -10,6 +10,11 @@ import Synchronization
 /// connection must never be used by two threads at once. So every connection gets a dedicated
 /// thread that stays in the library: Swift tasks post `Command`s to its mailbox and are answered
 /// through continuations; deliveries leave through `AsyncThrowingStream`s.
+///
+/// The decisions about the connection's life, its commands and blocked publishing are made by
+/// `State`, a plain value; this class carries them out. The owner thread and its watchdog keep
+/// the loop alive until the connection is torn down, and nothing of theirs holds the
+/// `AMQPConnection`: that one asks for the close when the application lets go of it.
 final class ConnectionLoop: @unchecked Sendable {
     /// Work for the owner thread. `fail` answers the caller if the connection closes first.
     struct Command: Sendable {
@@ -21,50 +26,33 @@ final class ConnectionLoop: @unchecked Sendable {
         var isPublish: Bool { publishID != nil }
     }
 
-    private struct Mailbox {
-        var commands: [Command] = []
-        var sleeping = false
-        var closeReason: AMQPError?
-        var closeWaiters: [Int: CheckedContinuation<AMQPError, Never>] = [:]
-        var cancelledWaiters: Set<Int> = []
-        var nextWaiter = 0
-        var blocked = false
-        var blockedWatchers: [Int: AsyncStream<Bool>.Continuation] = [:]
-    }
-
     let configuration: AMQPConnection.Configuration
     let logger: Logger
-    private let mailbox = Mutex(Mailbox())
+    /// The lifecycle, the posted commands, the blocked state and who waits on them: one `State`
+    /// for every thread, changed only through its events.
+    private let shared = Mutex(State())
     /// A pipe whose write end wakes the owner thread from `poll`.
     private let wakeFDs: (read: Int32, write: Int32)
     /// When the owner thread entered a library call that can block without bound (0: not in one).
     private let blockingCallStartedAt = Atomic<UInt64>(0)
     private let socketFD = Atomic<Int32>(-1)
     private let lastPublishID = Atomic<UInt64>(0)
+    /// The owner thread's `pthread_self()` once it runs (0 before), for `assertOnOwnerThread`.
+    private let ownerThread = Atomic<pthread_t>(0)
 
-    // Owner thread only.
-    var state: amqp_connection_state_t?
-    var channels: [UInt16: ChannelState] = [:]
-    var nextChannelID: UInt64 = 1
-    let arena = CArena()
-    var deferredPublishes: [Command] = []
-    private var blocked = false
-    var lastInbound = ContinuousClock.now
-    /// Frames of other channels read while a message's content was read, in arrival order;
-    /// dispatched before anything else is read.
-    var setAsideFrames: [amqp_frame_t] = []
-    private(set) var heartbeat: Duration = .zero
-    /// The negotiated largest frame, envelope included.
-    private(set) var frameMax = 131_072
-    private var closing: AMQPError?
-    /// Consumers holding deliveries from the current pass over the socket.
-    var sinksToFlush: [ConsumerSink] = []
-    /// Deliveries read in the current and the previous pass over the socket.
-    var deliveriesInPass = 0
-    private var deliveriesInLastPass = 0
-    /// How long a steady trickle of deliveries is let gather before it is read: measured here, it
-    /// halves the client CPU per consumed message (one wake-up of the consumer's task for many
-    /// messages) for at most 0.1 ms of latency.
+    // Owner thread only: debug builds assert it in each accessor (at the end of this file).
+    private var _state: amqp_connection_state_t?
+    private var _channels: [UInt16: ChannelState] = [:]
+    private var _nextChannelID: UInt64 = 1
+    private let _arena = CArena()
+    private var _lastInbound = ContinuousClock.now
+    private var _setAsideFrames: [amqp_frame_t] = []
+    private var _heartbeat: Duration = .zero
+    private var _frameMax = 131_072
+    private var _sinksToFlush: [ConsumerSink] = []
+    private var _deliveriesInPass = 0
+    private var _deliveriesInLastPass = 0
+    /// How long a steady trickle of deliveries is let gather before it is read (`letDeliveriesGather`).
     private static let gatheringDelay: useconds_t = 100
 
     init(configuration: AMQPConnection.Configuration, logger: Logger) {
@@ -90,6 +78,7 @@ final class ConnectionLoop: @unchecked Sendable {
     func start() async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             let thread = Thread { [self] in
+                ownerThread.store(pthread_self(), ordering: .relaxed)
                 do {
                     try open()
                 } catch {
@@ -98,6 +87,7 @@ final class ConnectionLoop: @unchecked Sendable {
                     continuation.resume(throwing: error)
                     return
                 }
+                shared.withLock { $0.opened() }
                 continuation.resume()
                 startWatchdog()
                 runLoop()
@@ -126,18 +116,14 @@ final class ConnectionLoop: @unchecked Sendable {
 
     /// Posts a command; fails it at once if the connection is already closed.
     func submit(_ command: Command) {
-        let (accepted, wake, reason) = mailbox.withLock { box -> (Bool, Bool, AMQPError?) in
-            if let reason = box.closeReason { return (false, false, reason) }
-            box.commands.append(command)
-            let wake = box.sleeping
-            box.sleeping = false
-            return (true, wake, nil)
-        }
-        if !accepted {
-            command.fail(reason!)
-        } else if wake {
+        switch shared.withLock({ $0.commandPosted(command) }) {
+        case .none:
+            break
+        case .wakeOwner:
             var one: UInt8 = 1
             _ = write(wakeFDs.write, &one, 1)
+        case .fail(let reason):
+            command.fail(reason)
         }
     }
 
@@ -153,58 +139,48 @@ final class ConnectionLoop: @unchecked Sendable {
         }
     }
 
-    var closeReason: AMQPError? { mailbox.withLock { $0.closeReason } }
-    var isBlocked: Bool { mailbox.withLock { $0.blocked } }
+    var closeReason: AMQPError? { shared.withLock { $0.closeReason } }
+    var isBlocked: Bool { shared.withLock { $0.isBlocked } }
 
     /// Waits until the connection is closed and returns why. Cancelling the wait returns at once.
     func closed() async -> AMQPError {
-        let id = mailbox.withLock { box in
-            box.nextWaiter += 1
-            return box.nextWaiter
-        }
+        let id = shared.withLock { $0.makeID() }
         return await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
-                let reason = mailbox.withLock { box -> AMQPError? in
-                    if let reason = box.closeReason { return reason }
-                    if box.cancelledWaiters.remove(id) != nil {
-                        return AMQPError(.connectionClosed, "stopped waiting for the connection to close")
-                    }
-                    box.closeWaiters[id] = continuation
-                    return nil
+                if let reason = shared.withLock({ $0.closeWaitStarted(id, continuation) }) {
+                    continuation.resume(returning: reason)
                 }
-                if let reason { continuation.resume(returning: reason) }
             }
         } onCancel: {
-            let waiter = mailbox.withLock { box in
-                let waiter = box.closeWaiters.removeValue(forKey: id)
-                if waiter == nil, box.closeReason == nil { box.cancelledWaiters.insert(id) }
-                return waiter
-            }
-            waiter?.resume(returning: AMQPError(.connectionClosed, "stopped waiting for the connection to close"))
+            shared.withLock { $0.closeWaitCancelled(id) }?.resume(returning: State.stoppedWaiting)
         }
     }
 
-    /// Asks the owner thread to close the connection with `reason`.
+    /// Asks the owner thread to close the connection with `reason`, after the commands posted
+    /// before.
     func requestClose(_ reason: AMQPError) {
-        submit(Command(run: { $0.closing = $0.closing ?? reason }, fail: { _ in }))
+        submit(Command(run: { $0.closeConnection(reason) }, fail: { _ in }))
     }
 
     /// Forgets a publish whose caller was cancelled while it waited for the broker to unblock
     /// publishing, so that it is never written and its body is freed now.
     func dropDeferredPublish(_ id: UInt64) {
-        submit(Command(run: { loop in loop.deferredPublishes.removeAll { $0.publishID == id } }, fail: { _ in }))
+        submit(Command(run: { loop in loop.shared.withLock { $0.publishCancelled(id) } }, fail: { _ in }))
     }
 
     /// Yields whether the broker blocks publishing, now and at every change, until the
     /// connection closes.
     func blockedChanges() -> AsyncStream<Bool> {
         let (stream, continuation) = AsyncStream.makeStream(of: Bool.self, bufferingPolicy: .bufferingNewest(16))
-        let id = mailbox.withLock { box -> Int? in
-            guard box.closeReason == nil else { return nil }
-            box.nextWaiter += 1
-            box.blockedWatchers[box.nextWaiter] = continuation
-            continuation.yield(box.blocked)
-            return box.nextWaiter
+        // Yielded under the lock, so that no change is yielded before the current state.
+        let id = shared.withLock { shared -> Int? in
+            switch shared.blockedWatchStarted(continuation) {
+            case .watch(let id, let current):
+                continuation.yield(current)
+                return id
+            case .finish:
+                return nil
+            }
         }
         guard let id else {
             continuation.yield(false)
@@ -212,59 +188,51 @@ final class ConnectionLoop: @unchecked Sendable {
             return stream
         }
         continuation.onTermination = { [weak self] _ in
-            _ = self?.mailbox.withLock { $0.blockedWatchers.removeValue(forKey: id) }
+            self?.shared.withLock { $0.blockedWatchEnded(id) }
         }
         return stream
     }
 
     // MARK: Owner thread
 
+    /// Traps in debug builds unless called on the owner thread; compiled away in release builds.
+    func assertOnOwnerThread(file: StaticString = #fileID, line: UInt = #line) {
+        assert(
+            pthread_equal(ownerThread.load(ordering: .relaxed), pthread_self()) != 0,
+            "owner-thread-only state of an AMQP connection used from another thread", file: file, line: line)
+    }
+
     private func runLoop() {
+        assertOnOwnerThread()
         // TLS can hold decrypted records that poll() cannot see: wake often to read them.
         let base = Duration.milliseconds(configuration.tls == nil ? 200 : 10)
         let tick = heartbeat > .zero ? min(base, heartbeat / 4) : base
-        while closing == nil {
-            if !blocked, !deferredPublishes.isEmpty {
-                let deferred = deferredPublishes
-                deferredPublishes.removeAll()
-                for command in deferred { execute(command) }
-            }
-            let commands = mailbox.withLock { box -> [Command] in
-                let commands = box.commands
-                box.commands.removeAll(keepingCapacity: true)
-                return commands
-            }
-            for command in commands { execute(command) }
+        while closingReason == nil {
+            for command in shared.withLock({ $0.releasedPublishes() }) { execute(command) }
+            for command in shared.withLock({ $0.takeCommands() }) { execute(command) }
             drainFrames()
             flushDeliveries()
-            guard closing == nil, let state else { break }
+            guard closingReason == nil, let state else { break }
             amqp_maybe_release_buffers(state)
 
             let idle =
                 amqp_frames_enqueued(state) == 0 && amqp_data_in_buffer(state) == 0
-                && mailbox.withLock { box in
-                    box.sleeping = box.commands.isEmpty
-                    return box.sleeping
-                }
+                && shared.withLock { $0.ownerWillSleep() }
             waitForActivity(timeout: idle ? tick : .zero)
-            if idle { mailbox.withLock { $0.sleeping = false } }
+            if idle { shared.withLock { $0.ownerWoke() } }
             if ContinuousClock.now - lastInbound > heartbeat * 2 + .seconds(1), heartbeat > .zero {
-                closing = AMQPError(
-                    .heartbeatTimeout, "no data from the broker for two heartbeat intervals")
+                closeConnection(
+                    AMQPError(.heartbeatTimeout, "no data from the broker for two heartbeat intervals"))
             }
         }
-        finish(closing ?? AMQPError(.connectionClosed, "connection closed"))
+        finish(closingReason ?? AMQPError(.connectionClosed, "connection closed"))
     }
 
     private func execute(_ command: Command) {
-        guard closing == nil else {
-            command.fail(closing!)
-            return
-        }
-        if command.isPublish, blocked || !deferredPublishes.isEmpty {
-            deferredPublishes.append(command)
-        } else {
-            command.run(self)
+        switch shared.withLock({ $0.commandTaken(command) }) {
+        case .run: command.run(self)
+        case .deferred: break
+        case .fail(let reason): command.fail(reason)
         }
     }
 
@@ -279,11 +247,8 @@ final class ConnectionLoop: @unchecked Sendable {
         guard poll(&fds, 2, milliseconds) > 0 else { return }
         if fds[0].revents != 0 {
             lastInbound = .now
-            // Woken by the socket after a pass that delivered only a few messages: let a few more
-            // arrive first, so the consumer's task is woken once for many rather than for each.
-            if timeout > .zero, fds[1].revents == 0, (1..<16).contains(deliveriesInLastPass) {
-                usleep(Self.gatheringDelay)
-            }
+            // Only after a real wait that the socket alone ended: a command runs without delay.
+            if timeout > .zero, fds[1].revents == 0 { letDeliveriesGather() }
         }
         if fds[1].revents != 0 {
             var drain = (UInt64(0), UInt64(0))
@@ -291,12 +256,23 @@ final class ConnectionLoop: @unchecked Sendable {
         }
     }
 
+    /// Batches a steady trickle of deliveries. Woken by the socket after a pass that delivered
+    /// only a few messages, the thread waits `gatheringDelay` (0.1 ms) for more to arrive before
+    /// it reads, so that the consumer's task is woken once for many messages rather than for each.
+    /// Measured here, that halves the client CPU per consumed message. After a pass with no
+    /// deliveries (a publishing or idle connection) or with many (a backlog, already batched),
+    /// it does not wait.
+    private func letDeliveriesGather() {
+        guard (1..<16).contains(deliveriesInLastPass) else { return }
+        usleep(Self.gatheringDelay)
+    }
+
     /// Takes every frame that is ready without blocking and dispatches it.
     private func drainFrames() {
         guard let state else { return }
         var frame = amqp_frame_t()
         var immediately = timeval(tv_sec: 0, tv_usec: 0)
-        while closing == nil {
+        while closingReason == nil {
             if !setAsideFrames.isEmpty {
                 handle(setAsideFrames.removeFirst())
                 continue
@@ -304,7 +280,7 @@ final class ConnectionLoop: @unchecked Sendable {
             let status = amqp_simple_wait_frame_noblock(state, &frame, &immediately)
             if status == AMQP_STATUS_TIMEOUT.rawValue { return }
             guard status == AMQP_STATUS_OK.rawValue else {
-                closing = libraryError(status, while: "reading from the broker")
+                closeConnection(libraryError(status, while: "reading from the broker"))
                 return
             }
             lastInbound = .now
@@ -324,17 +300,9 @@ final class ConnectionLoop: @unchecked Sendable {
     /// Tears the connection down and fails everything still waiting on it.
     private func finish(_ reason: AMQPError, quietly: Bool = false) {
         socketFD.store(-1, ordering: .relaxed)
-        // The reason is visible before any caller learns of the failure.
-        let (commands, waiters, watchers) = mailbox.withLock { box in
-            box.closeReason = box.closeReason ?? reason
-            defer {
-                box.commands.removeAll()
-                box.closeWaiters.removeAll()
-                box.blockedWatchers.removeAll()
-            }
-            return (box.commands, box.closeWaiters, box.blockedWatchers)
-        }
-        for watcher in watchers.values { watcher.finish() }
+        // Closed before any caller learns of the failure, so that the reason is visible to it.
+        let teardown = shared.withLock { $0.tornDown(reason) }
+        for watcher in teardown.blockedWatchers { watcher.finish() }
         flushDeliveries()
         if let state {
             // 0.11's destroy does not send connection.close; a close the broker started was
@@ -350,32 +318,36 @@ final class ConnectionLoop: @unchecked Sendable {
         }
         for channel in channels.values { channel.fail(reason) }
         channels.removeAll()
-        for command in deferredPublishes + commands { command.fail(reason) }
-        deferredPublishes.removeAll()
-        for waiter in waiters.values { waiter.resume(returning: reason) }
+        for command in teardown.commandsToFail { command.fail(reason) }
+        for waiter in teardown.closeWaiters { waiter.resume(returning: reason) }
         if reason != .closedByApplication, !quietly {
             logger.warning("AMQP connection closed", metadata: ["reason": "\(reason)"])
         }
     }
 
     func setBlocked(_ blocked: Bool, reason: String) {
-        self.blocked = blocked
-        mailbox.withLock { box in
-            box.blocked = blocked
-            for watcher in box.blockedWatchers.values { watcher.yield(blocked) }
+        assertOnOwnerThread()
+        // Yielded under the lock, so that a watcher starting meanwhile sees the changes in order.
+        shared.withLock { shared in
+            for watcher in shared.blockedChanged(blocked) { watcher.yield(blocked) }
         }
         logger.warning(
             blocked ? "broker blocked publishing" : "broker unblocked publishing",
             metadata: blocked ? ["reason": "\(reason)"] : [:])
     }
 
-    /// Marks the connection as closing; the loop tears it down before its next wait.
+    /// Marks the connection as closing (the first reason stays); the loop tears it down before
+    /// its next wait.
     func closeConnection(_ reason: AMQPError) {
-        if closing == nil { closing = reason }
+        assertOnOwnerThread()
+        shared.withLock { $0.closeRequested(reason) }
     }
 
+    /// Why the connection is closing or closed; nil while it is open.
+    private var closingReason: AMQPError? { shared.withLock { $0.closingReason } }
+
     /// Why the connection is closing, for calls that found it so.
-    var closeReasonOrClosed: AMQPError { closing ?? AMQPError(.connectionClosed, "connection closed") }
+    var closeReasonOrClosed: AMQPError { closingReason ?? AMQPError(.connectionClosed, "connection closed") }
 
     // MARK: Blocking calls and the watchdog
 
@@ -416,8 +388,77 @@ final class ConnectionLoop: @unchecked Sendable {
     }
 
     func setNegotiated(heartbeat seconds: Int32, frameMax: Int32) {
-        heartbeat = .seconds(Int(seconds))
-        self.frameMax = Int(frameMax)
+        assertOnOwnerThread()
+        _heartbeat = .seconds(Int(seconds))
+        _frameMax = Int(frameMax)
         lastInbound = .now
+    }
+}
+
+// MARK: Owner-thread members
+
+extension ConnectionLoop {
+    /// The library's connection; nil before it is created and after it is destroyed.
+    var state: amqp_connection_state_t? {
+        _read { assertOnOwnerThread(); yield _state }
+        _modify { assertOnOwnerThread(); yield &_state }
+    }
+
+    var channels: [UInt16: ChannelState] {
+        _read { assertOnOwnerThread(); yield _channels }
+        _modify { assertOnOwnerThread(); yield &_channels }
+    }
+
+    var nextChannelID: UInt64 {
+        _read { assertOnOwnerThread(); yield _nextChannelID }
+        _modify { assertOnOwnerThread(); yield &_nextChannelID }
+    }
+
+    /// Where C arguments live for one library call.
+    var arena: CArena {
+        assertOnOwnerThread()
+        return _arena
+    }
+
+    var lastInbound: ContinuousClock.Instant {
+        _read { assertOnOwnerThread(); yield _lastInbound }
+        _modify { assertOnOwnerThread(); yield &_lastInbound }
+    }
+
+    /// Frames of other channels read while a message's content was read, in arrival order;
+    /// dispatched before anything else is read.
+    var setAsideFrames: [amqp_frame_t] {
+        _read { assertOnOwnerThread(); yield _setAsideFrames }
+        _modify { assertOnOwnerThread(); yield &_setAsideFrames }
+    }
+
+    /// The negotiated heartbeat interval (zero: none).
+    var heartbeat: Duration {
+        assertOnOwnerThread()
+        return _heartbeat
+    }
+
+    /// The negotiated largest frame, envelope included.
+    var frameMax: Int {
+        assertOnOwnerThread()
+        return _frameMax
+    }
+
+    /// Consumers holding deliveries from the current pass over the socket.
+    var sinksToFlush: [ConsumerSink] {
+        _read { assertOnOwnerThread(); yield _sinksToFlush }
+        _modify { assertOnOwnerThread(); yield &_sinksToFlush }
+    }
+
+    /// Deliveries read in the current pass over the socket.
+    var deliveriesInPass: Int {
+        _read { assertOnOwnerThread(); yield _deliveriesInPass }
+        _modify { assertOnOwnerThread(); yield &_deliveriesInPass }
+    }
+
+    /// Deliveries read in the previous pass over the socket.
+    private var deliveriesInLastPass: Int {
+        _read { assertOnOwnerThread(); yield _deliveriesInLastPass }
+        _modify { assertOnOwnerThread(); yield &_deliveriesInLastPass }
     }
 }
