@@ -56,3 +56,19 @@ private final class Lines: Sendable {
         #expect(json["level"]?.stringValue == "info")
     }
 }
+
+/// Event times and log lines share one RFC 3339 form: UTC, milliseconds, rounded down.
+@Suite struct TimestampTests {
+    @Test(arguments: [
+        (Int64(0), "1970-01-01T00:00:00.000Z"), (1_764_370_799_123, "2025-11-28T22:59:59.123Z"),
+        (-1, "1969-12-31T23:59:59.999Z"),
+    ])
+    func millisecondsSinceTheEpoch(milliseconds: Int64, text: String) {
+        #expect(Timestamp.text(millisecondsSinceEpoch: milliseconds) == text)
+    }
+
+    @Test func nowHasTheSameForm() {
+        let now = Timestamp.now
+        #expect(now.utf8.count == 24 && now.hasSuffix("Z") && now.dropFirst(10).hasPrefix("T"), "\(now)")
+    }
+}
