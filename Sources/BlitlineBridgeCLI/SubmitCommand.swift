@@ -15,9 +15,9 @@ struct SubmitCommand: AsyncParsableCommand {
         abstract: "Publish job files as requests; with --wait, print their events as they come.",
         discussion: """
             Publishes each FILE (one Blitline job as JSON) to JOBS_QUEUE as a request, with \
-            AMQP_URL and JOBS_QUEUE from the environment or their flags, as the worker reads them. With --wait, \
-            prints each request's event as it arrives, a status line meanwhile on a terminal, and \
-            exits 1 if any failed or did not arrive within --timeout.
+            AMQP_URL and JOBS_QUEUE from the environment or their flags, as the worker reads \
+            them. With --wait, prints each request's event as it arrives, a status line meanwhile \
+            on a terminal, and exits 1 if any failed or did not arrive within --timeout.
             """
     )
 
@@ -37,7 +37,11 @@ struct SubmitCommand: AsyncParsableCommand {
             "How long --wait waits, e.g. 90s or 1.5h; by default JOB_TIMEOUT + TIMEOUT_GRACE + 1m, by when every job has its event, if only a timeout.",
             valueName: "duration"),
         transform: { text in
-            do { return try DurationText.parse(text) } catch { throw ValidationError("\(error); use 250ms, 30s, 10m or 1h") }
+            do {
+                return try DurationText.parse(text)
+            } catch {
+                throw ValidationError("\(error); use 250ms, 30s, 10m or 1h")
+            }
         })
     var timeout: Duration?
 
