@@ -22,14 +22,15 @@ extension BridgeProcessTests {
                 requests[4].correlationID = "order-4"
                 requests[4].replyTo = h.replyQueue
                 requests[4].headers = ["traceparent": .string(Self.traceparent)]
-                let outcomes = try await h.outcomes(of: requests, settle: .milliseconds(500))
+                let outcomes = try await h.outcomes(of: requests)
                 outcomes.expectEachCompleted(requests)
                 #expect(outcomes.events.allSatisfy { $0.exchange == h.eventsExchange })
                 let jobIDs = outcomes.events.compactMap { $0.data?["job_id"]?.stringValue }
                 #expect(Set(jobIDs).count == requests.count, "job ids repeat: \(jobIDs)")
 
+                // The barrier in `outcomes` waited for the sentinel's reply too: a third reply published
+                // before it is in `replies`.
                 #expect(await h.replies.waitForCount(2, timeout: .seconds(5)))
-                try await Task.sleep(for: .milliseconds(200))
                 #expect(h.replies.events.count == 2)
                 for reply in h.replies.events {
                     let original = h.events.events.first { $0.id == reply.id }
@@ -205,7 +206,8 @@ extension BridgeProcessTests {
                 var settings = try h.settings()
                 settings.submitMaxAttempts = 2
                 try await h.startBridge(settings)
-                try await h.simulator.control(["fail_submit_fraction": 1])
+                // Exactly as many failures as attempts: a third attempt would succeed and show.
+                try await h.simulator.control(["fail_submits": 2])
                 var request = TestRequest.thumbnails("doomed-0")
                 request.correlationID = "c-doomed"
                 let outcomes = try await h.outcomes(of: [request])
@@ -216,7 +218,8 @@ extension BridgeProcessTests {
                 }
                 expectDeadLettered(try await h.deadLetters(count: 1).first, as: request, reason: "submit_failed")
                 #expect(
-                    try await h.simulator.stats()["submit_requests"] == 2, "Blitline is tried SUBMIT_MAX_ATTEMPTS times"
+                    try await h.simulator.stats()["submit_requests"] == 2 + h.sentinelsPublished,
+                    "Blitline is tried SUBMIT_MAX_ATTEMPTS times"
                 )
             }
         }
@@ -231,23 +234,28 @@ extension BridgeProcessTests {
                     "/blitline/postback/garbage", body: valid[0].postbackBody(jobID: "0x"))
                 #expect(unsigned.status == 401)
 
+                // The barrier's sentinels are valid requests completed by postback, counted with the rest.
+                let sentinels = Double(h.sentinelsPublished)
                 var metrics = try await bridge.metrics()
                 _ = try await eventually(timeout: .seconds(3)) {
                     metrics = try await bridge.metrics()
-                    return metrics.value("blitline_bridge_events_published_total") >= 4
+                    return metrics.value("blitline_bridge_events_published_total") >= 4 + sentinels
+                        && metrics.value("blitline_bridge_postbacks_total", ["outcome": "accepted"]) >= 3 + sentinels
+                        && metrics.value("blitline_bridge_postback_to_event_seconds_count") >= 3 + sentinels
                         && metrics.value("blitline_bridge_postbacks_total", ["outcome": "unsigned"]) >= 1
+                        && metrics.value("blitline_bridge_requests_in_flight") == 0
                 }
-                #expect(metrics.value("blitline_bridge_requests_received_total") == 4)
-                #expect(metrics.value("blitline_bridge_submissions_total", ["outcome": "accepted"]) == 3)
-                #expect(metrics.value("blitline_bridge_submissions_total") == 3)
-                #expect(metrics.value("blitline_bridge_postbacks_total", ["outcome": "accepted"]) == 3)
+                #expect(metrics.value("blitline_bridge_requests_received_total") == 4 + sentinels)
+                #expect(metrics.value("blitline_bridge_submissions_total", ["outcome": "accepted"]) == 3 + sentinels)
+                #expect(metrics.value("blitline_bridge_submissions_total") == 3 + sentinels)
+                #expect(metrics.value("blitline_bridge_postbacks_total", ["outcome": "accepted"]) == 3 + sentinels)
                 #expect(metrics.value("blitline_bridge_postbacks_total", ["outcome": "unsigned"]) == 1)
-                #expect(metrics.value("blitline_bridge_events_published_total", ["type": "completed"]) == 3)
+                #expect(metrics.value("blitline_bridge_events_published_total", ["type": "completed"]) == 3 + sentinels)
                 #expect(
                     metrics.value(
                         "blitline_bridge_events_published_total", ["type": "failed", "reason": "invalid_request"]) == 1)
-                #expect(metrics.value("blitline_bridge_submit_duration_seconds_count") == 3)
-                #expect(metrics.value("blitline_bridge_postback_to_event_seconds_count") == 3)
+                #expect(metrics.value("blitline_bridge_submit_duration_seconds_count") == 3 + sentinels)
+                #expect(metrics.value("blitline_bridge_postback_to_event_seconds_count") == 3 + sentinels)
                 #expect(metrics.value("blitline_bridge_requests_in_flight") == 0)
             }
         }
