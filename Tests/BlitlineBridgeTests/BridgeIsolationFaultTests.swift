@@ -35,8 +35,10 @@ import TestSupport
             task.withLock { $0 = sampling }
         }
 
-        /// Stops sampling; returns what was not 200.
+        /// Stops sampling once it has taken more than three samples (a test that no longer sleeps
+        /// may end sooner than that); returns how many it took and what was not 200.
         func stop() async -> (samples: Int, notReady: [Int]) {
+            _ = await eventually(timeout: .seconds(5)) { answers.all.count > 3 }
             let task = task.withLock { $0 }
             task?.cancel()
             await task?.value
