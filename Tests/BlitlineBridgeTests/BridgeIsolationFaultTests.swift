@@ -119,7 +119,8 @@ import TestSupport
             #expect(
                 await h.events.waitForEvents(for: [retried.id, invalidRequest.id], timeout: .seconds(30)),
                 "\(h.diagnostics())")
-            try await Task.sleep(for: .milliseconds(500))
+            #expect(await h.waitUntilSettled(timeout: .seconds(30)), "requests still held\n\(h.diagnostics())")
+            try await h.barrier()
             outcomes.expectEachCompleted(normal)
             #expect(h.events.events(for: retried.id).map(\.status) == ["completed"])
             #expect(h.events.events(for: invalidRequest.id).map(\.reason) == ["invalid_request"])
@@ -152,7 +153,9 @@ import TestSupport
             #expect(
                 await h.events.waitForEvents(for: all.map(\.id), timeout: .seconds(60)),
                 "no event for \(h.events.missing(all.map(\.id)))\n\(h.diagnostics())")
-            try await Task.sleep(for: .seconds(1))
+            // Every request settled: all the events and dead letters of their handling are out.
+            #expect(await h.waitUntilSettled(timeout: .seconds(60)), "requests still held\n\(h.diagnostics())")
+            try await h.barrier()
             expectOneIDEach(all, h)
             for request in valids { #expect(h.events.events(for: request.id).allSatisfy { $0.status == "completed" }) }
             for request in invalids { #expect(h.events.events(for: request.id).allSatisfy { $0.reason == "invalid_request" }) }
@@ -161,7 +164,9 @@ import TestSupport
                 try await h.deadLetters(count: invalids.count, timeout: .seconds(60)).count == invalids.count,
                 "each dead-lettered")
             #expect(try await h.depth(of: h.deadQueue) == 0, "and only once")
-            #expect(try await h.simulator.stats()["jobs_accepted"] == valids.count, "nothing submitted twice")
+            #expect(
+                try await h.simulator.stats()["jobs_accepted"] == valids.count + h.sentinelsPublished,
+                "nothing submitted twice")
             #expect(try h.messagesHeld(in: h.jobsQueue) == 0, "every request was settled")
             try await expectUndisturbed(bridge, probe, h)
         }
