@@ -57,7 +57,12 @@ import TestSupport
             // Every job ends: in time with its result, or with a timeout (and a late result).
             let ids = requests.map(\.id)
             #expect(await h.events.waitForEvents(for: ids, timeout: .seconds(30)), "\(h.diagnostics())")
-            try await Task.sleep(for: .seconds(8))
+            // Every postback was answered above; once every deadline is handled too, all the events
+            // they make are out, and the barrier's sentinel (posted back: no more drops) comes after them.
+            #expect(
+                await h.waitUntilSettled(deadlines: true, timeout: .seconds(30)), "deadlines still held\n\(h.diagnostics())")
+            try await h.simulator.control(["drop_postback_fraction": 0])
+            try await h.barrier()
             let byRequest = h.events.idsByRequest
             var inTime = 0
             var late = 0
@@ -118,7 +123,10 @@ import TestSupport
             #expect(
                 await h.events.waitForEvents(for: dropped.map(\.id), endingWith: ["failed"], timeout: .seconds(60)),
                 "\(h.diagnostics())")
-            try await Task.sleep(for: .seconds(3))
+            // A wrong timeout would come with a deadline still held: once none is, their events are out.
+            #expect(
+                await h.waitUntilSettled(deadlines: true, timeout: .seconds(30)), "deadlines still held\n\(h.diagnostics())")
+            try await h.barrier()
             for request in completing {
                 #expect(h.events.idsByRequest[request.id] == ["\(request.id)/completed"], "\(request.id)")
             }

@@ -31,12 +31,16 @@ struct Outcomes: Sendable {
 }
 
 extension BridgeHarness {
-    /// Publishes `requests`, waits until each has an event, then lets `settle` pass so that any
-    /// repeat would arrive too. Records an issue (with the bridges' logs) for requests left
-    /// without an event.
+    /// Publishes `requests`, waits until each has an event, then passes a `barrier`, so that a
+    /// request's second event shows if it was published before the sentinel's. Records an issue
+    /// (with the bridges' logs) for requests left without an event.
+    ///
+    /// The barrier races the rest of each request's handling (a bridge that publishes twice for
+    /// one postback, a duplicate postback the simulator sends alongside the first): nothing here
+    /// waits for that handling to end, so the sentinel wins by the length of its round trip only.
+    /// Tests about repeats wait for a fact first (see `BridgePostbackTests`, `BridgeFaultTests`).
     func outcomes(
-        of requests: [TestRequest], timeout: Duration = .seconds(30), settle: Duration = .milliseconds(300),
-        sourceLocation: SourceLocation = #_sourceLocation
+        of requests: [TestRequest], timeout: Duration = .seconds(30), sourceLocation: SourceLocation = #_sourceLocation
     ) async throws -> Outcomes {
         let start = Date()
         try await publish(requests)
@@ -44,7 +48,7 @@ extension BridgeHarness {
         #expect(
             await events.waitForEvents(for: ids, timeout: timeout),
             "no event for \(events.missing(ids))\n\(diagnostics())", sourceLocation: sourceLocation)
-        try await Task.sleep(for: settle)
+        try await barrier(sourceLocation: sourceLocation)
         return Outcomes(events: events.events, published: window(since: start))
     }
 }

@@ -30,6 +30,7 @@ final class BridgeHarness: Sendable {
     let replies: EventCollector
     private let broker: BrokerClient
     private let bridges = Mutex<[BridgeProcess]>([])
+    private let sentinels = Mutex(0)
 
     var eventsQueue: String { jobsQueue + ".test-events" }
     /// `{JOBS_QUEUE}.dead`.
@@ -175,6 +176,18 @@ final class BridgeHarness: Sendable {
 
     func publish(_ request: TestRequest) async throws { try await publish([request]) }
 
+    /// The number of barrier sentinels published so far (`barrier`): the simulator's counters and
+    /// the bridges' metrics count them with the test's own requests.
+    var sentinelsPublished: Int { sentinels.withLock { $0 } }
+
+    /// Counts a sentinel and names it.
+    func nextSentinelID() -> String {
+        TestRequest.sentinelPrefix + String(sentinels.withLock { count in
+            count += 1
+            return count
+        })
+    }
+
     /// Publishes a body as it is to one of the bridge's queues, confirmed.
     func publishRaw(_ body: [UInt8], to queue: String) async throws {
         try await broker.withChannel { try await $0.publish(body, routingKey: queue) }
@@ -182,12 +195,42 @@ final class BridgeHarness: Sendable {
 
     /// Messages in a queue, ready or delivered and not yet acknowledged (from `rabbitmqctl`).
     func messagesHeld(in queue: String) throws -> Int? {
+        try messagesHeld(inQueuesWhere: { $0 == queue })[queue]
+    }
+
+    /// Messages held (ready, or delivered and not yet acknowledged) in each of the broker's queues
+    /// whose name `include` accepts, read with one `rabbitmqctl` call.
+    func messagesHeld(inQueuesWhere include: (String) -> Bool) throws -> [String: Int] {
         let rows = try TestEnvironment.controlBroker("ctl", "-q", "list_queues", "name", "messages", "--no-table-headers")
+        var held: [String: Int] = [:]
         for row in rows.split(separator: "\n") {
             let columns = row.split(whereSeparator: \.isWhitespace)
-            if columns.first.map(String.init) == queue, let count = columns.last { return Int(count) }
+            guard columns.count >= 2, include(String(columns[0])), let count = Int(columns[columns.count - 1]) else { continue }
+            held[String(columns[0])] = count
         }
-        return nil
+        return held
+    }
+
+    /// Waits until the broker holds no request of this test (in the jobs queue or a retry queue),
+    /// and with `deadlines` no deadline either; returns whether that happened within `timeout`.
+    ///
+    /// A request is acknowledged only after its events are confirmed (or its job is accepted and
+    /// its deadline stored), and a deadline message only after its timeout events are: when none
+    /// is held, all that handling is over. A redelivered or put-back copy would still be held.
+    /// Deadlines are held for `JOB_TIMEOUT` plus the grace, so `deadlines` suits short timeouts.
+    func waitUntilSettled(deadlines: Bool = false, timeout: Duration) async -> Bool {
+        let retries = jobsQueue + ".retry."
+        let deadlineQueues = jobsQueue + ".deadlines."
+        let timeouts = topology.timeoutsQueue
+        return await eventually(timeout: timeout) {
+            guard
+                let held = try? messagesHeld(inQueuesWhere: { name in
+                    name == jobsQueue || name.hasPrefix(retries)
+                        || (deadlines && (name.hasPrefix(deadlineQueues) || name == timeouts))
+                })
+            else { return false }
+            return held[jobsQueue] == 0 && held.values.allSatisfy { $0 == 0 }
+        }
     }
 
     /// Messages ready in a queue.

@@ -35,8 +35,10 @@ import TestSupport
             task.withLock { $0 = sampling }
         }
 
-        /// Stops sampling; returns what was not 200.
+        /// Stops sampling once it has taken more than three samples (a test that no longer sleeps
+        /// may end sooner than that); returns how many it took and what was not 200.
         func stop() async -> (samples: Int, notReady: [Int]) {
+            _ = await eventually(timeout: .seconds(5)) { answers.all.count > 3 }
             let task = task.withLock { $0 }
             task?.cancel()
             await task?.value
@@ -75,7 +77,7 @@ import TestSupport
             let longValid = TestRequest.thumbnails(String(repeating: "v", count: 250), index: 1)
             let longInvalid = invalid(String(repeating: "i", count: 250))
             let normal = (0..<10).map { TestRequest.thumbnails("long-ids-normal-\($0)", index: $0) }
-            let outcomes = try await h.outcomes(of: [longValid, longInvalid] + normal, settle: .seconds(1))
+            let outcomes = try await h.outcomes(of: [longValid, longInvalid] + normal)
             outcomes.expectEachCompleted(normal)
             for request in [longValid, longInvalid] {
                 let event = outcomes.single(request)
@@ -84,7 +86,7 @@ import TestSupport
                 #expect(event?.id == request.id + "/failed", "the event's JSON carries the id in full")
             }
             #expect(try await h.deadLetters(count: 2).count == 2)
-            #expect(try await h.simulator.stats()["jobs_accepted"] == normal.count)
+            #expect(try await h.simulator.stats()["jobs_accepted"] == normal.count + h.sentinelsPublished)
             try await expectUndisturbed(bridge, probe, h)
         }
     }
@@ -113,18 +115,19 @@ import TestSupport
             }
             await producer.close()
             let normal = (0..<5).map { TestRequest.thumbnails("user-id-normal-\($0)", index: $0) }
-            let outcomes = try await h.outcomes(of: normal, settle: .zero)
+            let outcomes = try await h.outcomes(of: normal)
             #expect(
                 await h.events.waitForEvents(for: [retried.id, invalidRequest.id], timeout: .seconds(30)),
                 "\(h.diagnostics())")
-            try await Task.sleep(for: .milliseconds(500))
+            #expect(await h.waitUntilSettled(timeout: .seconds(30)), "requests still held\n\(h.diagnostics())")
+            try await h.barrier()
             outcomes.expectEachCompleted(normal)
             #expect(h.events.events(for: retried.id).map(\.status) == ["completed"])
             #expect(h.events.events(for: invalidRequest.id).map(\.reason) == ["invalid_request"])
             let dead = try await h.deadLetters(count: 1)
             #expect(dead.first?.properties.userID == nil)
             #expect(dead.first?.properties.messageID == invalidRequest.id)
-            #expect(try await h.simulator.stats()["jobs_accepted"] == normal.count + 1)
+            #expect(try await h.simulator.stats()["jobs_accepted"] == normal.count + 1 + h.sentinelsPublished)
             try await expectUndisturbed(bridge, probe, h)
         }
     }
@@ -150,7 +153,9 @@ import TestSupport
             #expect(
                 await h.events.waitForEvents(for: all.map(\.id), timeout: .seconds(60)),
                 "no event for \(h.events.missing(all.map(\.id)))\n\(h.diagnostics())")
-            try await Task.sleep(for: .seconds(1))
+            // Every request settled: all the events and dead letters of their handling are out.
+            #expect(await h.waitUntilSettled(timeout: .seconds(60)), "requests still held\n\(h.diagnostics())")
+            try await h.barrier()
             expectOneIDEach(all, h)
             for request in valids { #expect(h.events.events(for: request.id).allSatisfy { $0.status == "completed" }) }
             for request in invalids { #expect(h.events.events(for: request.id).allSatisfy { $0.reason == "invalid_request" }) }
@@ -159,7 +164,9 @@ import TestSupport
                 try await h.deadLetters(count: invalids.count, timeout: .seconds(60)).count == invalids.count,
                 "each dead-lettered")
             #expect(try await h.depth(of: h.deadQueue) == 0, "and only once")
-            #expect(try await h.simulator.stats()["jobs_accepted"] == valids.count, "nothing submitted twice")
+            #expect(
+                try await h.simulator.stats()["jobs_accepted"] == valids.count + h.sentinelsPublished,
+                "nothing submitted twice")
             #expect(try h.messagesHeld(in: h.jobsQueue) == 0, "every request was settled")
             try await expectUndisturbed(bridge, probe, h)
         }
@@ -183,12 +190,12 @@ import TestSupport
                 ]
                 requests.append(request)
             }
-            let outcomes = try await h.outcomes(of: requests, timeout: .seconds(40), settle: .seconds(1))
+            let outcomes = try await h.outcomes(of: requests, timeout: .seconds(40))
             for request in requests {
                 let event = outcomes.single(request)
                 #expect(event?.status == "completed", "\(event?.errors ?? [])")
             }
-            #expect(try await h.simulator.stats()["jobs_accepted"] == requests.count)
+            #expect(try await h.simulator.stats()["jobs_accepted"] == requests.count + h.sentinelsPublished)
             try await expectUndisturbed(bridge, probe, h)
         }
     }
@@ -202,7 +209,7 @@ import TestSupport
             var malformed = TestRequest.thumbnails("traceparent-malformed", index: 2)
             malformed.headers = ["traceparent": .string("01-xyz")]
             let normal = TestRequest.thumbnails("traceparent-normal", index: 3)
-            let outcomes = try await h.outcomes(of: [long, malformed, normal], settle: .seconds(1))
+            let outcomes = try await h.outcomes(of: [long, malformed, normal])
             for request in [long, malformed] {
                 let event = outcomes.single(request)
                 #expect(event?.status == "completed", "\(event?.errors ?? [])")
@@ -223,14 +230,19 @@ import TestSupport
             let first = (0..<8).map { TestRequest.thumbnails("refused-batch-normal-\($0)", index: $0) }
             let refused = (0..<3).map { TestRequest.thumbnails("refused-batch-stolen-\($0)", index: $0, applicationID: "stolen") }
             try await h.publish(first)
-            try await Task.sleep(for: .milliseconds(500))
-            let outcomes = try await h.outcomes(of: refused, settle: .zero)
+            #expect(
+                await eventually(timeout: .seconds(20)) {
+                    (try? await h.simulator.stats()["submit_requests"]) ?? 0 >= first.count
+                }, "the eight slow submissions did not all start")
+            _ = try await h.outcomes(of: refused)
             #expect(await h.events.waitForEvents(for: first.map(\.id), timeout: .seconds(30)))
-            try await Task.sleep(for: .seconds(1))
-            for request in refused { #expect(outcomes.single(request)?.reason == "rejected") }
+            // Every request settled: none can be submitted again.
+            #expect(await h.waitUntilSettled(timeout: .seconds(30)), "requests still held\n\(h.diagnostics())")
+            try await h.barrier()
+            for request in refused { #expect(h.events.events(for: request.id).map(\.reason) == ["rejected"]) }
             let stats = try await h.simulator.stats()
             #expect(stats["jobs_rejected"] == refused.count, "each refused job was submitted once")
-            #expect(stats["jobs_accepted"] == first.count)
+            #expect(stats["jobs_accepted"] == first.count + h.sentinelsPublished)
             try await expectUndisturbed(bridge, probe, h)
         }
     }
@@ -271,7 +283,7 @@ import TestSupport
             let before = bridge.peakResidentBytes ?? 0
             let large = (0..<20).map { TestRequest.raw("large-\($0)", [UInt8](repeating: UInt8(ascii: " "), count: 15 << 20)) }
             let normal = (0..<5).map { TestRequest.thumbnails("large-normal-\($0)", index: $0) }
-            let outcomes = try await h.outcomes(of: large + normal, timeout: .seconds(90), settle: .seconds(1))
+            let outcomes = try await h.outcomes(of: large + normal, timeout: .seconds(90))
             outcomes.expectEachCompleted(normal)
             for request in large {
                 let event = outcomes.single(request)
@@ -303,7 +315,7 @@ import TestSupport
                     Array(#"{"src":"https://example.com/a.png","functions":[{"name":"no_op"}],"note":"\#(padding)"}"#.utf8))
             }
             #expect(requests.allSatisfy { $0.body.count <= 1_048_576 })
-            let outcomes = try await h.outcomes(of: requests, timeout: .seconds(90), settle: .zero)
+            let outcomes = try await h.outcomes(of: requests, timeout: .seconds(90))
             for request in requests { #expect(outcomes.single(request)?.reason == "rejected") }
             let peak = try #require(bridge.peakResidentBytes)
             print("limit-sized: bridge peak RSS \(peak >> 20) MiB with 64 requests of 1 MiB in hand")

@@ -45,7 +45,8 @@ extension BridgeProcessTests {
                 let peak = try #require(Self.peakResidentMiB(of: bridge.processID))
                 #expect(peak < 100, "the bridge's peak RSS is \(peak) MiB")
                 print("listener-stalled: 40 answers in \(elapsed), bridge peak RSS \(peak) MiB")
-                try await Task.sleep(for: .milliseconds(300))
+                // Every upload above was answered before the sentinel was published.
+                try await h.barrier()
                 #expect(h.events.events.isEmpty)
                 #expect(bridge.isRunning)
             }
@@ -116,7 +117,8 @@ extension BridgeProcessTests {
                 #expect(try await bridge.post(String(route.dropLast()), body: result).status == 401)
                 #expect(try await bridge.post(route + foreign, body: result).status == 403)
 
-                try await Task.sleep(for: .milliseconds(500))
+                // Every refusal above was answered before the sentinel was published.
+                try await h.barrier()
                 #expect(h.events.events.isEmpty, "a refused postback published \(h.events.events.compactMap(\.id))")
                 let metrics = try await bridge.metrics()
                 #expect(metrics.value("blitline_bridge_postbacks_total", ["outcome": "expired"]) == 2)

@@ -62,7 +62,16 @@ import TestSupport
             #expect(
                 await h.events.waitForEvents(for: ids, timeout: .seconds(60)),
                 "no event after the alarm for \(h.events.missing(ids))\n\(h.diagnostics())")
-            try await Task.sleep(for: .seconds(2))
+            // Repeats come from the simulator's retries: once each of the ten postbacks was answered
+            // 2xx or given up, and every request settled, their events are all out before the sentinel's.
+            #expect(
+                await eventually(timeout: .seconds(60)) {
+                    guard let stats = try? await h.simulator.stats() else { return false }
+                    return stats["postbacks_acknowledged"] + stats["postbacks_given_up"] == requests.count
+                }, "postbacks still being retried\n\(h.diagnostics())")
+            #expect(await h.waitUntilSettled(timeout: .seconds(30)), "requests still held\n\(h.diagnostics())")
+            try await h.simulator.control(["postback_delay_ms": 0])
+            try await h.barrier()
             let byRequest = Dictionary(grouping: h.events.events, by: { $0.subject ?? "?" })
             for request in requests {
                 let ids = (byRequest[request.id] ?? []).compactMap(\.id)

@@ -40,7 +40,8 @@ extension BridgeProcessTests {
                     "postbacks live under the base URL's path")
                 #expect(try await bridge.get("/nowhere").status == 404)
 
-                try await Task.sleep(for: .milliseconds(500))
+                // Every refusal above was answered before the sentinel was published.
+                try await h.barrier()
                 #expect(h.events.events.isEmpty, "a refused postback published \(h.events.events.compactMap(\.id))")
                 #expect(bridge.isRunning)
             }
@@ -55,14 +56,20 @@ extension BridgeProcessTests {
                 try await h.publish(request)
 
                 #expect(await h.events.waitForCount(2, timeout: .seconds(20)), "\(h.diagnostics())")
-                try await Task.sleep(for: .milliseconds(500))
+                // Both deliveries answered 200, so both events were confirmed before the sentinel
+                // was published; anything else they made the bridge publish, too.
+                let bothAnswered = await eventually(timeout: .seconds(20)) {
+                    (try? await h.simulator.stats()["postbacks_acknowledged"]) == 2
+                }
+                #expect(bothAnswered, "the simulator's two postbacks were not both answered 2xx\n\(h.diagnostics())")
+                let stats = try await h.simulator.stats()
+                #expect(stats["postbacks_duplicated"] == 1)
+                #expect(stats["postbacks_failed_attempts"] == 0, "a postback was retried")
+                try await h.barrier()
                 let events = h.events.events
                 #expect(events.count == 2)
                 #expect(events.allSatisfy { $0.id == "repeated-0/completed" }, "\(events.compactMap(\.id))")
                 for event in events { expectCompleted(event, of: request, published: window(since: start)) }
-                let stats = try await h.simulator.stats()
-                #expect(stats["postbacks_duplicated"] == 1)
-                #expect(stats["postbacks_acknowledged"] == 2)
             }
         }
 
@@ -72,7 +79,12 @@ extension BridgeProcessTests {
                 // Blitline posts back `v` 1.17 jobs as the form field `results`.
                 let request = TestRequest.thumbnails("legacy-0", version: "1.17")
                 try await h.outcomes(of: [request]).expectEachCompleted([request])
-                #expect(try await h.simulator.stats()["postbacks_acknowledged"] == 1)
+                // Answered 2xx the first time, like the sentinel's (which the simulator may count a moment after its event).
+                let acknowledged = await eventually(timeout: .seconds(5)) {
+                    (try? await h.simulator.stats()["postbacks_acknowledged"]) == 1 + h.sentinelsPublished
+                }
+                let stats = try await h.simulator.stats()
+                #expect(acknowledged, "\(stats.json.jsonString)")
             }
         }
 
@@ -106,6 +118,8 @@ extension BridgeProcessTests {
                 if let event = h.events.events(for: signedBefore.id).first {
                     expectCompleted(event, of: signedBefore, published: published)
                 }
+                // The forged postback was answered before the sentinel was published.
+                try await h.barrier()
                 #expect(h.events.events(for: "forged-0").isEmpty)
             }
         }
@@ -144,8 +158,9 @@ extension BridgeProcessTests {
                         "/blitline/postback/" + token, body: request.postbackBody(jobID: jobID))
                     #expect(late.status == 200, "\(late.text)")
                 }
-                #expect(await h.events.waitForCount(3, timeout: .seconds(10)), "\(h.diagnostics())")
-                try await Task.sleep(for: .milliseconds(300))
+                // Both late results were answered 200 above, so their events were confirmed before the
+                // sentinel was published.
+                try await h.barrier()
                 let events = h.events.events(for: request.id)
                 #expect(
                     events.map(\.id) == ["dropped-0/failed", "dropped-0/late", "dropped-0/late"],
@@ -174,7 +189,13 @@ extension BridgeProcessTests {
                 }
 
                 #expect(await h.events.waitForCount(12, timeout: .seconds(30)), "\(h.diagnostics())")
-                try await Task.sleep(for: .seconds(1))  // time for a wrong extra timeout to show
+                // A wrong extra timeout would come from a deadline message that expires later than
+                // the four that timed out. Once no request and no deadline is held any more, every
+                // deadline was handled and its events confirmed before the sentinel's.
+                #expect(
+                    await h.waitUntilSettled(deadlines: true, timeout: .seconds(20)),
+                    "deadlines still held\n\(h.diagnostics())")
+                try await h.barrier()
                 let events = requests.map { h.events.events(for: $0.id) }
                 #expect(events.allSatisfy { $0.count == 1 }, "not one event per request: \(events.map { $0.map(\.id) })")
                 let timedOut = events.filter { $0.first?.reason == "timeout" }

@@ -19,6 +19,8 @@ struct ReceivedEvent: Sendable {
     var status: String? { data?["status"]?.stringValue }
     var reason: String? { data?["reason"]?.stringValue }
     var errors: [String] { data?["errors"]?.arrayValue?.compactMap(\.stringValue) ?? [] }
+    /// Whether this is the event of a barrier's sentinel request (`BridgeHarness.barrier`).
+    var isSentinel: Bool { subject?.hasPrefix(TestRequest.sentinelPrefix) == true }
 }
 
 /// Reads every message of a queue in the background, acknowledging each, and reconnects after a
@@ -40,8 +42,14 @@ final class EventCollector: Sendable {
         reader.withLock { $0 = task }
     }
 
-    /// Everything read so far, in arrival order.
-    var events: [ReceivedEvent] { received.withLock { $0 } }
+    /// Everything read so far, in arrival order, but the events of barrier sentinels: those belong
+    /// to the harness, not to the test.
+    var events: [ReceivedEvent] { received.withLock { $0 }.filter { !$0.isSentinel } }
+
+    /// Whether the event of the sentinel request `sentinelID` was read.
+    func hasSentinelEvent(_ sentinelID: String) -> Bool {
+        received.withLock { $0.contains { $0.subject == sentinelID } }
+    }
 
     /// The events whose subject is `requestID`.
     func events(for requestID: String) -> [ReceivedEvent] { events.filter { $0.subject == requestID } }

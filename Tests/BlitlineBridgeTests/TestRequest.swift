@@ -66,6 +66,10 @@ struct TestRequest: Sendable {
             ])
     }
 
+    /// The prefix of the ids of barrier sentinels (`BridgeHarness.barrier`), which no test uses for
+    /// its own requests.
+    static let sentinelPrefix = "barrier-sentinel-"
+
     /// A request whose body is `text` as it is.
     static func raw(_ id: String, _ body: [UInt8]) -> TestRequest {
         TestRequest(id: id, body: body)

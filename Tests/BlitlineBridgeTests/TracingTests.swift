@@ -30,18 +30,20 @@ extension BridgeProcessTests {
                     let event = try #require(try await h.outcomes(of: [request]).single(request))
                     #expect(event.status == "completed")
 
-                    let wanted = ["process \(h.jobsQueue)", "POST", "postback"]
+                    // The request's spans (the harness's sentinel requests have their own traces).
+                    func mine() -> [OTLPCollector.Span] { collector.spans.filter { $0.traceID == Self.traceID } }
                     let arrived = await eventually(timeout: .seconds(20)) {
-                        wanted.allSatisfy { name in collector.spans.contains { $0.name == name } }
+                        ["process \(h.jobsQueue)", "POST", "postback"].allSatisfy { name in mine().contains { $0.name == name } }
                     }
-                    let spans = collector.spans
-                    try #require(arrived, "spans: \(spans)")
+                    let spans = mine()
+                    try #require(arrived, "spans: \(collector.spans)")
                     let process = try #require(spans.first { $0.name == "process \(h.jobsQueue)" })
                     let submit = try #require(spans.first { $0.name == "POST" })
                     let postback = try #require(spans.first { $0.name == "postback" })
 
                     // One trace: the producer's; the consumer span its child, the rest the consumer's.
-                    #expect(spans.allSatisfy { $0.traceID == Self.traceID }, "\(spans)")
+                    #expect(spans.count == 3, "\(spans)")
+                    #expect(postback.attributes["blitline_bridge.request_id"] == request.id)
                     #expect(process.parentSpanID == Self.producerSpanID && process.kind == 5, "\(process)")
                     #expect(process.attributes["messaging.destination.name"] == h.jobsQueue)
                     #expect(process.attributes["blitline_bridge.request_id"] == request.id)
@@ -85,15 +87,16 @@ extension BridgeProcessTests {
                     request.headers = ["traceparent": .string("00-\(Self.traceID)-\(Self.producerSpanID)-01")]
                     let event = try #require(try await h.outcomes(of: [request], timeout: .seconds(60)).single(request))
                     #expect(event.status == "completed")
+                    func mine() -> [OTLPCollector.Span] { collector.spans.filter { $0.traceID == Self.traceID } }
                     let arrived = await eventually(timeout: .seconds(20)) {
-                        let spans = collector.spans
+                        let spans = mine()
                         return spans.contains { $0.name == "process \(h.jobsQueue)" } && spans.contains { $0.name.hasPrefix("poll ") }
                     }
-                    let spans = collector.spans
-                    try #require(arrived, "spans: \(spans)")
+                    let spans = mine()
+                    try #require(arrived, "spans: \(collector.spans)")
                     let process = try #require(spans.first { $0.name == "process \(h.jobsQueue)" })
                     let polls = spans.filter { $0.name.hasPrefix("poll ") }
-                    #expect(polls.allSatisfy { $0.parentSpanID == process.spanID && $0.traceID == Self.traceID }, "\(spans)")
+                    #expect(polls.allSatisfy { $0.parentSpanID == process.spanID }, "\(spans)")
                     let eventSpan = event.properties.headers?["traceparent"]?.stringValue.map { String($0.dropFirst(36).prefix(16)) }
                     #expect(polls.contains { $0.spanID == eventSpan }, "the event's span \(eventSpan ?? "none") is no poll of \(polls)")
                     // Each poll's long-poll request is its child.
