@@ -37,15 +37,24 @@ extension RequestEnvelope {
         _ name: String, ofKind kind: SpanKind, logger: Logger,
         _ body: (RequestEnvelope, any Span, Logger) async throws -> Result
     ) async rethrows -> Result {
-        try await Tracing.withSpan(name, context: serviceContext, ofKind: kind) { span in
+        var logger = logger
+        logger[metadataKey: "request_id"] = "\(requestID)"
+        guard Self.isTraced else {
+            // Nothing records spans: skip the trace context's round trip through the tracer.
+            if let traceID { logger[metadataKey: "trace_id"] = "\(traceID)" }
+            return try await body(self, NoOpTracer.NoOpSpan(context: .topLevel), logger)
+        }
+        return try await Tracing.withSpan(name, context: serviceContext, ofKind: kind) { span in
             span.attributes["blitline_bridge.request_id"] = requestID
             let continued = continued(in: span)
-            var logger = logger
-            logger[metadataKey: "request_id"] = "\(requestID)"
             if let traceID = continued.traceID { logger[metadataKey: "trace_id"] = "\(traceID)" }
             return try await body(continued, span, logger)
         }
     }
+
+    /// Whether a tracer that records spans is bootstrapped (the executable does so when an OTLP
+    /// endpoint is set).
+    static var isTraced: Bool { !(InstrumentationSystem.tracer is NoOpTracer) }
 }
 
 /// Reads and writes W3C trace context in a dictionary of header values.
