@@ -1,6 +1,5 @@
 import AMQP
 import Blitline
-import Foundation
 import Logging
 
 /// Turns expired deadlines into `timeout` failure events, for jobs with no outcome yet.
@@ -47,7 +46,7 @@ struct TimeoutProcessor: Sendable {
             guard await ledger.cover(since: submitted, timeout: backfillWait) else {
                 logger.warning(
                     "reading the outcomes stream further back to decide timeouts; deciding later",
-                    metadata: ["since": "\(JobEvent.timestamp(Date(timeIntervalSince1970: Double(submitted) / 1000)))"])
+                    metadata: ["since": "\(Timestamp.text(millisecondsSinceEpoch: submitted))"])
                 return try await requeueLater(delivery)
             }
             try await withThrowingDiscardingTaskGroup { group in

@@ -25,7 +25,7 @@ enum Timestamp {
         gmtime_r(&time, &parts)
         var out: [UInt8] = []
         out.reserveCapacity(24)
-        func digits(_ value: Int, _ count: Int, then separator: Character) {
+        func digits(_ value: Int, _ count: Int, then separator: UInt8) {
             var divisor = 1
             for _ in 1..<count { divisor *= 10 }
             var rest = value
@@ -34,15 +34,15 @@ enum Timestamp {
                 rest %= divisor
                 divisor /= 10
             }
-            out.append(UInt8(ascii: separator.unicodeScalars.first!))
+            out.append(separator)
         }
-        digits(Int(parts.tm_year) + 1900, 4, then: "-")
-        digits(Int(parts.tm_mon) + 1, 2, then: "-")
-        digits(Int(parts.tm_mday), 2, then: "T")
-        digits(Int(parts.tm_hour), 2, then: ":")
-        digits(Int(parts.tm_min), 2, then: ":")
-        digits(Int(parts.tm_sec), 2, then: ".")
-        digits(milliseconds, 3, then: "Z")
+        digits(Int(parts.tm_year) + 1900, 4, then: UInt8(ascii: "-"))
+        digits(Int(parts.tm_mon) + 1, 2, then: UInt8(ascii: "-"))
+        digits(Int(parts.tm_mday), 2, then: UInt8(ascii: "T"))
+        digits(Int(parts.tm_hour), 2, then: UInt8(ascii: ":"))
+        digits(Int(parts.tm_min), 2, then: UInt8(ascii: ":"))
+        digits(Int(parts.tm_sec), 2, then: UInt8(ascii: "."))
+        digits(milliseconds, 3, then: UInt8(ascii: "Z"))
         return String(decoding: out, as: UTF8.self)
     }
 }
