@@ -193,23 +193,48 @@ final class BridgeHarness: Sendable {
         try await broker.withChannel { try await $0.publish(body, routingKey: queue) }
     }
 
-    /// Messages in a queue, ready or delivered and not yet acknowledged (from `rabbitmqctl`).
+    /// Messages in a queue, ready or delivered and not yet acknowledged, as the broker holds them now.
     func messagesHeld(in queue: String) throws -> Int? {
         try messagesHeld(inQueuesWhere: { $0 == queue })[queue]
     }
 
-    /// Messages held (ready, or delivered and not yet acknowledged) in each of the broker's queues
-    /// whose name `include` accepts, read with one `rabbitmqctl` call.
+    /// Messages held (ready, delivered and not yet acknowledged, or being dead-lettered) in each of
+    /// the broker's queues whose name `include` accepts, read live with one `rabbitmqctl eval`.
+    ///
+    /// Not `rabbitmqctl list_queues messages`: for a quorum queue that figure is a copy the queue
+    /// refreshes every 5 s (3.10's `quorum_tick_interval`), so it shows 0 for seconds after a
+    /// publish, and a test waiting on it for "nothing left" goes on too early. The quorum queue's
+    /// leader is asked instead, counting what its at-least-once dead-lettering still holds: a
+    /// message expiring into another queue is counted until that queue has confirmed it.
     func messagesHeld(inQueuesWhere include: (String) -> Bool) throws -> [String: Int] {
-        let rows = try TestEnvironment.controlBroker("ctl", "-q", "list_queues", "name", "messages", "--no-table-headers")
+        let rows = try TestEnvironment.controlBroker("ctl", "-q", "eval", Self.liveQueueDepths)
         var held: [String: Int] = [:]
         for row in rows.split(separator: "\n") {
-            let columns = row.split(whereSeparator: \.isWhitespace)
-            guard columns.count >= 2, include(String(columns[0])), let count = Int(columns[columns.count - 1]) else { continue }
+            let columns = row.split(separator: " ")
+            guard columns.count == 2, include(String(columns[0])), let count = Int(columns[1]) else { continue }
             held[String(columns[0])] = count
         }
         return held
     }
+
+    /// Prints `name count` for each classic and quorum queue (streams hold no count).
+    private static let liveQueueDepths = """
+        lists:foreach(fun(Q) ->
+            {resource, _, queue, Name} = amqqueue:get_name(Q),
+            Held = case amqqueue:get_type(Q) of
+                rabbit_quorum_queue ->
+                    Leader = amqqueue:get_pid(Q),
+                    {ok, {_, Total}, _} = ra:leader_query(Leader, fun rabbit_fifo:query_messages_total/1),
+                    {ok, {_, {DeadLettering, _}}, _} = ra:leader_query(Leader, fun rabbit_fifo:query_stat_dlx/1),
+                    Total + DeadLettering;
+                rabbit_classic_queue ->
+                    [{messages, Messages}] = rabbit_amqqueue:info(Q, [messages]),
+                    Messages;
+                _ -> none
+            end,
+            is_integer(Held) andalso io:format("~s ~b~n", [Name, Held])
+        end, rabbit_amqqueue:list()).
+        """
 
     /// Waits until the broker holds no request of this test (in the jobs queue or a retry queue),
     /// and with `deadlines` no deadline either; returns whether that happened within `timeout`.
