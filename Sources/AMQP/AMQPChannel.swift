@@ -194,10 +194,11 @@ public struct AMQPChannel: Sendable, Hashable {
 
     /// Sends an ack, nack or reject without waiting: the broker never answers them, and one on a
     /// channel that has closed meanwhile is moot (the broker has put the message back already).
-    func settle(_ send: @escaping @Sendable (amqp_connection_state_t) -> Int32) {
+    func settle(_ tag: UInt64, _ settlement: Settlement) {
         loop.submit(
             ConnectionLoop.Command(
-                run: { loop in loop.settleDelivery(self, send) },
+                isAck: settlement.isPlainAck,
+                run: { loop in loop.settleDelivery(self, tag, settlement) },
                 fail: { _ in }))
     }
 }

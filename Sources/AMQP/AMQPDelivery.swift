@@ -1,5 +1,3 @@
-import CRabbitMQ
-
 /// A message delivered to a consumer (or taken with `get`), to be acknowledged on its channel.
 public struct AMQPDelivery: Sendable {
     /// The body; empty when `isBodyDiscarded`.
@@ -21,24 +19,38 @@ public struct AMQPDelivery: Sendable {
 
     /// Acknowledges this delivery (and, with `multiple`, every earlier one on the channel).
     ///
-    /// Acknowledgements are sent in order without waiting, as the protocol has no reply for them.
-    /// One on a channel that has closed meanwhile is dropped: the broker has already put the
-    /// message back for redelivery.
+    /// Acknowledgements are sent without waiting, as the protocol has no reply for them. Plain
+    /// acks made at about the same moment travel together: the connection's thread sends them
+    /// once it has run the commands at hand, as one ack with `multiple` when they are the channel's
+    /// oldest unsettled deliveries, and always before any later command of the application other
+    /// than a publish (a nack, a close…). One on a channel that has closed meanwhile is dropped:
+    /// the broker has already put the message back for redelivery.
     public func ack(multiple: Bool = false) {
-        let tag = deliveryTag
-        channel.settle { amqp_basic_ack($0, channel.number, tag, multiple ? 1 : 0) }
+        channel.settle(deliveryTag, multiple ? .ackThrough : .ack)
     }
 
     /// Negatively acknowledges; without `requeue` the message is dead-lettered (or dropped).
     public func nack(multiple: Bool = false, requeue: Bool) {
-        let tag = deliveryTag
-        channel.settle { amqp_basic_nack($0, channel.number, tag, multiple ? 1 : 0, requeue ? 1 : 0) }
+        channel.settle(deliveryTag, .nack(multiple: multiple, requeue: requeue))
     }
 
     /// Rejects this delivery; without `requeue` the message is dead-lettered (or dropped).
     public func reject(requeue: Bool) {
-        let tag = deliveryTag
-        channel.settle { amqp_basic_reject($0, channel.number, tag, requeue ? 1 : 0) }
+        channel.settle(deliveryTag, .reject(requeue: requeue))
+    }
+}
+
+/// How a delivery is settled.
+enum Settlement: Sendable {
+    /// A plain ack, which may be sent together with others.
+    case ack
+    /// An ack of the delivery and every earlier one on the channel.
+    case ackThrough
+    case nack(multiple: Bool, requeue: Bool)
+    case reject(requeue: Bool)
+
+    var isPlainAck: Bool {
+        if case .ack = self { true } else { false }
     }
 }
 

@@ -20,6 +20,11 @@ final class ChannelState {
     var lowestUnconfirmed: UInt64 = 1
     var pending: [UInt64: PendingPublish] = [:]
     var consumers: [String: ConsumerSink] = [:]
+    /// Delivery tags handed out on this channel and not yet settled, ascending: the broker numbers
+    /// a channel's deliveries (consumed or got) 1, 2, 3…
+    private(set) var unsettled: [UInt64] = []
+    /// Plain acks asked for since they were last sent (`takeAcks`).
+    private(set) var acksToSend: [UInt64] = []
 
     init(number: UInt16, id: UInt64) {
         self.number = number
@@ -56,6 +61,56 @@ final class ChannelState {
             }
             sequence += 1
         }
+    }
+
+    /// A delivery handed out with `tag`, to be settled later.
+    func delivered(_ tag: UInt64) {
+        unsettled.append(tag)
+    }
+
+    /// A plain ack asked for: gathered, and sent with the others by `takeAcks`.
+    func ackRequested(_ tag: UInt64) {
+        acksToSend.append(tag)
+    }
+
+    /// Everything up to `tag` (or only `tag`) was settled by a frame sent meanwhile.
+    func settled(upTo tag: UInt64, multiple: Bool) {
+        if multiple {
+            unsettled.removeFirst(unsettled.prefix { $0 <= tag }.count)
+        } else if let index = index(of: tag) {
+            unsettled.remove(at: index)
+        }
+    }
+
+    /// The ack frames that settle the gathered acks, in the order to send them: one ack with
+    /// `multiple` for the oldest unsettled deliveries when they are all among them (a batch the
+    /// application finished together costs the broker one settlement), then one ack for each
+    /// other. None waits for an older delivery to be settled: an ack is never held back.
+    func takeAcks() -> [(tag: UInt64, multiple: Bool)] {
+        guard !acksToSend.isEmpty else { return [] }
+        let acks = acksToSend.sorted()
+        acksToSend.removeAll(keepingCapacity: true)
+        var frames: [(tag: UInt64, multiple: Bool)] = []
+        var oldest = 0
+        while oldest < unsettled.count, oldest < acks.count, unsettled[oldest] == acks[oldest] { oldest += 1 }
+        if oldest > 0 {
+            frames.append((unsettled[oldest - 1], oldest > 1))
+            unsettled.removeFirst(oldest)
+        }
+        for tag in acks[oldest...] {
+            frames.append((tag, false))
+            if let index = index(of: tag) { unsettled.remove(at: index) }
+        }
+        return frames
+    }
+
+    private func index(of tag: UInt64) -> Int? {
+        var low = 0, high = unsettled.count
+        while low < high {
+            let middle = (low + high) / 2
+            if unsettled[middle] < tag { low = middle + 1 } else { high = middle }
+        }
+        return low < unsettled.count && unsettled[low] == tag ? low : nil
     }
 
     /// Fails everything in flight on this channel: it is closed.

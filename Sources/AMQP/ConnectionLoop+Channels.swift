@@ -178,15 +178,47 @@ extension ConnectionLoop {
                 channel: AMQPChannel(loop: self, number: handle.number, id: channel.id))
         }
         guard let delivery else { throw closeReasonOrClosed }
+        channel.delivered(ok.delivery_tag)
         return delivery
     }
 
-    /// ack, nack and reject: no reply comes; errors arrive later as a channel close.
-    func settleDelivery(_ handle: AMQPChannel, _ send: (amqp_connection_state_t) -> Int32) {
+    /// ack, nack and reject: no reply comes; errors arrive later as a channel close. A plain ack
+    /// waits in the channel's state for `sendGatheredAcks`; the others go at once, after the acks
+    /// gathered before them (`execute` sends those first).
+    func settleDelivery(_ handle: AMQPChannel, _ tag: UInt64, _ settlement: Settlement) {
         guard let state, let channel = channels[handle.number], channel.id == handle.id else { return }
-        let status = send(state)
+        let number = handle.number
+        let status: Int32
+        switch settlement {
+        case .ack:
+            channel.ackRequested(tag)
+            return
+        case .ackThrough:
+            status = amqp_basic_ack(state, number, tag, 1)
+            channel.settled(upTo: tag, multiple: true)
+        case .nack(let multiple, let requeue):
+            status = amqp_basic_nack(state, number, tag, multiple ? 1 : 0, requeue ? 1 : 0)
+            channel.settled(upTo: tag, multiple: multiple)
+        case .reject(let requeue):
+            status = amqp_basic_reject(state, number, tag, requeue ? 1 : 0)
+            channel.settled(upTo: tag, multiple: false)
+        }
         if status != AMQP_STATUS_OK.rawValue {
             closeConnection(libraryError(status, while: "acknowledging"))
+        }
+    }
+
+    /// Sends the plain acks gathered on every channel (`ChannelState.takeAcks`).
+    func sendGatheredAcks() {
+        for channel in channels.values where !channel.acksToSend.isEmpty {
+            for ack in channel.takeAcks() {
+                guard let state else { return }
+                let status = amqp_basic_ack(state, channel.number, ack.tag, ack.multiple ? 1 : 0)
+                if status != AMQP_STATUS_OK.rawValue {
+                    closeConnection(libraryError(status, while: "acknowledging"))
+                    return
+                }
+            }
         }
     }
 }

@@ -80,6 +80,7 @@ extension ConnectionLoop {
                 redelivered: deliver.redelivered != 0, deliveryTag: deliver.delivery_tag,
                 consumerTag: consumerTag,
                 channel: AMQPChannel(loop: self, number: number, id: channel.id)))
+        channel.delivered(deliver.delivery_tag)
         if first { sinksToFlush.append(consumer) }
         deliveriesInPass += 1
     }

@@ -20,6 +20,10 @@ final class ConnectionLoop: @unchecked Sendable {
     struct Command: Sendable {
         /// Set for publishes, which wait while the broker blocks publishing.
         var publishID: UInt64? = nil
+        /// Set for plain acks, which are gathered and sent together (`sendGatheredAcks`). Every
+        /// other command but a publish sends the acks gathered before it first, so that they keep
+        /// their place before a nack, a channel's close or the connection's.
+        var isAck = false
         let run: @Sendable (ConnectionLoop) -> Void
         let fail: @Sendable (AMQPError) -> Void
 
@@ -210,6 +214,7 @@ final class ConnectionLoop: @unchecked Sendable {
         while closingReason == nil {
             for command in shared.withLock({ $0.releasedPublishes() }) { execute(command) }
             for command in shared.withLock({ $0.takeCommands() }) { execute(command) }
+            sendGatheredAcks()
             drainFrames()
             flushDeliveries()
             guard closingReason == nil, let state else { break }
@@ -230,7 +235,9 @@ final class ConnectionLoop: @unchecked Sendable {
 
     private func execute(_ command: Command) {
         switch shared.withLock({ $0.commandTaken(command) }) {
-        case .run: command.run(self)
+        case .run:
+            if !command.isAck, !command.isPublish { sendGatheredAcks() }
+            command.run(self)
         case .deferred: break
         case .fail(let reason): command.fail(reason)
         }
