@@ -3,7 +3,7 @@
 # bridge-bench in release mode and runs them against AMQP_URL, or a throwaway local node when
 # AMQP_URL is unset.
 #
-#   deploy/bench.sh [--cluster] [--count N] [--prefetch N] [--queue-type quorum|classic]
+#   deploy/bench.sh [--cluster] [--rounds N] [--count N] [--prefetch N] [--queue-type quorum|classic]
 #                   [--postback-connections N] [--fresh-postback-connections] [--bridge-only]
 #   deploy/bench.sh --backlog N          a restart onto N outcomes in the stream, deadlines due
 #   deploy/bench.sh --soak SECONDS [--rate R]   steady load, the bridge's memory every 30 s
@@ -15,13 +15,21 @@
 # --fresh-postback-connections for one connection per postback). After the bridge's run, the same
 # requests are relayed by the AMQP module alone, to set the broker's CPU per job beside a plain
 # relay's at the bridge's own pace; --bridge-only skips that (A/B runs of the bridge).
+# --rounds N runs it N times on the same broker and ends with each figure's median and range: this
+# machine's speed drifts by a third between runs, so one run is an anecdote.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cluster=0
+rounds=1
 arguments=()
-for argument in "$@"; do
-    if [ "$argument" = --cluster ]; then cluster=1; else arguments+=("$argument"); fi
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --cluster) cluster=1 ;;
+        --rounds) rounds=${2:?--rounds needs a number}; shift ;;
+        *) arguments+=("$1") ;;
+    esac
+    shift
 done
 
 if [ "$cluster" = 1 ] && [ -z "${CLUSTER_DIR:-}" ]; then
@@ -34,7 +42,7 @@ if [ "$cluster" = 1 ] && [ -z "${CLUSTER_DIR:-}" ]; then
     AMQP_URL=$(deploy/rabbitmq-cluster.sh url)
     export AMQP_URL
 elif [ -z "${AMQP_URL:-}" ] && [ -z "${BROKER_URL:-}" ]; then
-    exec deploy/with-broker.sh "$0" "$@"
+    exec deploy/with-broker.sh "$0" --rounds "$rounds" "${arguments[@]}"
 fi
 deploy/install-deps.sh
 # Linked as the Dockerfile and the systemd unit link them (--static-swift-stdlib): what users run.
@@ -44,4 +52,34 @@ for product in blitline-bridge blitline-simulator bridge-bench; do
 done
 bin=$(swift build -c release --show-bin-path)
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(. /etc/os-release; echo "$PRETTY_NAME")"
-"$bin/bridge-bench" --url "${AMQP_URL:-${BROKER_URL:-}}" --bin "$bin" "${arguments[@]}"
+outputs=()
+for round in $(seq 1 "$rounds"); do
+    [ "$rounds" = 1 ] || echo "--- round $round of $rounds"
+    output=$(mktemp)
+    outputs+=("$output")
+    "$bin/bridge-bench" --url "${AMQP_URL:-${BROKER_URL:-}}" --bin "$bin" "${arguments[@]}" | tee "$output"
+done
+[ "$rounds" = 1 ] && { rm -f "${outputs[@]}"; exit 0; }
+
+# Each figure over the rounds: median (lowest – highest).
+summary() {  # summary LABEL SED-EXPRESSION (prints the figure's number from a matching line)
+    sed -n "$2" "${outputs[@]}" | sort -g | awk -v label="$1" '
+        { value[NR] = $1 }
+        END {
+            if (NR == 0) exit
+            median = NR % 2 ? value[(NR + 1) / 2] : (value[NR / 2] + value[NR / 2 + 1]) / 2
+            printf "  %-58s %8.2f  (%s – %s, %d rounds)\n", label, median, value[1], value[NR], NR
+        }'
+}
+echo "--- medians over $rounds rounds (lowest – highest)"
+summary "jobs/s" 's/^bridge: \([0-9.]*\) jobs\/s.*/\1/p'
+summary "bridge CPU per job (µs)" 's/^bridge CPU per job: \([0-9.]*\) µs.*/\1/p'
+summary "broker CPU per job, driven by the bridge (µs)" 's/.*broker CPU per job: \([0-9.]*\) µs.*/\1/p'
+summary "broker CPU per job, plain relay at the bridge's pace (µs)" 's/^  \([0-9.]*\) µs by a plain relay$/\1/p'
+summary "broker CPU per job, plain relay + outcomes stream (µs)" 's/^  \([0-9.]*\) µs by a plain relay plus the stream$/\1/p'
+summary "broker CPU per job, the bridge's pattern relayed (µs)" 's/^  \([0-9.]*\) µs by a plain relay plus the stream and.*/\1/p'
+summary "broker, bridge ÷ plain relay" 's/.*drives the broker at \([0-9.]*\)× a plain relay/\1/p'
+summary "postback-to-event p50 (ms)" 's/.*latency: p50 \([0-9.]*\) ms.*/\1/p'
+summary "postback-to-event p99 (ms)" 's/.*latency: p50 .*, p99 \([0-9.]*\) ms.*/\1/p'
+summary "bridge peak RSS (MiB)" 's/^bridge peak RSS: \([0-9.]*\) MiB/\1/p'
+rm -f "${outputs[@]}"
