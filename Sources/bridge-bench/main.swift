@@ -144,6 +144,13 @@ for pattern in [RelayPattern.plain, RelayPattern(stream: true), .bridge(jobsPerD
 if let bridge = cpu.broker, let plainBrokerCPU {
     print(String(format: "  the bridge drives the broker at %.2f× a plain relay", bridge / plainBrokerCPU))
 }
+// Postbacks over fresh connections reach the bridge one by one rather than a submission's worth at
+// once, and it publishes their events so: the same relay, released one request at a time.
+let single = try await relay(
+    .plain, count: options.count, prefetch: options.prefetch, pace: (Double(options.count) / bridgeSeconds, burst: 1),
+    queueKind: queueKind, exchange: exchange, eventsQueue: eventsQueue, run: run, nodes: nodes, admin: channel,
+    collector: reader, broker: broker)
+print("  \(perJob(single.brokerCPU)) by a plain relay released one request at a time")
 print(String(format: "bridge CPU per job: %.0f µs", cpu.bridge / Double(options.count) * 1e6))
 print(String(format: "bridge/ceiling: %.2f", ceiling.seconds / bridgeSeconds))
 print("logs: \(logs)")
