@@ -9,23 +9,7 @@ import Testing
     /// closed right after: the two left unacked, and only they, come back.
     @Test func gatheredAcksSettleExactlyWhatWasAckedAndGoOutBeforeTheClose() async throws {
         try await withCleanup { cleanup in
-            let connection = try await cleanup.connect()
-            let admin = try await connection.openChannel()
-            let queue = TestBroker.uniqueName("gathered-acks")
-            try await admin.declareQueue(queue, durable: true)
-            cleanup.add { _ = try? await admin.deleteQueue(queue) }
-            try await admin.enableConfirms()
-            let count = 40
-            try await publishAll(admin, count: count, window: count, routingKey: queue) { index in
-                (Array("\(index)".utf8), AMQPProperties(deliveryMode: 2, messageID: "\(index)"))
-            }
-
-            let consuming = try await connection.openChannel()
-            var inHand: [AMQPDelivery] = []
-            for try await delivery in try await consuming.consume(queue: queue, prefetch: UInt16(count)) {
-                inHand.append(delivery)
-                if inHand.count == count { break }
-            }
+            let (admin, consuming, inHand) = try await Self.deliveriesInHand(40, named: "gathered-acks", cleanup)
             let keptBack: Set = ["7", "30"]
             await withTaskGroup(of: Void.self) { group in
                 for delivery in inHand.shuffled() where !keptBack.contains(delivery.properties.messageID ?? "") {
@@ -35,7 +19,7 @@ import Testing
             try await consuming.close()
 
             var returned: [String] = []
-            while let message = try await admin.get(queue: queue) {
+            while let message = try await admin.get(queue: inHand[0].routingKey) {
                 returned.append(message.properties.messageID ?? "?")
                 #expect(message.redelivered)
                 message.ack()
@@ -48,21 +32,8 @@ import Testing
     /// nothing else happening on the connection, they still reach the broker, one by one.
     @Test func acksBehindADeliveryKeptInHandStillReachTheBroker() async throws {
         try await withCleanup { cleanup in
-            let connection = try await cleanup.connect()
-            let admin = try await connection.openChannel()
-            let queue = TestBroker.uniqueName("acks-kept-back")
-            try await admin.declareQueue(queue, durable: true)
-            cleanup.add { _ = try? await admin.deleteQueue(queue) }
-            try await admin.enableConfirms()
-            try await publishAll(admin, count: 10, window: 10, routingKey: queue) { index in
-                (Array("\(index)".utf8), AMQPProperties(deliveryMode: 2))
-            }
-            let consuming = try await connection.openChannel()
-            var inHand: [AMQPDelivery] = []
-            for try await delivery in try await consuming.consume(queue: queue, prefetch: 10) {
-                inHand.append(delivery)
-                if inHand.count == 10 { break }
-            }
+            let (_, _, inHand) = try await Self.deliveriesInHand(10, named: "acks-kept-back", cleanup)
+            let queue = inHand[0].routingKey
             for delivery in inHand.dropFirst() { delivery.ack() }
 
             func unacknowledged() throws -> Int? {
@@ -78,5 +49,28 @@ import Testing
                 }, "unacknowledged at the broker: \(String(describing: seen))")
             inHand[0].ack()
         }
+    }
+
+    /// `count` persistent messages (message ids "0", "1", …) in a durable classic queue of their
+    /// own, all delivered to a consumer on a second channel and not yet acknowledged.
+    static func deliveriesInHand(
+        _ count: Int, named name: String, _ cleanup: Cleanup
+    ) async throws -> (admin: AMQPChannel, consuming: AMQPChannel, inHand: [AMQPDelivery]) {
+        let connection = try await cleanup.connect()
+        let admin = try await connection.openChannel()
+        let queue = TestBroker.uniqueName(name)
+        try await admin.declareQueue(queue, durable: true)
+        cleanup.add { _ = try? await admin.deleteQueue(queue) }
+        try await admin.enableConfirms()
+        try await publishAll(admin, count: count, window: count, routingKey: queue) { index in
+            (Array("\(index)".utf8), AMQPProperties(deliveryMode: 2, messageID: "\(index)"))
+        }
+        let consuming = try await connection.openChannel()
+        var inHand: [AMQPDelivery] = []
+        for try await delivery in try await consuming.consume(queue: queue, prefetch: UInt16(count)) {
+            inHand.append(delivery)
+            if inHand.count == count { break }
+        }
+        return (admin, consuming, inHand)
     }
 }
