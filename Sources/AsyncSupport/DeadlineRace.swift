@@ -12,14 +12,19 @@ import Synchronization
 /// listener's allowances, for one) gives it back from inside the work, when it really ends.
 public enum DeadlineRace {
     /// `work()`'s value if it returns within `limit`, else `fallback` at once.
+    ///
+    /// With an `executor`, the work runs there and the deadline is kept on its event loop (an
+    /// unstructured task would otherwise leave the caller's executor for the global pool).
     public static func value<Value: Sendable>(
-        within limit: Duration, fallback: Value, _ work: @escaping @Sendable () async -> Value
+        within limit: Duration, fallback: Value, on executor: EventLoopExecutor? = nil,
+        _ work: @escaping @Sendable () async -> Value
     ) async -> Value {
         let outcome = Outcome<Value>()
-        let worker = Task {
+        let worker = Task(executorPreference: executor) {
             outcome.settle(await work())
         }
-        let timer = NIOSingletons.posixEventLoopGroup.next().scheduleTask(in: TimeAmount(limit)) {
+        let loop = executor?.eventLoop ?? NIOSingletons.posixEventLoopGroup.next()
+        let timer = loop.scheduleTask(in: TimeAmount(limit)) {
             outcome.settle(fallback)
         }
         let value = await withTaskCancellationHandler {
