@@ -66,12 +66,12 @@ struct BridgeClusterFaultTests {
                 try await Task.sleep(for: .seconds(2))
                 let timedOut = try expectOneOutcomeEach(requests, h)
                 let stats = try await h.simulator.stats()
-                print("\(label): \(timedOut) timeouts, \(stats["postbacks_dropped"] ?? 0) postbacks dropped, "
-                    + "\(stats["jobs_accepted"] ?? 0) jobs accepted for \(requests.count) requests")
+                print("\(label): \(timedOut) timeouts, \(stats["postbacks_dropped"]) postbacks dropped, "
+                    + "\(stats["jobs_accepted"]) jobs accepted for \(requests.count) requests")
                 #expect(timedOut >= 1, "no dropped postback was exercised")
-                #expect(timedOut <= stats["postbacks_dropped"] ?? 0)
+                #expect(timedOut <= stats["postbacks_dropped"])
                 // Requests in hand when the node went may be submitted again; nothing beyond.
-                #expect((stats["jobs_accepted"] ?? 0) <= requests.count + 2 * 64)
+                #expect(stats["jobs_accepted"] <= requests.count + 2 * 64)
 
                 // The node comes back: nothing changes.
                 let before = h.events.events.count

@@ -155,7 +155,7 @@ struct BridgeService: Service, CustomStringConvertible {
             }
             group.addTask { await readOutcomes(startingAt: node) }
             group.addTask {
-                async let watching: Void = watchBlocked(publishing)
+                async let _ = watchBlocked(publishing)
                 let reason = await Self.firstClosed(consuming, publishing)
                 // Not ready from this moment: nothing in hand can be finished any more.
                 disconnected()
