@@ -16,6 +16,17 @@ struct JSONValueTests {
         #expect(value.jsonString.contains(#""z":1.220,"a":12345678901234567890,"neg":-0.5e-7"#))
     }
 
+    @Test("strings are written with exactly the escapes JSON needs, and read back, ASCII or not")
+    func stringEscapes() throws {
+        let string = "a\"b\\c\n\r\t\u{01}\u{1F}/ é😀 end"
+        let text = JSONValue.string(string).jsonString
+        #expect(text == #""a\"b\\c\n\r\t\u0001\u001f/ é😀 end""#)
+        #expect(try JSONValue(parsing: text).stringValue == string)
+        #expect(JSONValue.string("").jsonString == #""""#)
+        #expect(try JSONValue(parsing: #""plain ascii""#).stringValue == "plain ascii")
+        #expect(try JSONValue(parsing: #""raw café 😀""#).stringValue == "raw café 😀")
+    }
+
     @Test("malformed documents throw", arguments: [
         "", " ", "{", "[1,]", "{\"a\":}", "01", "1.", "-", "1e", "\"abc", "\"\\x\"", "tru", "nul", "[1 2]",
         "{\"a\" 1}", "\"\\ud800\"", "1 2", "{'a':1}", "\u{01}",

@@ -169,11 +169,13 @@ struct JSONParser {
         self.offset += 1
         let start = self.offset
         var needsUnescaping = false
+        var isASCII = true
         while true {
             guard self.offset < self.bytes.count else { throw .unexpectedEnd(at: self.offset) }
             let byte = self.bytes[self.offset]
             if byte == UInt8(ascii: "\"") { break }
             if byte < 0x20 { throw .invalidString(at: self.offset) }
+            isASCII = isASCII && byte < 0x80
             if byte == UInt8(ascii: "\\") {
                 needsUnescaping = true
                 self.offset += 2
@@ -184,6 +186,9 @@ struct JSONParser {
         let raw = UnsafeBufferPointer(rebasing: self.bytes[start..<self.offset])
         self.offset += 1
         if !needsUnescaping {
+            // ASCII is valid UTF-8 as it stands: the decoding initializer then copies it without
+            // the generic validating one's cost (most strings of a job or a result are ASCII).
+            if isASCII { return String(decoding: raw, as: UTF8.self) }
             guard let string = String(validating: raw, as: UTF8.self) else { throw .invalidUTF8(at: start) }
             return string
         }
