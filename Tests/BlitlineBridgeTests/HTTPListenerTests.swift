@@ -4,6 +4,7 @@ import Dispatch
 import Glibc
 import Logging
 import NIOCore
+import NIOPosix
 import ServiceLifecycle
 import Synchronization
 import Testing
@@ -26,6 +27,7 @@ import TestSupport
         private let recorded = Mutex<[Call]>([])
         private let checked = Mutex<[String]>([])
         private let ended = Mutex(0)
+        private let onLoop = Mutex<[Bool]>([])
 
         init(
             reply: PostbackReply = PostbackReply(status: 200, message: "published"), delay: Duration = .zero,
@@ -41,6 +43,8 @@ import TestSupport
         var checkedTokens: [String] { checked.withLock { $0 } }
         /// Handlings that have returned.
         var endedCount: Int { ended.withLock { $0 } }
+        /// For each handling, whether it ran on an event loop before and after its delay.
+        var ranOnAnEventLoop: [Bool] { onLoop.withLock { $0 } }
 
         func verify(token: Substring) -> PostbackTokenCheck<String> {
             checked.withLock { $0.append(String(token)) }
@@ -52,7 +56,9 @@ import TestSupport
         func receivePostback(_ token: String, body: [UInt8], contentType: String?) async -> PostbackReply {
             recorded.withLock { $0.append(Call(token: token, body: body, contentType: contentType)) }
             defer { ended.withLock { $0 += 1 } }
+            let before = MultiThreadedEventLoopGroup.currentEventLoop != nil
             if delay > .zero { try? await Task.sleep(for: delay) }
+            onLoop.withLock { $0 += [before, MultiThreadedEventLoopGroup.currentEventLoop != nil] }
             if hang > .zero {
                 let nanoseconds = hang.components.seconds * 1_000_000_000 + hang.components.attoseconds / 1_000_000_000
                 await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
@@ -286,6 +292,18 @@ import TestSupport
             FakeReceiver.Call(token: "t2", body: Array("results=%7B%7D".utf8), contentType: "application/x-www-form-urlencoded"),
             FakeReceiver.Call(token: "t3", body: [], contentType: nil),
         ])
+    }
+
+    /// A postback is handled on an event loop, its connection's, also after it has waited (README,
+    /// "Design": no hop to Swift's global pool and back for each step).
+    @Test func postbacksAreHandledOnAnEventLoop() async throws {
+        let receiver = FakeReceiver(delay: .milliseconds(5))
+        try await withListener(receiver: receiver) { base async throws in
+            for index in 0..<4 {
+                #expect(try await send(.POST, "\(base)/postback/t\(index)").status == 200)
+            }
+        }
+        #expect(receiver.ranOnAnEventLoop == Array(repeating: true, count: 8))
     }
 
     @Test func theReceiversStatusIsTheAnswer() async throws {

@@ -63,7 +63,7 @@ extension HTTPListener {
             return Self.text(.serviceUnavailable, "the postback could not be handled in time; retry")
         }
         let contentType = request.headers[.contentType]
-        let reply = await DeadlineRace.value(within: left, fallback: nil as PostbackReply?, on: Self.executor) { [held] in
+        let reply = await DeadlineRace.value(within: left, fallback: nil as PostbackReply?, on: EventLoopExecutor(context.channel.eventLoop)) { [held] in
             defer { release(held) }
             return await receiver.receivePostback(verified, body: body, contentType: contentType)
         }

@@ -3,7 +3,6 @@ import Hummingbird
 import HummingbirdCore
 import Logging
 import NIOCore
-import NIOPosix
 import ServiceLifecycle
 import Synchronization
 
@@ -33,11 +32,6 @@ public struct HTTPListener: Service {
     /// Connections with nothing to read or write for this long are closed.
     static let idleTimeout: TimeAmount = .seconds(30)
 
-    /// The one event loop of every listener in the process: its connections are read and written
-    /// there, and their handlers run there too (they prefer it as their task executor), so that a
-    /// postback goes from its bytes to the receiver and back without waking another thread.
-    static let executor = EventLoopExecutor(eventLoops.next())
-    private static let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 
     let host: String
     let port: Int
@@ -137,10 +131,14 @@ public struct HTTPListener: Service {
         let deadlines = RequestDeadlines(headerTimeout: limits.headerTimeout, bodyTimeout: limits.bodyTimeout)
         let application = Application(
             router: router,
-            server: .http1(
-                configuration: .init(
-                    additionalChannelHandlers: [RequestDeadlineHandler(deadlines: deadlines)],
-                    idleTimeout: Self.idleTimeout)),
+            server: HTTPServerBuilder { responder in
+                HTTP1OnItsEventLoop(
+                    http1: HTTP1Channel(
+                        responder: responder,
+                        configuration: .init(
+                            additionalChannelHandlers: [RequestDeadlineHandler(deadlines: deadlines)],
+                            idleTimeout: Self.idleTimeout)))
+            },
             configuration: .init(
                 address: .hostname(host, port: port), serverName: nil,
                 availableConnectionsDelegate: MaximumAvailableConnections(maxConnections, logger: logger)),
@@ -148,13 +146,10 @@ public struct HTTPListener: Service {
                 running.withLock { $0 = true }
                 await onRunning(channel.localAddress?.port ?? 0)
             },
-            eventLoopGroupProvider: .shared(Self.executor.eventLoop),
             logger: logger
         )
         do {
-            try await withTaskExecutorPreference(Self.executor) {
-                try await application.run()
-            }
+            try await application.run()
         } catch where !running.withLock({ $0 }) {
             throw StartFailure(address: Self.address(host, port), reason: "\(error)")
         }
