@@ -5,7 +5,8 @@ import Synchronization
 /// `--soak SECONDS [--rate R]`: the bridge under a steady R requests per second for SECONDS, one
 /// postback in a hundred never coming (so timeouts are decided all along), with `JOB_TIMEOUT`
 /// 60 s so that the outcome ledger's window (2 min 10 s) is full well within the run. Prints the
-/// bridge's resident memory every 30 s: flat once the window is full, whatever the run's length.
+/// bridge's resident memory every 30 s (flat once the window is full, whatever the run's length)
+/// and, at the end, its postback-to-event latency at that rate.
 func runSoak(_ options: Options, seconds duration: Int) async throws {
     let run = "soak\(ProcessInfo.processInfo.processIdentifier)"
     let jobsQueue = "\(run).jobs", exchange = "\(run).events", eventsQueue = "\(run).collected"
@@ -67,6 +68,9 @@ func runSoak(_ options: Options, seconds duration: Int) async throws {
         }
         try await Task.sleep(until: tick + .milliseconds(100))
     }
+    // Latency at this steady rate, below saturation: what a user sees, unlike the queueing of a
+    // saturated run.
+    printLatency(histogram(httpGet("http://127.0.0.1:\(bridgePort)/metrics") ?? "", "blitline_bridge_postback_to_event_seconds"))
     // The last jobs' timeouts come 70 s after them.
     try await Task.sleep(for: .seconds(75))
     print(String(format: "end: %d requests, %d events; bridge RSS %.1f MiB, peak %.1f MiB", published, events.value,

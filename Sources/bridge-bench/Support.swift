@@ -100,6 +100,15 @@ private func curl(_ arguments: [String]) -> String? {
     return process.terminationStatus == 0 ? String(decoding: data, as: UTF8.self) : nil
 }
 
+/// The bridge's postback-to-event p50 and p99 from its histogram's cumulative buckets.
+func printLatency(_ latency: [(Double, Double)]) {
+    if let p50 = quantile(0.5, latency), let p99 = quantile(0.99, latency) {
+        print(String(format: "postback-to-event latency: p50 %.1f ms, p99 %.1f ms (bridge histogram, interpolated in its buckets)", p50 * 1000, p99 * 1000))
+    } else {
+        print("postback-to-event latency: no histogram in /metrics")
+    }
+}
+
 /// Cumulative bucket counts of a Prometheus histogram: upper bound → count.
 func histogram(_ metrics: String, _ name: String) -> [(Double, Double)] {
     metrics.split(separator: "\n").compactMap { line -> (Double, Double)? in

@@ -95,11 +95,7 @@ simulator.terminate()
 
 print(String(format: "bridge: %.0f jobs/s (%d events, %d completed, %d distinct ids, %.2f s from first request consumed to last event)",
     Double(options.count) / bridgeSeconds, options.count, completed, distinct, bridgeSeconds))
-if let p50 = quantile(0.5, latency), let p99 = quantile(0.99, latency) {
-    print(String(format: "postback-to-event latency: p50 %.1f ms, p99 %.1f ms (bridge histogram, interpolated in its buckets)", p50 * 1000, p99 * 1000))
-} else {
-    print("postback-to-event latency: no histogram in /metrics")
-}
+printLatency(latency)
 if let submitRequests, submitRequests > 0 {
     print(String(format: "submissions: %d HTTP requests to the simulator, %.1f jobs each", submitRequests,
         Double(options.count) / Double(submitRequests)))
