@@ -386,6 +386,20 @@ import TestSupport
         #expect(receiver.calls.isEmpty)
     }
 
+    /// Cancelled while connections wait to be accepted, the listener stops and the process lives:
+    /// SwiftNIO traps when a connection it accepted is dropped before the server reads it
+    /// (swift-nio #2637), so the listener takes cancellation as a graceful shutdown.
+    @Test func cancelledWhileConnectionsWaitToBeAcceptedTheListenerStopsWithoutTrapping() async throws {
+        for _ in 0..<5 {
+            var sockets: [Int32] = []
+            try await withListenerPort { port in
+                sockets = (0..<64).compactMap { _ in Self.connectedSocket(port: port) }
+            }
+            #expect(sockets.count == 64)
+            sockets.forEach { close($0) }
+        }
+    }
+
     @Test func aTakenPortFailsToStartWithTheAddress() async throws {
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         let first = Self.makeListener(ports: continuation)

@@ -149,11 +149,40 @@ public struct HTTPListener: Service {
             logger: logger
         )
         do {
-            try await application.run()
+            try await Self.runTakingCancellationAsGracefulShutdown(application, logger: logger)
         } catch where !running.withLock({ $0 }) {
             throw StartFailure(address: Self.address(host, port), reason: "\(error)")
         }
     }
+
+    /// Runs `application` so that cancellation reaches it first as a graceful shutdown (the
+    /// server stops accepting and takes what it had accepted), and only a second later as
+    /// cancellation of the requests still in hand. Cancelled outright, Hummingbird's accept loop
+    /// would drop the connections SwiftNIO had accepted but not yet handed to it, and SwiftNIO
+    /// traps on such a drop (swift-nio #2637): a listener stopped while clients connect took the
+    /// process down.
+    private static func runTakingCancellationAsGracefulShutdown(
+        _ application: some Service, logger: Logger
+    ) async throws {
+        let group = ServiceGroup(configuration: .init(services: [application], logger: logger))
+        // A task of its own, so that cancellation does not reach the group at once; it inherits
+        // the task-local values, among them the graceful shutdown of an enclosing service group.
+        let serving = Task { try await group.run() }
+        try await withTaskCancellationHandler {
+            try await serving.value
+        } onCancel: {
+            Task {
+                await group.triggerGracefulShutdown()
+                // Whoever cancelled wants the listener gone, not drained (SHUTDOWN_TIMEOUT has
+                // passed, say): requests still in hand a second later are cut.
+                try? await Task.sleep(for: Self.cancellationGrace)
+                serving.cancel()
+            }
+        }
+    }
+
+    /// How long a cancelled listener lets the requests in hand finish before cutting them.
+    static let cancellationGrace: Duration = .seconds(1)
 
     /// `host:port`, with an IPv6 host in brackets.
     var address: String { Self.address(host, port) }
