@@ -46,13 +46,16 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // Waiting, written once: racing work against a deadline, and tasks waiting their turn.
+        // Waiting, written once: racing work against a deadline, tasks waiting their turn, and servers
+        // that take cancellation as a graceful shutdown first.
         .target(
             name: "AsyncSupport",
             dependencies: [
                 .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         // Blitline's HTTP API: jobs, submission, results, long polling. Knows nothing of AMQP.
@@ -148,6 +151,7 @@ let package = Package(
         .target(
             name: "TestSupport",
             dependencies: [
+                "AsyncSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -157,6 +161,7 @@ let package = Package(
             name: "AsyncSupportTests",
             dependencies: [
                 "AsyncSupport", "TestSupport",
+                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),

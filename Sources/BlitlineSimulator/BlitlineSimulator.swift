@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import AsyncSupport
 import Blitline
 import Hummingbird
 import Logging
@@ -109,7 +110,7 @@ public struct BlitlineSimulator: Sendable {
         let result = await Result {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask {
-                    try await application.run()
+                    try await application.runTakingCancellationAsGracefulShutdown(logger: self.logger)
                     jobQueue.finish()
                 }
                 for await job in jobs {

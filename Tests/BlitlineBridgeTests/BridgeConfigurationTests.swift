@@ -99,7 +99,7 @@ import Testing
 
     @Test func readsEveryVariableFromTheEnvironment() throws {
         let caFile = FileManager.default.temporaryDirectory.appendingPathComponent("bridge-ca-\(UUID()).pem").path
-        FileManager.default.createFile(atPath: caFile, contents: Data("-----BEGIN CERTIFICATE-----\n".utf8))
+        try #require(FileManager.default.createFile(atPath: caFile, contents: Data("-----BEGIN CERTIFICATE-----\n".utf8)))
         defer { try? FileManager.default.removeItem(atPath: caFile) }
         let configuration = try parse([
             "AMQP_URL": "amqps://bridge:pw@rabbit.internal:5671/jobs",

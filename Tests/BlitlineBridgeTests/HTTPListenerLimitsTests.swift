@@ -131,7 +131,6 @@ extension HTTPListenerTests {
         let receiver = FakeReceiver(hang: .seconds(4))
         let limits = Self.limits { $0.postbackDeadline = .milliseconds(500) }
         try await withListener(limits: limits, receiver: receiver) { base async throws in
-            let started = ContinuousClock.now
             let answer = try await send(.POST, "\(base)/postback/held", body: Array("{}".utf8))
             #expect(answer.status == 503)
             #expect(answer.text.contains("in time"))

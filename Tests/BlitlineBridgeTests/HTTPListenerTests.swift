@@ -186,23 +186,7 @@ import TestSupport
     }
 
     /// A connected TCP socket to 127.0.0.1:`port`, or `nil` if the connection is refused.
-    static func connectedSocket(port: Int) -> Int32? {
-        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        guard result == 0 else {
-            close(descriptor)
-            return nil
-        }
-        return descriptor
-    }
+    static func connectedSocket(port: Int) -> Int32? { Ports.connectedSocket(port) }
 
     static func acceptsConnections(port: Int) -> Bool {
         guard let descriptor = connectedSocket(port: port) else { return false }

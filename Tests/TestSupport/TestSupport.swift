@@ -4,6 +4,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import AsyncSupport
 import Hummingbird
 import Logging
 import Synchronization
@@ -46,6 +47,26 @@ public enum Ports {
             if handedOut.withLock({ $0.insert(port).inserted }) { return port }
         }
         throw TestSupportError("no free port in 20 tries")
+    }
+
+    /// A socket connected to 127.0.0.1:`port`, or nil if the connection was refused; the caller
+    /// closes it.
+    public static func connectedSocket(_ port: Int) -> Int32? {
+        let descriptor = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard result == 0 else {
+            close(descriptor)
+            return nil
+        }
+        return descriptor
     }
 
     private static func unused() throws -> Int {
@@ -118,7 +139,7 @@ public func serving<T: Sendable>(
         onServerRunning: { continuation.yield($0.localAddress?.port ?? 0) },
         logger: Logger(label: "test-server", factory: { _ in SwiftLogNoOpLogHandler() })
     )
-    let server = Task { try await application.run() }
+    let server = Task { try await application.runTakingCancellationAsGracefulShutdown(logger: application.logger) }
     var iterator = ports.makeAsyncIterator()
     let port = await iterator.next() ?? 0
     let result: Result<T, any Error>

@@ -149,35 +149,11 @@ public struct HTTPListener: Service {
             logger: logger
         )
         do {
-            try await Self.runTakingCancellationAsGracefulShutdown(application, logger: logger)
+            // Cancelled (SHUTDOWN_TIMEOUT has passed, say), the listener stops accepting at once
+            // and cuts what it has in hand a second later.
+            try await application.runTakingCancellationAsGracefulShutdown(grace: Self.cancellationGrace, logger: logger)
         } catch where !running.withLock({ $0 }) {
             throw StartFailure(address: Self.address(host, port), reason: "\(error)")
-        }
-    }
-
-    /// Runs `application` so that cancellation reaches it first as a graceful shutdown (the
-    /// server stops accepting and takes what it had accepted), and only a second later as
-    /// cancellation of the requests still in hand. Cancelled outright, Hummingbird's accept loop
-    /// would drop the connections SwiftNIO had accepted but not yet handed to it, and SwiftNIO
-    /// traps on such a drop (swift-nio #2637): a listener stopped while clients connect took the
-    /// process down.
-    private static func runTakingCancellationAsGracefulShutdown(
-        _ application: some Service, logger: Logger
-    ) async throws {
-        let group = ServiceGroup(configuration: .init(services: [application], logger: logger))
-        // A task of its own, so that cancellation does not reach the group at once; it inherits
-        // the task-local values, among them the graceful shutdown of an enclosing service group.
-        let serving = Task { try await group.run() }
-        try await withTaskCancellationHandler {
-            try await serving.value
-        } onCancel: {
-            Task {
-                await group.triggerGracefulShutdown()
-                // Whoever cancelled wants the listener gone, not drained (SHUTDOWN_TIMEOUT has
-                // passed, say): requests still in hand a second later are cut.
-                try? await Task.sleep(for: Self.cancellationGrace)
-                serving.cancel()
-            }
         }
     }
 
