@@ -10,7 +10,7 @@
 #   deploy/rabbitmq-cluster.sh start-node N   start node N again; it rejoins the cluster
 #   deploy/rabbitmq-cluster.sh ensure-up      start again any node that does not answer
 #   deploy/rabbitmq-cluster.sh leader QUEUE   print the number of the node that leads a quorum queue
-#   deploy/rabbitmq-cluster.sh ctl ARGS…      run rabbitmqctl against node 1
+#   deploy/rabbitmq-cluster.sh ctl ARGS…      run rabbitmqctl against the first node that answers
 #   deploy/rabbitmq-cluster.sh url            print the AMQP URLs of the three nodes, comma-separated
 #
 # Settings (environment): CLUSTER_DIR (required: a folder the rabbitmq user can write),
@@ -80,7 +80,18 @@ case "${1:-}" in
             | awk -v q="${2:?which queue}" '$1 == q { print $2 }')
         echo "${leader:-}" | sed -n "s/^$name-\([123]\)@.*/\1/p"
         ;;
-    ctl) shift; node 1 ctl "$@" ;;
+    ctl)
+        # A stopped node's rabbitmqctl fails at once; its output is not the caller's.
+        shift
+        for n in 1 2 3; do
+            if output=$(node "$n" ctl "$@" 2>&1); then
+                printf '%s\n' "$output"
+                exit 0
+            fi
+        done
+        echo "no node of the cluster answered rabbitmqctl $*: $output" >&2
+        exit 1
+        ;;
     url)
         echo "amqp://guest:guest@127.0.0.1:$port/%2F,amqp://guest:guest@127.0.0.1:$((port + 1))/%2F,amqp://guest:guest@127.0.0.1:$((port + 2))/%2F"
         ;;

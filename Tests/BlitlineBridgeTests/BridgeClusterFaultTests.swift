@@ -63,7 +63,12 @@ struct BridgeClusterFaultTests {
                 #expect(
                     await h.events.waitForEvents(for: ids, timeout: .seconds(120)),
                     "no event for \(h.events.missing(ids).prefix(20))\n\(h.diagnostics())")
-                try await Task.sleep(for: .seconds(2))
+                // Every request settled (its events out), then a sentinel through the same bridge
+                // (Blitline's faults off, so that its postback comes): events under another id
+                // would be in by now.
+                try await h.simulator.control(["drop_postback_fraction": 0])
+                #expect(await h.waitUntilSettled(timeout: .seconds(60)), "requests still held\n\(h.diagnostics())")
+                try await h.barrier()
                 let timedOut = try expectOneOutcomeEach(requests, h)
                 let stats = try await h.simulator.stats()
                 print("\(label): \(timedOut) timeouts, \(stats["postbacks_dropped"]) postbacks dropped, "
@@ -76,7 +81,8 @@ struct BridgeClusterFaultTests {
                 // The node comes back: nothing changes.
                 let before = h.events.events.count
                 try TestEnvironment.controlCluster("start-node", "\(node)")
-                try await Task.sleep(for: .seconds(5))
+                try TestEnvironment.controlCluster("ensure-up")
+                try await h.barrier()
                 #expect(bridge.isRunning)
                 #expect((try? await bridge.get("/readyz").status) == 200)
                 _ = try expectOneOutcomeEach(requests, h)

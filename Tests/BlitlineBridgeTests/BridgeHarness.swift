@@ -207,7 +207,7 @@ final class BridgeHarness: Sendable {
     /// leader is asked instead, counting what its at-least-once dead-lettering still holds: a
     /// message expiring into another queue is counted until that queue has confirmed it.
     func messagesHeld(inQueuesWhere include: (String) -> Bool) throws -> [String: Int] {
-        let rows = try TestEnvironment.controlBroker("ctl", "-q", "eval", Self.liveQueueDepths)
+        let rows = try TestEnvironment.brokerCtl("-q", "eval", Self.liveQueueDepths)
         var held: [String: Int] = [:]
         for row in rows.split(separator: "\n") {
             let columns = row.split(separator: " ")

@@ -48,6 +48,13 @@ enum TestEnvironment {
         try AMQPEndpoints(urls: try #require(clusterURLs)).configurations.map(\.port)
     }
 
+    /// Runs rabbitmqctl with `arguments` against the broker the tests in scope use: within
+    /// `$brokerOverride` (the cluster) through a node of the cluster that answers, else against
+    /// the test node.
+    static func brokerCtl(_ arguments: String...) throws -> String {
+        try run(brokerOverride == nil ? "AMQP_TEST_BROKER" : "AMQP_TEST_CLUSTER", ["ctl"] + arguments)
+    }
+
     /// Runs deploy/rabbitmq-cluster.sh (`AMQP_TEST_CLUSTER`) with `arguments`, e.g. `stop-node 2`.
     @discardableResult
     static func controlCluster(_ arguments: String...) throws -> String {
