@@ -9,7 +9,7 @@
 #   deploy/rabbitmq-cluster.sh stop-node N    stop node N (1, 2 or 3), as a lost machine would be
 #   deploy/rabbitmq-cluster.sh start-node N   start node N again; it rejoins the cluster
 #   deploy/rabbitmq-cluster.sh ensure-up      start again any node that does not answer
-#   deploy/rabbitmq-cluster.sh leader QUEUE   print the number of the node that leads a quorum queue
+#   deploy/rabbitmq-cluster.sh leader QUEUE   print the number of the node that leads a quorum queue (asked of the first node that answers)
 #   deploy/rabbitmq-cluster.sh ctl ARGS…      run rabbitmqctl against the first node that answers
 #   deploy/rabbitmq-cluster.sh url            print the AMQP URLs of the three nodes, comma-separated
 #
@@ -61,6 +61,20 @@ stop_node() {
     node "$1" ctl -q stop > /dev/null 2>&1 || true
 }
 
+# rabbitmqctl against the first node that answers: a stopped node's fails at once, and its
+# output is not the caller's.
+ctl() {
+    local n output
+    for n in 1 2 3; do
+        if output=$(node "$n" ctl "$@" 2>&1); then
+            printf '%s\n' "$output"
+            return 0
+        fi
+    done
+    echo "no node of the cluster answered rabbitmqctl $*: $output" >&2
+    return 1
+}
+
 case "${1:-}" in
     start) start ;;
     stop)
@@ -76,22 +90,11 @@ case "${1:-}" in
         node 1 ctl -q await_online_nodes 3 --timeout 60
         ;;
     leader)
-        leader=$(node 1 ctl -q list_queues name leader --no-table-headers 2>/dev/null \
+        leader=$(ctl -q list_queues name leader --no-table-headers 2>/dev/null \
             | awk -v q="${2:?which queue}" '$1 == q { print $2 }')
         echo "${leader:-}" | sed -n "s/^$name-\([123]\)@.*/\1/p"
         ;;
-    ctl)
-        # A stopped node's rabbitmqctl fails at once; its output is not the caller's.
-        shift
-        for n in 1 2 3; do
-            if output=$(node "$n" ctl "$@" 2>&1); then
-                printf '%s\n' "$output"
-                exit 0
-            fi
-        done
-        echo "no node of the cluster answered rabbitmqctl $*: $output" >&2
-        exit 1
-        ;;
+    ctl) shift; ctl "$@" ;;
     url)
         echo "amqp://guest:guest@127.0.0.1:$port/%2F,amqp://guest:guest@127.0.0.1:$((port + 1))/%2F,amqp://guest:guest@127.0.0.1:$((port + 2))/%2F"
         ;;
