@@ -13,7 +13,7 @@ extension HTTPListenerTests {
     static func trickle(
         port: Int, prefix: String, trickle: String, interval: Duration, patience: Duration
     ) throws -> Duration? {
-        let descriptor = try #require(connectedSocket(port: port))
+        let descriptor = try #require(Ports.connectedSocket(port))
         defer { close(descriptor) }
         let started = ContinuousClock.now
         var timeout = timeval(tv_sec: 0, tv_usec: Int(interval.components.attoseconds / 1_000_000_000_000))
@@ -200,7 +200,7 @@ extension HTTPListenerTests {
             let port = try #require(await ports.first { _ in true })
             // On a loaded machine the probe listener may accept connections a little later.
             let probePort = try #require(await probesRunning.first { _ in true }, "the probe listener did not start")
-            let held = (0..<2).compactMap { _ in Self.connectedSocket(port: port) }
+            let held = (0..<2).compactMap { _ in Ports.connectedSocket(port) }
             defer { held.forEach { close($0) } }
             try await Task.sleep(for: .milliseconds(200))
 

@@ -185,11 +185,8 @@ import TestSupport
         )
     }
 
-    /// A connected TCP socket to 127.0.0.1:`port`, or `nil` if the connection is refused.
-    static func connectedSocket(port: Int) -> Int32? { Ports.connectedSocket(port) }
-
     static func acceptsConnections(port: Int) -> Bool {
-        guard let descriptor = connectedSocket(port: port) else { return false }
+        guard let descriptor = Ports.connectedSocket(port) else { return false }
         close(descriptor)
         return true
     }
@@ -197,7 +194,7 @@ import TestSupport
     /// Writes `request` as is, then reads until the server closes the connection; `closed` is
     /// false if the server kept it open for 3 s.
     static func rawExchange(port: Int, _ request: String) throws -> (response: String, closed: Bool) {
-        let descriptor = try #require(connectedSocket(port: port))
+        let descriptor = try #require(Ports.connectedSocket(port))
         defer { close(descriptor) }
         var timeout = timeval(tv_sec: 3, tv_usec: 0)
         setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
@@ -377,7 +374,7 @@ import TestSupport
         for _ in 0..<5 {
             var sockets: [Int32] = []
             try await withListenerPort { port in
-                sockets = (0..<64).compactMap { _ in Self.connectedSocket(port: port) }
+                sockets = (0..<64).compactMap { _ in Ports.connectedSocket(port) }
             }
             #expect(sockets.count == 64)
             sockets.forEach { close($0) }

@@ -13,7 +13,7 @@ final class RawConnection: Sendable {
 
     /// Connects, or `nil` when the connection is refused.
     init?(port: Int) {
-        guard let descriptor = HTTPListenerTests.connectedSocket(port: port) else { return nil }
+        guard let descriptor = Ports.connectedSocket(port) else { return nil }
         self.descriptor = descriptor
     }
 

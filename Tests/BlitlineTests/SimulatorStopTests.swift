@@ -3,9 +3,9 @@ import Testing
 import TestSupport
 
 @Suite struct SimulatorStopTests {
-    /// Stopped (cancelled, as `blitline-simulator` is on SIGINT) while clients are connecting, the
-    /// simulator returns; dropping the connections it had accepted but not yet taken would trap
-    /// (swift-nio #2637) and take the process down.
+    /// Cancelled while clients are connecting (as the tests stop it), the simulator returns;
+    /// dropping the connections it had accepted but not yet taken would trap (swift-nio #2637) and
+    /// take the process down.
     @Test func cancelledWhileConnectionsWaitToBeAcceptedTheSimulatorStops() async throws {
         for _ in 0..<5 {
             var sockets: [Int32] = []
