@@ -79,6 +79,19 @@ public struct AMQPChannel: Sendable, Hashable {
         }
     }
 
+    /// Removes a binding; removing one that does not exist succeeds.
+    public func unbindQueue(
+        _ queue: String, exchange: String, routingKey: String, arguments: AMQPTable = [:]
+    ) async throws {
+        try await loop.perform { loop throws(AMQPError) in
+            _ = try loop.rpc(self, "unbinding \(queue) from \(exchange)") { state, channel in
+                amqp_queue_unbind(
+                    state, channel, loop.arena.bytes(queue), loop.arena.bytes(exchange),
+                    loop.arena.bytes(routingKey), arguments.cTable(in: loop.arena))
+            }
+        }
+    }
+
     /// Deletes a queue; returns how many messages it held.
     @discardableResult
     public func deleteQueue(_ name: String, ifUnused: Bool = false, ifEmpty: Bool = false) async throws -> UInt32 {

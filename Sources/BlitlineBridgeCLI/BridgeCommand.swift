@@ -14,7 +14,8 @@ public struct BridgeCommand: AsyncParsableCommand {
             """,
         version: "blitline-bridge \(BridgeVersion.current)",
         subcommands: [
-            RunCommand.self, SubmitCommand.self, DeadLettersCommand.self, CheckCommand.self, VersionCommand.self,
+            RunCommand.self, SubmitCommand.self, DeadLettersCommand.self, CheckCommand.self, MigrateCommand.self,
+            VersionCommand.self,
         ],
         defaultSubcommand: RunCommand.self
     )

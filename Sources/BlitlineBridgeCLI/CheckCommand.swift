@@ -69,15 +69,10 @@ struct CheckCommand: AsyncParsableCommand {
         "Print one JSON object at the end instead: {\"ok\", \"failures\", \"warnings\", \"findings\": [{\"verdict\": \"pass\"|\"warning\"|\"failure\", \"subject\", \"text\"}]}."))
     var json = false
 
-    @Argument(
-        parsing: .allUnrecognized,
-        help: ArgumentHelp("The worker's settings as flags (blitline-bridge run --help).", valueName: "--flag value"),
-        completion: .list(BridgeConfiguration.flags)
-    )
-    var settings: [String] = []
+    @OptionGroup var settings: WorkerSettings
 
     func run() async throws {
-        let status = await run(configuration: try toolConfiguration(settings: settings))
+        let status = await run(configuration: try toolConfiguration(settings: settings.flags))
         if status != 0 { throw ExitCode(status) }
     }
 

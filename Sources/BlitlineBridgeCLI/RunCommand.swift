@@ -115,6 +115,16 @@ struct BrokerSettings: ParsableArguments {
     }
 }
 
+/// The worker's settings as flags, after an operator tool's name (`check`, `migrate`).
+struct WorkerSettings: ParsableArguments {
+    @Argument(
+        parsing: .allUnrecognized,
+        help: ArgumentHelp("The worker's settings as flags (blitline-bridge run --help).", valueName: "--flag value"),
+        completion: .list(BridgeConfiguration.flags)
+    )
+    var flags: [String] = []
+}
+
 /// What every operator tool does first: reads the worker's configuration from the environment
 /// and the flags given (the worker's own, as the settings table reads them), and logs only
 /// warnings, as JSON on stderr.

@@ -28,17 +28,18 @@ func runBacklog(_ options: Options, outcomes count: Int) async throws {
     try await channel.declareQueue(failures, durable: true, arguments: ["x-queue-type": .string("quorum")])
     try await channel.bindQueue(failures, exchange: exchange, routingKey: "job.failed")
 
-    // The outcomes as the bridge publishes them: its headers, a timestamp, an event-sized body.
+    // The outcomes as the bridge records them: a record per 64 events (a busy bridge's batch at
+    // PREFETCH 64), with its header and a timestamp.
     var started = ContinuousClock.now
-    let body = Array(repeating: UInt8(ascii: "x"), count: 600)
     let now = UInt64(Date().timeIntervalSince1970)
-    try await publishWindowed(count: count) { index in
+    let perRecord = 64
+    try await publishWindowed(count: (count + perRecord - 1) / perRecord) { record in
+        let ids = (record * perRecord..<min((record + 1) * perRecord, count)).map { #""backlog-\#($0)""# }
         try await channel.publish(
-            body, routingKey: jobsQueue + ".outcomes",
+            Array("[\(ids.joined(separator: ","))]".utf8), routingKey: jobsQueue + ".outcomes",
             properties: AMQPProperties(
-                contentType: "application/cloudevents+json",
-                headers: ["x-bridge-request-id": .string("backlog-\(index)"), "x-bridge-outcome": .string("completed")],
-                deliveryMode: 2, messageID: "backlog-\(index)/completed", timestamp: now))
+                contentType: "application/json", headers: ["x-bridge-outcome": .string("settled")],
+                deliveryMode: 2, timestamp: now))
     }
     print(String(format: "published %d outcomes into the stream in %.1f s", count, seconds(ContinuousClock.now - started)))
 

@@ -3,22 +3,22 @@ import Foundation
 
 /// What a relay driven by the AMQP module alone does with each request, besides consuming it,
 /// publishing its event to the collector and acknowledging it: what any worker that turns requests
-/// into events costs the broker. The bridge's own pattern adds the outcomes stream (which receives
-/// every event) and one deadline message per batch of jobs.
+/// into events costs the broker. The bridge's own pattern adds an outcome record in the outcomes
+/// stream per batch of events and a deadline message per batch of jobs.
 struct RelayPattern: CustomStringConvertible {
-    /// The events exchange also routes every event into a stream.
-    var stream = false
+    /// One outcome record (the batch's request ids) in a stream per this many events.
+    var jobsPerRecord: Int?
     /// One persistent deadline message per this many requests.
     var jobsPerDeadline: Int?
 
     static let plain = RelayPattern()
-    static func bridge(jobsPerDeadline: Int) -> RelayPattern { RelayPattern(stream: true, jobsPerDeadline: jobsPerDeadline) }
 
     var description: String {
-        switch (stream, jobsPerDeadline) {
-        case (false, nil): "a plain relay"
-        case (true, nil): "a plain relay plus the stream"
-        case (_, .some(let jobs)): "a plain relay plus the stream and a deadline message per \(jobs) jobs"
+        switch (jobsPerRecord, jobsPerDeadline) {
+        case (nil, nil): "a plain relay"
+        case (let records?, nil): "a plain relay plus an outcome record per \(records) events"
+        case (nil, let jobs?): "a plain relay plus a deadline message per \(jobs) jobs"
+        case (let records?, let jobs?): "a plain relay plus an outcome record per \(records) events and a deadline message per \(jobs) jobs"
         }
     }
 }
@@ -40,9 +40,8 @@ func relay(
     let jobs = "\(run).relay.jobs", deadlines = "\(run).relay.deadlines", stream = "\(run).relay.stream"
     try await admin.declareQueue(jobs, durable: true, arguments: queueKind)
     if pattern.jobsPerDeadline != nil { try await admin.declareQueue(deadlines, durable: true, arguments: queueKind) }
-    if pattern.stream {
+    if pattern.jobsPerRecord != nil {
         try await admin.declareQueue(stream, durable: true, arguments: ["x-queue-type": .string("stream")])
-        try await admin.bindQueue(stream, exchange: exchange, routingKey: "job.#")
     }
     try await admin.purgeQueue(eventsQueue)
     try await publishRequests(admin, queue: jobs, count: count)
@@ -74,6 +73,14 @@ func relay(
                         delivery.body, exchange: exchange, routingKey: "job.completed",
                         properties: AMQPProperties(
                             contentType: "application/cloudevents+json", deliveryMode: 2, messageID: id + "/completed"))
+                    if let jobsPerRecord = pattern.jobsPerRecord, index % jobsPerRecord == 0 || index == count {
+                        let ids = (max(1, index - jobsPerRecord + 1)...index).map { #""request-\#($0)""# }
+                        try await publishing.publish(
+                            Array("[\(ids.joined(separator: ","))]".utf8), routingKey: stream,
+                            properties: AMQPProperties(
+                                contentType: "application/json", headers: ["x-bridge-outcome": .string("settled")],
+                                deliveryMode: 2))
+                    }
                     delivery.ack()
                 }
                 if index == count { break }

@@ -233,6 +233,26 @@ func collectEvents(_ channel: AMQPChannel, queue: String, count: Int) async thro
 }
 
 
+/// How many messages `stream` holds: read from its start up to a marker put there now.
+func streamMessageCount(_ connection: AMQPConnection, publishingWith publisher: AMQPChannel, stream: String) async throws -> Int {
+    let end = "end-\(UUID().uuidString)"
+    try await publisher.publish([], routingKey: stream, properties: AMQPProperties(messageID: end))
+    let reader = try await connection.openChannel()
+    var count = 0
+    for try await delivery in try await reader.consume(
+        queue: stream, prefetch: 1000, arguments: ["x-stream-offset": .string("first")], maxBodyBytes: 0)
+    {
+        if delivery.properties.messageID == end {
+            delivery.ack(multiple: true)
+            break
+        }
+        count += 1
+        if count % 500 == 0 { delivery.ack(multiple: true) }
+    }
+    try? await reader.close()
+    return count
+}
+
 /// The bridge's settings for a run against the simulator on `simulatorPort`.
 func environmentForBridge(
     _ options: Options, jobsQueue: String, exchange: String, simulatorPort: Int, bridgePort: Int

@@ -92,6 +92,9 @@ let cpu = (
 bridge.terminate()
 bridge.waitUntilExit()
 simulator.terminate()
+// Counted once the CPU figures are taken: reading the stream back costs the broker too.
+let records = (try? await streamMessageCount(connection, publishingWith: channel, stream: jobsQueue + ".outcomes")) ?? 0
+let jobsPerRecord = records > 0 ? max(1, Int((Double(options.count) / Double(records)).rounded())) : jobsPerDeadline
 
 print(String(format: "bridge: %.0f jobs/s (%d events, %d completed, %d distinct ids, %.2f s from first request consumed to last event)",
     Double(options.count) / bridgeSeconds, options.count, completed, distinct, bridgeSeconds))
@@ -102,6 +105,9 @@ if let submitRequests, submitRequests > 0 {
 }
 if deadlineMessages > 0 {
     print(String(format: "deadline messages: %d, %.1f jobs each", deadlineMessages, Double(options.count) / Double(deadlineMessages)))
+}
+if records > 0 {
+    print(String(format: "outcomes stream: %d messages, %.1f events each", records, Double(options.count) / Double(records)))
 }
 print(String(format: "bridge peak RSS: %.1f MiB", Double(rss) / 1024))
 print(String(format: "CPU seconds during the run: bridge %.2f, simulator %.2f, broker %@, bench %.2f (of %.2f available on %d cores)",
@@ -120,7 +126,7 @@ if options.bridgeOnly {
 // pattern as fast as it goes (the ceiling), then, at the bridge's own rate and burst size, a plain
 // relay and the two parts of the bridge's pattern added one at a time (what each costs the broker).
 let ceiling = try await relay(
-    .bridge(jobsPerDeadline: jobsPerDeadline), count: options.count, prefetch: options.prefetch, pace: nil,
+    RelayPattern(jobsPerRecord: jobsPerRecord, jobsPerDeadline: jobsPerDeadline), count: options.count, prefetch: options.prefetch, pace: nil,
     queueKind: queueKind, exchange: exchange, eventsQueue: eventsQueue, run: run, nodes: nodes, admin: channel,
     collector: reader, broker: broker)
 print(String(format: "AMQP module alone, same pattern: %.0f jobs/s (%.2f s)", Double(options.count) / ceiling.seconds, ceiling.seconds))
@@ -128,13 +134,13 @@ func perJob(_ cpu: Double?) -> String { cpu.map { String(format: "%.0f µs", $0 
 print("broker CPU per job: \(perJob(cpu.broker)) driven by the bridge, \(perJob(ceiling.brokerCPU)) by the AMQP-only ceiling")
 print("broker CPU per job at the bridge's rate, \(jobsPerSubmission) requests at a time:")
 var plainBrokerCPU: Double?
-for pattern in [RelayPattern.plain, RelayPattern(stream: true), .bridge(jobsPerDeadline: jobsPerDeadline)] {
+for pattern in [RelayPattern.plain, RelayPattern(jobsPerRecord: jobsPerRecord), RelayPattern(jobsPerRecord: jobsPerRecord, jobsPerDeadline: jobsPerDeadline)] {
     let paced = try await relay(
         pattern, count: options.count, prefetch: options.prefetch,
         pace: (Double(options.count) / bridgeSeconds, burst: jobsPerSubmission), queueKind: queueKind,
         exchange: exchange, eventsQueue: eventsQueue, run: run, nodes: nodes, admin: channel, collector: reader,
         broker: broker)
-    if pattern.stream == false { plainBrokerCPU = paced.brokerCPU }
+    if pattern.jobsPerRecord == nil { plainBrokerCPU = paced.brokerCPU }
     print("  \(perJob(paced.brokerCPU)) by \(pattern)")
 }
 if let bridge = cpu.broker, let plainBrokerCPU {

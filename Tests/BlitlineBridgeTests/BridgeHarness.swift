@@ -188,9 +188,25 @@ final class BridgeHarness: Sendable {
         })
     }
 
+    /// Publishes the requests with the simulator holding back every postback; returns the postbacks
+    /// once all are held (for the test to send when it chooses), or fails the test.
+    func publishHoldingPostbacks(
+        _ requests: [TestRequest], timeout: Duration = .seconds(30), sourceLocation: SourceLocation = #_sourceLocation
+    ) async throws -> [(jobID: String, url: String, body: [UInt8])] {
+        try await simulator.control(["drop_postback_fraction": 1.0])
+        try await publish(requests)
+        var held: [(jobID: String, url: String, body: [UInt8])] = []
+        let all = await eventually(timeout: timeout) {
+            held = (try? await simulator.droppedPostbacks()) ?? []
+            return held.count == requests.count
+        }
+        try #require(all, "\(held.count) postbacks held back\n\(diagnostics())", sourceLocation: sourceLocation)
+        return held
+    }
+
     /// Publishes a body as it is to one of the bridge's queues, confirmed.
-    func publishRaw(_ body: [UInt8], to queue: String) async throws {
-        try await broker.withChannel { try await $0.publish(body, routingKey: queue) }
+    func publishRaw(_ body: [UInt8], to queue: String, properties: AMQPProperties = AMQPProperties()) async throws {
+        try await broker.withChannel { try await $0.publish(body, routingKey: queue, properties: properties) }
     }
 
     /// Messages in a queue, ready or delivered and not yet acknowledged, as the broker holds them now.

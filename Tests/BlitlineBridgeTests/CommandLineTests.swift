@@ -22,7 +22,7 @@ import Testing
     @Test func checkTakesItsOwnFlagAndTheWorkersFlags() throws {
         let command = try #require(try BridgeCommand.parseAsRoot(["check", "--prefetch=5", "--json"]) as? CheckCommand)
         #expect(command.json)
-        #expect(command.settings == ["--prefetch=5"])
+        #expect(command.settings.flags == ["--prefetch=5"])
     }
 
     /// `submit --timeout` takes the settings' one duration syntax: what would trap or means nothing

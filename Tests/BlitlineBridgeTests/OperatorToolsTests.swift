@@ -196,7 +196,7 @@ extension BridgeProcessTests {
                     "ctl", "-q", "list_connections", "name", "client_properties", "--no-table-headers")
                 let own = connections.split(separator: "\n").filter { $0.contains("pid \(bridge.pid))") }
                 #expect(own.count >= 2, "the bridge's connections are not named after its pid: \(connections)")
-                #expect(own.allSatisfy { $0.contains("0.1.0") && $0.contains("Swift on Linux") }, "\(own)")
+                #expect(own.allSatisfy { $0.contains(BridgeVersion.current) && $0.contains("Swift on Linux") }, "\(own)")
             }
         }
 
@@ -239,6 +239,36 @@ extension BridgeProcessTests {
                 #expect(run.lines.contains("⚠ exchange \(queues.eventsExchange): missing (the bridge creates it on start)"))
                 #expect(try await queues.exists(queues.jobsQueue) == false)
                 #expect(try await queues.exists(queues.deadQueue) == false)
+            }
+        }
+
+        // MARK: migrate
+
+        /// The binding of versions before 0.2 copies every event into the outcomes stream; after
+        /// `migrate` (run twice: it does no harm) events no longer reach the stream.
+        @Test func migrateStopsCopyingEventsIntoTheOutcomesStream() async throws {
+            try await OperatorQueues.with("migrate") { queues in
+                let stream = queues.topology.outcomesStream
+                let arguments = try #require(queues.topology.queues.first { $0.name == stream }?.arguments)
+                try await queues.channel.declareExchange(queues.eventsExchange, type: "topic", durable: true)
+                try await queues.declare(stream, arguments: arguments)
+                try await queues.channel.bindQueue(stream, exchange: queues.eventsExchange, routingKey: "job.#")
+                func publishEvent(_ id: String) async throws {
+                    try await queues.channel.publish(
+                        Array("{}".utf8), exchange: queues.eventsExchange, routingKey: "job.completed",
+                        properties: AMQPProperties(messageID: id))
+                }
+                try await publishEvent("before-migrate")
+                let first = try await queues.tool(["migrate"])
+                #expect(first.status == 0, "\(first)")
+                #expect(first.output.contains("\(stream) no longer receives a copy of each event"), "\(first)")
+                try await publishEvent("after-migrate")
+                let again = try await queues.tool(["migrate"])
+                #expect(again.status == 0, "\(again)")
+                let ids = try await streamMessages(stream) { end in
+                    try await queues.channel.publish([], routingKey: stream, properties: AMQPProperties(messageID: end))
+                }.map(\.properties.messageID)
+                #expect(ids == ["before-migrate"])
             }
         }
 

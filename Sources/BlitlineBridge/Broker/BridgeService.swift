@@ -183,9 +183,11 @@ struct BridgeService: Service, CustomStringConvertible {
                 let reading = try await AMQPConnection.connect(target, logger: logger)
                 connection = reading
                 let stream = topology.outcomesStream
-                // Only the headers are read: bodies are dropped as they arrive.
+                // Bodies larger than a record's (events copied by an earlier version's binding)
+                // are dropped as they arrive: their headers say what the ledger needs.
                 let consumer = try await reading.openChannel().consume(
-                    queue: stream, prefetch: 1000, arguments: ["x-stream-offset": ledger.liveStart()], maxBodyBytes: 0)
+                    queue: stream, prefetch: 1000, arguments: ["x-stream-offset": ledger.liveStart()],
+                    maxBodyBytes: OutcomeRecord.maxBodyBytes)
                 failures = 0
                 try await withThrowingTaskGroup { group in
                     group.addTask { try await ledger.read(consumer) }
@@ -204,7 +206,8 @@ struct BridgeService: Service, CustomStringConvertible {
                                 metadata: ["from": "\(offset)"])
                             let channel = try await reading.openChannel()
                             let consumer = try await channel.consume(
-                                queue: stream, prefetch: 1000, arguments: ["x-stream-offset": offset], maxBodyBytes: 0)
+                                queue: stream, prefetch: 1000, arguments: ["x-stream-offset": offset],
+                                maxBodyBytes: OutcomeRecord.maxBodyBytes)
                             return (channel, consumer)
                         }
                     }

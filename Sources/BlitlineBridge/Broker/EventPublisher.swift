@@ -11,6 +11,8 @@ struct EventPublisher: Sendable {
     let topology: Topology
     /// Deadlines scheduled at about the same moment share a message (`scheduleDeadline`).
     private let deadlines: Batcher<PendingJob>
+    /// Events confirmed at about the same moment share an outcome record (`publish`).
+    private let settled: Batcher<String>
 
     init(channel: PublishChannel, topology: Topology) {
         self.channel = channel
@@ -18,21 +20,34 @@ struct EventPublisher: Sendable {
         deadlines = Batcher(maxBatch: 100) { jobs in
             try await Self.publishDeadlines(jobs, on: channel, queue: topology.deadlinesQueue)
         }
+        settled = Batcher(maxBatch: OutcomeRecord.maxRequests) { requestIDs in
+            for record in OutcomeRecord.records(settling: requestIDs) {
+                try await channel.publish(
+                    record.body, routingKey: topology.outcomesStream, mandatory: true, properties: record.properties)
+            }
+        }
     }
 
-    /// Publishes an event to the events exchange and, when the request asked, to its `reply_to`.
+    /// Publishes an event to the events exchange and, when the request asked, to its `reply_to`;
+    /// then, unless it is `late`, records its request as settled in the outcomes stream.
+    ///
+    /// The record follows the event's confirm, never precedes it: a stream may say a request is
+    /// settled only once its event is in the broker. Events confirmed while a record is on its way
+    /// share the next one (``OutcomeRecord``), so a busy bridge adds one small stream message per
+    /// batch of events.
     func publish(_ event: JobEvent) async throws {
         let body = event.body(source: topology.eventSource)
         let properties = event.properties
-        guard let replyTo = event.context.routableReplyTo else {
+        if let replyTo = event.context.routableReplyTo {
+            async let reply: Void = channel.publish(body, routingKey: replyTo, properties: properties)
             try await channel.publish(
                 body, exchange: topology.eventsExchange, routingKey: event.routingKey, properties: properties)
-            return
+            try await reply
+        } else {
+            try await channel.publish(
+                body, exchange: topology.eventsExchange, routingKey: event.routingKey, properties: properties)
         }
-        async let reply: Void = channel.publish(body, routingKey: replyTo, properties: properties)
-        try await channel.publish(
-            body, exchange: topology.eventsExchange, routingKey: event.routingKey, properties: properties)
-        try await reply
+        if event.settlesItsRequest { try await settled.add(event.context.requestID) }
     }
 
     /// Moves a request to the dead-letter queue as it arrived (body, properties, headers), saying

@@ -48,8 +48,8 @@ package struct Topology: Sendable {
     /// Jobs to long-poll (polling mode), taken by one instance at a time.
     var pollsQueue: String { jobsQueue + ".polls" }
     var pollsWaitQueue: String { jobsQueue + ".polls.wait" }
-    /// A stream of every event, which each instance reads to know which jobs have an outcome.
-    var outcomesStream: String { jobsQueue + ".outcomes" }
+    /// Which requests have an outcome (``OutcomeRecord``): each instance reads it to decide timeouts.
+    package var outcomesStream: String { jobsQueue + ".outcomes" }
 
     func retryQueue(_ step: Int) -> String {
         jobsQueue + ".retry." + Self.label(Self.retryDelays[step])
@@ -121,8 +121,17 @@ package struct Topology: Sendable {
                 throw BridgeError.topologyMismatch(queue: queue.name, detail: error.replyText)
             }
         }
-        try await channel.bindQueue(outcomesStream, exchange: eventsExchange, routingKey: "job.#")
         try? await channel.close()
+    }
+
+    /// Versions before 0.2 bound the outcomes stream to the events exchange, so that the stream held
+    /// a copy of every event; this one writes compact records instead. Once no instance of such a
+    /// version runs, the binding only costs the broker a copy of every event, and
+    /// `blitline-bridge migrate` removes it (unbinding is idempotent).
+    package static let legacyOutcomesRoutingKey = "job.#"
+
+    package func removeLegacyOutcomesBinding(on channel: AMQPChannel) async throws {
+        try await channel.unbindQueue(outcomesStream, exchange: eventsExchange, routingKey: Self.legacyOutcomesRoutingKey)
     }
 
     /// `1s`, `2m`, `1h`, `90s` or `1500ms`: the largest unit that divides the delay.

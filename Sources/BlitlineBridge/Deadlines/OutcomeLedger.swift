@@ -1,10 +1,13 @@
 import AMQP
 import AsyncSupport
 import Foundation
+import Logging
 import Synchronization
 
 /// Which requests are settled (have a `completed` or `failed` event, a timeout included), learnt
-/// by reading every event back from the outcomes stream: what a deadline needs to know.
+/// by reading the outcomes stream: what a deadline needs to know. The stream holds records naming
+/// the requests of each batch of confirmed events (``OutcomeRecord``), and, from versions before
+/// 0.2, copies of the events themselves.
 ///
 /// Every instance reads the stream, starting `window` in the past, so each knows every outcome a
 /// deadline due now could concern, whichever instance published it, across restarts, with no state
@@ -28,7 +31,7 @@ final class OutcomeLedger: Sendable {
         /// The stream offset the live reader goes on from after a reconnection, and where a
         /// backfill stops.
         var nextOffset: Int64?
-        /// What the last backfill read: every event since `from`, held until `until`.
+        /// What the last backfill read: every outcome since `from`, held until `until`.
         var backfill: (from: Int64, until: Int64)?
         var markerWaiters: [String: AsyncStream<Void>.Continuation] = [:]
         /// The earliest time a deadline asked to be covered, and who waits for it.
@@ -52,10 +55,12 @@ final class OutcomeLedger: Sendable {
     }
 
     let clock: WallClock
+    let logger: Logger
 
-    init(window: Duration, clock: WallClock = .system) {
+    init(window: Duration, clock: WallClock = .system, logger: Logger = Logger(label: "blitline-bridge.outcomes")) {
         self.clock = clock
         self.window = window
+        self.logger = logger
         state = Mutex(State(settled: Fingerprints(span: max(window.milliseconds / 16, 1000))))
     }
 
@@ -125,14 +130,28 @@ final class OutcomeLedger: Sendable {
                 return true
             }
             let outcome = headers?[BridgeHeader.outcome]?.stringValue
-            if outcome == Self.marker {
+            let now = clock.now()
+            let time = timing == .event ? properties.timestamp.map { Int64($0) * 1000 } ?? now : now
+            switch outcome {
+            case Self.marker?:
                 if let id = properties.messageID {
                     state.withLock { $0.markerWaiters.removeValue(forKey: id) }?.finish()
                 }
-            } else if let outcome, let requestID = headers?[BridgeHeader.requestID]?.stringValue {
-                let now = clock.now()
-                let time = timing == .event ? properties.timestamp.map { Int64($0) * 1000 } ?? now : now
-                record(outcome, for: requestID, time: time, now: now)
+            case OutcomeRecord.outcome?:
+                guard let requestIDs = OutcomeRecord.requestIDs(in: delivery.body) else {
+                    logger.error(
+                        "an outcome record of the stream is unreadable; deadlines may time out the jobs it settled",
+                        metadata: ["offset": "\(headers?["x-stream-offset"]?.intValue ?? -1)", "bytes": "\(delivery.body.count)"])
+                    break
+                }
+                for requestID in requestIDs { record("settled", for: requestID, time: time, now: now) }
+            case let outcome?:
+                // An event, copied into the stream by the binding of a version before 0.2.
+                if let requestID = headers?[BridgeHeader.requestID]?.stringValue {
+                    record(outcome, for: requestID, time: time, now: now)
+                }
+            case nil:
+                break
             }
             unacknowledged += 1
             if unacknowledged >= Self.creditBatch {
@@ -143,7 +162,7 @@ final class OutcomeLedger: Sendable {
         return false
     }
 
-    /// Returns `true` once this instance has read every event published before the call, by
+    /// Returns `true` once this instance has read every outcome recorded before the call, by
     /// putting a marker in the stream and waiting to read it back; `false` when the marker did not
     /// come back within `timeout` (the reader lags behind the stream).
     func sync(using publisher: EventPublisher, timeout: Duration = .seconds(10)) async throws -> Bool {

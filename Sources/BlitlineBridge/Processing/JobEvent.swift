@@ -60,6 +60,9 @@ struct JobEvent: Sendable {
 
     /// What the outcome ledger records: `completed`, `failed`, `timeout` or `late`.
     var outcome: String { late ? "late" : reason == .timeout ? "timeout" : status.rawValue }
+    /// Whether a deadline must know of this event: a `late` result settles nothing (its job has its
+    /// `timeout` already, or gets it all the same).
+    var settlesItsRequest: Bool { !late }
 
     var properties: AMQPProperties {
         var headers: AMQPTable = [
