@@ -99,6 +99,45 @@ import TestSupport
             #expect(h.events.events(for: recorded).isEmpty && h.events.events(for: copied).isEmpty, "\(h.events.idsByRequest)")
         }
     }
+
+    /// The outcomes stream deleted under a running bridge (README, Topology: an operator changing
+    /// `JOB_TIMEOUT` without stopping it): the broker returns its record, so the postback is
+    /// answered 503 and Blitline retries; once a restarted bridge has declared the stream again, a
+    /// retry records the outcome, and the job has its one event and no timeout.
+    @Test func aDeletedStreamHoldsPostbacksBackUntilItIsDeclaredAgain() async throws {
+        // Blitline's retries after 20 ms, 60 ms, 300 ms and 12 s.
+        try await BridgeHarness.run("outcome-stream-deleted", retrySpeedFactor: 0.02) { h in
+            var settings = try h.settings()
+            settings.jobTimeout = "40s"
+            let bridge = try await h.startBridge(settings)
+            let admin = try await TestEnvironment.connect()
+            _ = try await admin.openChannel().deleteQueue(h.topology.outcomesStream)
+            await admin.close()
+            let request = TestRequest.thumbnails("stream-deleted")
+            try await h.publish(request)
+            #expect(
+                await eventually(timeout: .seconds(20)) {
+                    ((try? await h.simulator.stats()["postbacks_failed_attempts"]) ?? 0) >= 3
+                }, "\(h.diagnostics())")
+            #expect(try await bridge.metrics().value("blitline_bridge_postbacks_total", ["outcome": "unavailable"]) >= 1)
+            #expect(
+                bridge.logLines.contains { $0.contains("the outcomes stream \(h.topology.outcomesStream) is missing") },
+                "\(bridge.logTail())")
+
+            bridge.signal(SIGTERM)
+            #expect(await bridge.waitForExit(timeout: .seconds(15)) != nil)
+            _ = try await h.restart(bridge)
+            #expect(
+                await eventually(timeout: .seconds(40)) {
+                    let named = (try? await h.outcomesStreamMessages())?.flatMap { OutcomeRecord.requestIDs(in: $0.body) ?? [] }
+                    return named?.contains(request.id) == true
+                }, "no record of \(request.id)\n\(h.diagnostics())")
+            #expect(await h.waitUntilSettled(deadlines: false, timeout: .seconds(30)), "\(h.diagnostics())")
+            try await h.barrier()
+            #expect(h.events.idsByRequest[request.id] == ["\(request.id)/completed"], "\(h.events.idsByRequest)")
+            #expect((try await h.simulator.stats()["postbacks_given_up"]) == 0)
+        }
+    }
 }
 
 extension BridgeHarness {

@@ -22,8 +22,16 @@ struct EventPublisher: Sendable {
         }
         settled = Batcher(maxBatch: OutcomeRecord.maxRequests) { requestIDs in
             for record in OutcomeRecord.records(settling: requestIDs) {
-                try await channel.publish(
-                    record.body, routingKey: topology.outcomesStream, mandatory: true, properties: record.properties)
+                do {
+                    try await channel.publish(
+                        record.body, routingKey: topology.outcomesStream, mandatory: true, properties: record.properties)
+                } catch let error as AMQPError where error.code == .returned {
+                    // Still a setback of the events' requests; the text says what to do.
+                    throw AMQPError(
+                        .returned, replyCode: error.replyCode,
+                        "the outcomes stream \(topology.outcomesStream) is missing, so no outcome can be recorded; "
+                            + "restart the bridge to declare it (\(error.replyText))")
+                }
             }
         }
     }
