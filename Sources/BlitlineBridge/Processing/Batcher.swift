@@ -50,6 +50,8 @@ final class Batcher<Item: Sendable>: Sendable {
         case .lead: break
         }
         // This caller sends the batch that holds its item (first in line), then passes the lead on.
+        // Callers resumed together (one confirm with `multiple`) join first.
+        await Task.yield()
         let batch = state.withLock { state in
             let batch = state.waiting.prefix(maxBatch)
             state.waiting.removeFirst(batch.count)
