@@ -58,7 +58,8 @@ public struct BridgeApp: Sendable {
         let submitter = JobSubmitter(client: client)
         let postbackKeys = PostbackToken.Keys(secrets: configuration.postbackSecrets, jobTimeout: configuration.jobTimeout)
         let ledger = OutcomeLedger(
-            window: OutcomeLedger.window(jobTimeout: configuration.jobTimeout, timeoutGrace: configuration.timeoutGrace))
+            window: OutcomeLedger.window(jobTimeout: configuration.jobTimeout, timeoutGrace: configuration.timeoutGrace),
+            logger: logger)
         let bridge = BridgeService(
             configuration: configuration, topology: topology, session: session, ledger: ledger,
             submitter: submitter,
