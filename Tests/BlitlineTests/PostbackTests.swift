@@ -62,9 +62,10 @@ struct PostbackTests {
                 try #require(times.count == 4)
                 let gaps = zip(times.dropFirst(), times).map { $0 - $1 }
                 for (gap, expected) in zip(gaps, [Duration.milliseconds(50), .milliseconds(150), .milliseconds(750)]) {
-                    // At least the scaled delay, and far below the unscaled one (1 s, 3 s, 15 s) even
-                    // on a busy machine.
-                    #expect(gap >= expected * 0.9 && gap < expected * 2 + .milliseconds(500), "gap \(gap), expected \(expected)")
+                    // At least the scaled delay, and below the unscaled one (1 s, 3 s, 15 s): a busy
+                    // machine delays a retry by a few hundred milliseconds (CI once saw the first
+                    // after 622 ms), never by the second a speed factor ignored would take.
+                    #expect(gap >= expected * 0.9 && gap < expected * 20, "gap \(gap), expected \(expected)")
                 }
                 let counters = try await stats(port)
                 #expect(counters["postbacks_sent"] == .number(4))
