@@ -114,15 +114,8 @@ struct DeadLetters: Sendable {
 
     /// Runs the command; returns the process's exit status.
     func run(configuration: BridgeConfiguration) async throws -> Int32 {
-        let connection = try await AMQPConnection.connect(
-            configuration.brokerConfiguration(connectionName: "blitline-bridge dead-letters \(action)"))
-        do {
-            let status = try await run(on: connection, jobsQueue: configuration.jobsQueue)
-            await connection.close()
-            return status
-        } catch {
-            await connection.close()
-            throw error
+        try await withToolConnection(configuration, name: "dead-letters \(action)") { connection in
+            try await run(on: connection, jobsQueue: configuration.jobsQueue)
         }
     }
 

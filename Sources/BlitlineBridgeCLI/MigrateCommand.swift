@@ -25,14 +25,8 @@ struct MigrateCommand: AsyncParsableCommand {
     func run() async throws {
         let configuration = try toolConfiguration(settings: settings.flags)
         let topology = configuration.topology
-        let connection = try await AMQPConnection.connect(
-            configuration.brokerConfiguration(connectionName: "blitline-bridge migrate"))
-        do {
+        try await withToolConnection(configuration, name: "migrate") { connection in
             try await topology.removeLegacyOutcomesBinding(on: connection.openChannel())
-            await connection.close()
-        } catch {
-            await connection.close()
-            throw error
         }
         print(
             "\(topology.outcomesStream) no longer receives a copy of each event of \(topology.eventsExchange) "

@@ -1,3 +1,4 @@
+import AMQP
 import ArgumentParser
 import BlitlineBridge
 import Foundation
@@ -132,4 +133,21 @@ func toolConfiguration(settings: [String] = []) throws -> BridgeConfiguration {
     let configuration = try BridgeConfiguration(environment: ProcessInfo.processInfo.environment, arguments: settings)
     LoggingSystem.bootstrap { label in JSONLogHandler(label: label, level: .warning) }
     return configuration
+}
+
+/// Connects as the operator tool `name` (the connection's name says so), runs `body`, and closes
+/// the connection whatever `body` did.
+func withToolConnection<T>(
+    _ configuration: BridgeConfiguration, name: String, _ body: (AMQPConnection) async throws -> T
+) async throws -> T {
+    let connection = try await AMQPConnection.connect(
+        configuration.brokerConfiguration(connectionName: "blitline-bridge \(name)"))
+    do {
+        let result = try await body(connection)
+        await connection.close()
+        return result
+    } catch {
+        await connection.close()
+        throw error
+    }
 }

@@ -34,12 +34,9 @@ func runBacklog(_ options: Options, outcomes count: Int) async throws {
     let now = UInt64(Date().timeIntervalSince1970)
     let perRecord = 64
     try await publishWindowed(count: (count + perRecord - 1) / perRecord) { record in
-        let ids = (record * perRecord..<min((record + 1) * perRecord, count)).map { #""backlog-\#($0)""# }
-        try await channel.publish(
-            Array("[\(ids.joined(separator: ","))]".utf8), routingKey: jobsQueue + ".outcomes",
-            properties: AMQPProperties(
-                contentType: "application/json", headers: ["x-bridge-outcome": .string("settled")],
-                deliveryMode: 2, timestamp: now))
+        let ids = (record * perRecord..<min((record + 1) * perRecord, count)).map { "backlog-\($0)" }
+        let message = outcomeRecord(ids, timestamp: now)
+        try await channel.publish(message.body, routingKey: jobsQueue + ".outcomes", properties: message.properties)
     }
     print(String(format: "published %d outcomes into the stream in %.1f s", count, seconds(ContinuousClock.now - started)))
 

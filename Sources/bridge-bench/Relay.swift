@@ -74,12 +74,8 @@ func relay(
                         properties: AMQPProperties(
                             contentType: "application/cloudevents+json", deliveryMode: 2, messageID: id + "/completed"))
                     if let jobsPerRecord = pattern.jobsPerRecord, index % jobsPerRecord == 0 || index == count {
-                        let ids = (max(1, index - jobsPerRecord + 1)...index).map { #""request-\#($0)""# }
-                        try await publishing.publish(
-                            Array("[\(ids.joined(separator: ","))]".utf8), routingKey: stream,
-                            properties: AMQPProperties(
-                                contentType: "application/json", headers: ["x-bridge-outcome": .string("settled")],
-                                deliveryMode: 2))
+                        let message = outcomeRecord((max(1, index - jobsPerRecord + 1)...index).map { "request-\($0)" })
+                        try await publishing.publish(message.body, routingKey: stream, properties: message.properties)
                     }
                     delivery.ack()
                 }

@@ -233,6 +233,15 @@ func collectEvents(_ channel: AMQPChannel, queue: String, count: Int) async thro
 }
 
 
+/// An outcome record as the bridge writes one (README, Topology): a JSON array of the request ids
+/// (plain ASCII here, so not escaped), header `x-bridge-outcome` `settled`.
+func outcomeRecord(_ requestIDs: [String], timestamp: UInt64? = nil) -> (body: [UInt8], properties: AMQPProperties) {
+    let body = Array(("[" + requestIDs.map { "\"\($0)\"" }.joined(separator: ",") + "]").utf8)
+    return (body, AMQPProperties(
+        contentType: "application/json", headers: ["x-bridge-outcome": .string("settled")], deliveryMode: 2,
+        timestamp: timestamp))
+}
+
 /// How many messages `stream` holds: read from its start up to a marker put there now.
 func streamMessageCount(_ connection: AMQPConnection, publishingWith publisher: AMQPChannel, stream: String) async throws -> Int {
     let end = "end-\(UUID().uuidString)"
