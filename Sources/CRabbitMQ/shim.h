@@ -7,6 +7,9 @@
 #include <amqp_framing.h>
 #include <amqp_tcp_socket.h>
 #include <amqp_ssl_socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 
 // Swift cannot call C variadic functions: amqp_login_with_properties is wrapped here with the
 // SASL PLAIN arguments spelled out.
@@ -32,6 +35,12 @@ static inline amqp_rpc_reply_t crmq_login_external(amqp_connection_state_t state
                                                    const char *identity) {
     return amqp_login_with_properties(state, vhost, channel_max, frame_max, heartbeat, properties,
                                       AMQP_SASL_METHOD_EXTERNAL, identity);
+}
+
+// TCP_CORK on or off: while on, the kernel holds partial segments, so that many small frames
+// written one after another leave as few full ones; turning it off sends what is held at once.
+static inline int crmq_set_cork(int fd, int on) {
+    return setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on);
 }
 
 #endif
