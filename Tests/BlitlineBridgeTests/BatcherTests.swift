@@ -56,4 +56,30 @@ import Testing
             #expect(outcome[item] == !failedBatch.contains(item), "item \(item): sent \(String(describing: outcome[item]))")
         }
     }
+
+    @Test func aBusyBatcherLetsABatchGatherUntilItIsFullAndAQuietOneSendsAtOnce() async throws {
+        let batches = Shared<[[Int]]>([])
+        // A linger no test run would wait out: only a full batch, or a quiet batcher, ends it.
+        let batcher = Batcher<Int>(maxBatch: 3, linger: .seconds(3600)) { items in
+            batches.update { $0.append(items) }
+            try await Task.sleep(for: .milliseconds(100))  // the broker's confirm
+        }
+        try await batcher.add(0)  // quiet: sent alone, at once
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { try await batcher.add(1) }  // still quiet: alone, at once
+            try await Task.sleep(for: .milliseconds(20))
+            // These two arrive while 1 is on its way and go together: the batcher is busy now.
+            group.addTask { try await batcher.add(2) }
+            group.addTask { try await batcher.add(3) }
+        }
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { try await batcher.add(4) }
+            try await Task.sleep(for: .milliseconds(50))
+            group.addTask { try await batcher.add(5) }
+            try await Task.sleep(for: .milliseconds(50))
+            group.addTask { try await batcher.add(6) }  // fills the batch, which goes at once
+        }
+        let sent = batches.current.map { $0.sorted() }
+        #expect(sent == [[0], [1], [2, 3], [4, 5, 6]])
+    }
 }

@@ -11,7 +11,8 @@ struct EventPublisher: Sendable {
     let topology: Topology
     /// Deadlines scheduled at about the same moment share a message (`scheduleDeadline`).
     private let deadlines: Batcher<PendingJob>
-    /// Events confirmed at about the same moment share an outcome record (`publish`).
+    /// Events confirmed at about the same moment share an outcome record (`publish`); a busy
+    /// bridge lets a record gather for `OutcomeRecord.linger`.
     private let settled: Batcher<String>
 
     init(channel: PublishChannel, topology: Topology) {
@@ -20,7 +21,7 @@ struct EventPublisher: Sendable {
         deadlines = Batcher(maxBatch: 100) { jobs in
             try await Self.publishDeadlines(jobs, on: channel, queue: topology.deadlinesQueue)
         }
-        settled = Batcher(maxBatch: OutcomeRecord.maxRequests) { requestIDs in
+        settled = Batcher(maxBatch: OutcomeRecord.maxRequests, linger: OutcomeRecord.linger) { requestIDs in
             for record in OutcomeRecord.records(settling: requestIDs) {
                 do {
                     try await channel.publish(
@@ -44,6 +45,11 @@ struct EventPublisher: Sendable {
     /// share the next one (``OutcomeRecord``), so a busy bridge adds one small stream message per
     /// batch of events.
     func publish(_ event: JobEvent) async throws {
+        try await publish(event, confirmed: {})
+    }
+
+    /// ``publish(_:)``, calling `confirmed` once the event is confirmed, before its record is written.
+    func publish(_ event: JobEvent, confirmed: () -> Void) async throws {
         let body = event.body(source: topology.eventSource)
         let properties = event.properties
         if let replyTo = event.context.routableReplyTo {
@@ -55,6 +61,7 @@ struct EventPublisher: Sendable {
             try await channel.publish(
                 body, exchange: topology.eventsExchange, routingKey: event.routingKey, properties: properties)
         }
+        confirmed()
         if event.settlesItsRequest { try await settled.add(event.context.requestID) }
     }
 

@@ -67,7 +67,7 @@ struct PostbackHandler: PostbackReceiving, CustomStringConvertible {
         let late = verified.deadline.map { receivedAt > $0 } ?? false
         let event = JobEvent.result(result, context: context, via: .postback, late: late)
         do {
-            try await publisher.publish(event)
+            try await publisher.publish(event) { metrics.postbackToEvent.record(since: received) }
         } catch where Task.isCancelled {
             // The listener's deadline passed: it has answered 503 and counted it (`timed_out`).
             return PostbackReply(status: 503, message: "the event could not be published in time; retry later")
@@ -78,7 +78,6 @@ struct PostbackHandler: PostbackReceiving, CustomStringConvertible {
         }
         metrics.postback(.accepted)
         metrics.event(event)
-        metrics.postbackToEvent.record(since: received)
         metrics.jobDuration.recordMilliseconds(clock.now() - verified.submittedAt)
         logger.debug("postback published", metadata: ["status": "\(event.status)"])
         return PostbackReply(status: 200, message: "ok")

@@ -1,7 +1,8 @@
 import Synchronization
 
 /// Sends items in batches: whatever arrives while a batch is on its way travels together in the
-/// next one. A quiet bridge sends each item at once; a busy one sends few, larger batches.
+/// next one. A quiet bridge sends each item at once; a busy one sends few, larger batches, and,
+/// given a `linger`, lets each gather for that long.
 ///
 /// No task of its own: the caller whose item starts a batch sends it, and hands the next batch to
 /// the first caller still waiting. `add` returns once the batch holding the item was sent, and
@@ -22,26 +23,42 @@ final class Batcher<Item: Sendable>: Sendable {
     private struct State {
         var waiting: [(item: Item, turn: CheckedContinuation<Turn, Never>)] = []
         var leading = false
+        /// The leader waiting out `linger`, woken early when the batch fills, and which linger
+        /// it is (a timer wakes only its own).
+        var lingering: (id: Int, wake: CheckedContinuation<Void, Never>)?
+        var lingers = 0
+        /// Whether the last batch sent held more than one item: callers arrive together.
+        var busy = false
     }
 
     private let maxBatch: Int
+    private let linger: Duration
     private let send: @Sendable ([Item]) async throws -> Void
     private let state = Mutex(State())
 
-    init(maxBatch: Int, send: @escaping @Sendable ([Item]) async throws -> Void) {
+    /// - Parameter linger: How long a batch waits for more items before it goes, while the
+    ///   batches before it held more than one (a quiet batcher sends each item at once); a full
+    ///   batch goes at once.
+    init(maxBatch: Int, linger: Duration = .zero, send: @escaping @Sendable ([Item]) async throws -> Void) {
         precondition(maxBatch > 0)
         self.maxBatch = maxBatch
+        self.linger = linger
         self.send = send
     }
 
     func add(_ item: Item) async throws {
         let turn = await withCheckedContinuation { (turn: CheckedContinuation<Turn, Never>) in
-            let lead = state.withLock { state in
+            let (lead, wake) = state.withLock { state -> (Bool, CheckedContinuation<Void, Never>?) in
                 state.waiting.append((item, turn))
-                guard !state.leading else { return false }
+                if state.leading {
+                    guard state.waiting.count >= maxBatch, let lingering = state.lingering else { return (false, nil) }
+                    state.lingering = nil
+                    return (false, lingering.wake)
+                }
                 state.leading = true
-                return true
+                return (true, nil)
             }
+            wake?.resume()
             if lead { takeTurn() }
         }
         switch turn {
@@ -52,9 +69,11 @@ final class Batcher<Item: Sendable>: Sendable {
         // This caller sends the batch that holds its item (first in line), then passes the lead on.
         // Callers resumed together (one confirm with `multiple`) join first.
         await Task.yield()
+        await lingerWhileBusy()
         let batch = state.withLock { state in
             let batch = state.waiting.prefix(maxBatch)
             state.waiting.removeFirst(batch.count)
+            state.busy = batch.count > 1
             return batch
         }
         let outcome: Turn
@@ -67,6 +86,28 @@ final class Batcher<Item: Sendable>: Sendable {
         for entry in batch.dropFirst() { entry.turn.resume(returning: outcome) }
         takeTurn()
         if case .failed(let error) = outcome { throw error }
+    }
+
+    /// Waits `linger`, or until the batch is full, if the batch before held more than one item.
+    private func lingerWhileBusy() async {
+        guard linger > .zero else { return }
+        await withCheckedContinuation { (wake: CheckedContinuation<Void, Never>) in
+            let id = state.withLock { state -> Int? in
+                guard state.busy, state.waiting.count < maxBatch else { return nil }
+                state.lingers += 1
+                state.lingering = (state.lingers, wake)
+                return state.lingers
+            }
+            guard let id else { return wake.resume() }
+            Task { [linger] in
+                try? await Task.sleep(for: linger)
+                state.withLock { state -> CheckedContinuation<Void, Never>? in
+                    guard let lingering = state.lingering, lingering.id == id else { return nil }
+                    state.lingering = nil
+                    return lingering.wake
+                }?.resume()
+            }
+        }
     }
 
     /// Gives the lead to the first caller waiting, or lets it go.
