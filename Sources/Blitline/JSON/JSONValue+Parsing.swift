@@ -37,6 +37,10 @@ extension JSONValue {
 struct JSONParser {
     private let bytes: UnsafeBufferPointer<UInt8>
     private(set) var offset = 0
+    /// The members and elements of the objects and arrays being parsed, innermost last: each is
+    /// copied out once, at its final size, rather than grown an allocation at a time.
+    private var members: [JSONValue.Member] = []
+    private var elements: [JSONValue] = []
 
     init(bytes: UnsafeBufferPointer<UInt8>) {
         self.bytes = bytes
@@ -84,12 +88,12 @@ struct JSONParser {
     private mutating func parseObject(depth: Int) throws(JSONParsingError) -> JSONValue {
         guard depth <= JSONValue.maximumDepth else { throw .tooDeep(at: self.offset) }
         self.offset += 1
-        var members: [JSONValue.Member] = []
         self.skipWhitespace()
         if try self.peek() == UInt8(ascii: "}") {
             self.offset += 1
-            return .object(members)
+            return .object([])
         }
+        let base = members.count
         while true {
             self.skipWhitespace()
             guard try self.peek() == UInt8(ascii: "\"") else { throw .unexpectedByte(at: self.offset) }
@@ -103,7 +107,10 @@ struct JSONParser {
             self.skipWhitespace()
             switch try self.peek() {
             case UInt8(ascii: ","): self.offset += 1
-            case UInt8(ascii: "}"): self.offset += 1; return .object(members)
+            case UInt8(ascii: "}"):
+                self.offset += 1
+                defer { members.removeSubrange(base...) }
+                return .object(Array(members[base...]))
             default: throw .unexpectedByte(at: self.offset)
             }
         }
@@ -112,19 +119,23 @@ struct JSONParser {
     private mutating func parseArray(depth: Int) throws(JSONParsingError) -> JSONValue {
         guard depth <= JSONValue.maximumDepth else { throw .tooDeep(at: self.offset) }
         self.offset += 1
-        var elements: [JSONValue] = []
         self.skipWhitespace()
         if try self.peek() == UInt8(ascii: "]") {
             self.offset += 1
-            return .array(elements)
+            return .array([])
         }
+        let base = elements.count
         while true {
             self.skipWhitespace()
-            elements.append(try self.parseValue(depth: depth))
+            let element = try self.parseValue(depth: depth)
+            elements.append(element)
             self.skipWhitespace()
             switch try self.peek() {
             case UInt8(ascii: ","): self.offset += 1
-            case UInt8(ascii: "]"): self.offset += 1; return .array(elements)
+            case UInt8(ascii: "]"):
+                self.offset += 1
+                defer { elements.removeSubrange(base...) }
+                return .array(Array(elements[base...]))
             default: throw .unexpectedByte(at: self.offset)
             }
         }
