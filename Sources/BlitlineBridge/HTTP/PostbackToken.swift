@@ -44,11 +44,14 @@ struct PostbackToken: Sendable, Hashable {
     /// stays valid after submission.
     struct Keys: Sendable {
         let keys: [SymmetricKey]
+        /// An HMAC keyed with each key, copied for each token: the key's own hashing is done once.
+        let macs: [HMAC<SHA256>]
         /// From submission to expiry: `JOB_TIMEOUT` plus ``PostbackToken/graceAfterJobTimeout``.
         let validity: Duration
 
         init(secrets: [String], jobTimeout: Duration = BridgeConfiguration().jobTimeout) {
             keys = secrets.map { SymmetricKey(data: Array($0.utf8)) }
+            macs = keys.map { HMAC(key: $0) }
             validity = jobTimeout + PostbackToken.graceAfterJobTimeout
         }
 
@@ -69,12 +72,12 @@ struct PostbackToken: Sendable, Hashable {
         guard version != 1 else {
             token.expiresAt = nil
             let payload = token.payloadJSON.jsonBytes
-            let mac = HMAC<SHA256>.authenticationCode(for: payload, using: keys.keys[0])
+            let mac = Self.authenticationCode(keys.macs[0], domain: [], payload: payload)
             return Base64URL.encode(payload) + "." + Base64URL.encode(Array(mac))
         }
         token.expiresAt = expiresAt ?? submittedAt + keys.validityMilliseconds
         let payload = token.payloadJSON.jsonBytes
-        let mac = HMAC<SHA256>.authenticationCode(for: Self.versionTwoDomain + payload, using: keys.keys[0])
+        let mac = Self.authenticationCode(keys.macs[0], domain: Self.versionTwoDomain, payload: payload)
         return "2." + Base64URL.encode(payload) + "." + Base64URL.encode(Array(mac))
     }
 
@@ -98,10 +101,9 @@ struct PostbackToken: Sendable, Hashable {
         guard encodedPayload.utf8.count < 16_384, let payload = Base64URL.decode(encodedPayload),
             let mac = Base64URL.decode(encodedMAC), mac.count == 32
         else { throw .malformed }
-        let authenticated = version == 2 ? Self.versionTwoDomain + payload : payload
-        let signedByUs = keys.keys.contains { key in
-            HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: authenticated, using: key)
-        }
+        let domain = version == 2 ? Self.versionTwoDomain : []
+        // `==` between a MAC and bytes compares in constant time.
+        let signedByUs = keys.macs.contains { Self.authenticationCode($0, domain: domain, payload: payload) == mac }
         guard signedByUs else { throw .badSignature }
         guard let json = try? JSONValue(parsing: payload), let requestID = json["r"]?.stringValue,
             let submittedAt = json["s"]?.intValue
@@ -132,6 +134,15 @@ struct PostbackToken: Sendable, Hashable {
     /// Prefixed to the payload under a version 2 MAC, so that no other use of the secret, and no
     /// version 1 token, can be passed off as one.
     private static let versionTwoDomain = Array("blitline-bridge/2.".utf8)
+
+    private static func authenticationCode(
+        _ keyed: HMAC<SHA256>, domain: [UInt8], payload: [UInt8]
+    ) -> HMAC<SHA256>.MAC {
+        var hmac = keyed
+        hmac.update(data: domain)
+        hmac.update(data: payload)
+        return hmac.finalize()
+    }
 
     private var payloadJSON: JSONValue {
         var members: [JSONValue.Member] = [.init(key: "r", value: .string(context.requestID))]
