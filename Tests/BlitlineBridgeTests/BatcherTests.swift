@@ -1,4 +1,5 @@
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import BlitlineBridge
@@ -57,29 +58,41 @@ import Testing
         }
     }
 
-    @Test func aBusyBatcherLetsABatchGatherUntilItIsFullAndAQuietOneSendsAtOnce() async throws {
+    @Test func aBusyBatcherLetsABatchGatherForAnnouncedItemsAndAQuietOneSendsAtOnce() async throws {
         let batches = Shared<[[Int]]>([])
+        let gate = Shared<CheckedContinuation<Void, Never>?>(nil)
         // A linger no test run would wait out: only a full batch, or a quiet batcher, ends it.
         let batcher = Batcher<Int>(maxBatch: 3, linger: .seconds(3600)) { items in
             batches.update { $0.append(items) }
-            try await Task.sleep(for: .milliseconds(100))  // the broker's confirm
+            if items == [1] { await withCheckedContinuation { continuation in gate.update { $0 = continuation } } }
         }
         try await batcher.add(0)  // quiet: sent alone, at once
         try await withThrowingDiscardingTaskGroup { group in
-            group.addTask { try await batcher.add(1) }  // still quiet: alone, at once
-            try await Task.sleep(for: .milliseconds(20))
-            // These two arrive while 1 is on its way and go together: the batcher is busy now.
+            group.addTask { try await batcher.add(1) }  // still quiet: alone, at once; held on its way
+            #expect(await eventually { gate.current != nil })
+            // These two wait while 1 is on its way, then go together: the batcher is busy now.
             group.addTask { try await batcher.add(2) }
             group.addTask { try await batcher.add(3) }
+            #expect(await eventually { batcher.waitingCount == 2 })
+            gate.update { $0 }?.resume()
         }
+        // Announced items keep a busy batch waiting for them, until it is full…
+        for _ in 4...6 { batcher.expect() }
         try await withThrowingDiscardingTaskGroup { group in
-            group.addTask { try await batcher.add(4) }
-            try await Task.sleep(for: .milliseconds(50))
-            group.addTask { try await batcher.add(5) }
-            try await Task.sleep(for: .milliseconds(50))
-            group.addTask { try await batcher.add(6) }  // fills the batch, which goes at once
+            group.addTask { try await batcher.add(4, announced: true) }
+            #expect(await eventually { batcher.waitingCount == 1 })
+            group.addTask { try await batcher.add(5, announced: true) }
+            #expect(await eventually { batcher.waitingCount == 2 })
+            group.addTask { try await batcher.add(6, announced: true) }  // fills the batch, which goes at once
+        }
+        // …or until none is still coming.
+        for _ in 7...8 { batcher.expect() }
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { try await batcher.add(7, announced: true) }
+            #expect(await eventually { batcher.waitingCount == 1 })
+            batcher.withdraw()  // 8 will not come after all: 7 goes
         }
         let sent = batches.current.map { $0.sorted() }
-        #expect(sent == [[0], [1], [2, 3], [4, 5, 6]])
+        #expect(sent == [[0], [1], [2, 3], [4, 5, 6], [7]])
     }
 }

@@ -52,17 +52,25 @@ struct EventPublisher: Sendable {
     func publish(_ event: JobEvent, confirmed: () -> Void) async throws {
         let body = event.body(source: topology.eventSource)
         let properties = event.properties
-        if let replyTo = event.context.routableReplyTo {
-            async let reply: Void = channel.publish(body, routingKey: replyTo, properties: properties)
-            try await channel.publish(
-                body, exchange: topology.eventsExchange, routingKey: event.routingKey, properties: properties)
-            try await reply
-        } else {
-            try await channel.publish(
-                body, exchange: topology.eventsExchange, routingKey: event.routingKey, properties: properties)
+        // A record lingering for more events waits for this one's, and only for events on their way.
+        let recorded = event.settlesItsRequest
+        if recorded { settled.expect() }
+        do {
+            if let replyTo = event.context.routableReplyTo {
+                async let reply: Void = channel.publish(body, routingKey: replyTo, properties: properties)
+                try await channel.publish(
+                    body, exchange: topology.eventsExchange, routingKey: event.routingKey, properties: properties)
+                try await reply
+            } else {
+                try await channel.publish(
+                    body, exchange: topology.eventsExchange, routingKey: event.routingKey, properties: properties)
+            }
+        } catch {
+            if recorded { settled.withdraw() }
+            throw error
         }
         confirmed()
-        if event.settlesItsRequest { try await settled.add(event.context.requestID) }
+        if recorded { try await settled.add(event.context.requestID, announced: true) }
     }
 
     /// Moves a request to the dead-letter queue as it arrived (body, properties, headers), saying

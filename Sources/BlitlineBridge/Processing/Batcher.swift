@@ -29,6 +29,15 @@ final class Batcher<Item: Sendable>: Sendable {
         var lingers = 0
         /// Whether the last batch sent held more than one item: callers arrive together.
         var busy = false
+        /// Items announced (`expect`) and not added yet: a linger ends once none is left.
+        var expected = 0
+
+        /// The lingering leader to wake, if the batch is full or nothing more is on its way.
+        mutating func lingerEnds(maxBatch: Int) -> CheckedContinuation<Void, Never>? {
+            guard let lingering, waiting.count >= maxBatch || expected == 0 else { return nil }
+            self.lingering = nil
+            return lingering.wake
+        }
     }
 
     private let maxBatch: Int
@@ -38,7 +47,7 @@ final class Batcher<Item: Sendable>: Sendable {
 
     /// - Parameter linger: How long a batch waits for more items before it goes, while the
     ///   batches before it held more than one (a quiet batcher sends each item at once); a full
-    ///   batch goes at once.
+    ///   batch goes at once, and so does one that no announced item (`expect`) is still coming to.
     init(maxBatch: Int, linger: Duration = .zero, send: @escaping @Sendable ([Item]) async throws -> Void) {
         precondition(maxBatch > 0)
         self.maxBatch = maxBatch
@@ -46,15 +55,26 @@ final class Batcher<Item: Sendable>: Sendable {
         self.send = send
     }
 
-    func add(_ item: Item) async throws {
+    /// Announces an item that will be added soon (or withdrawn): a lingering batch waits for it.
+    func expect() {
+        state.withLock { $0.expected += 1 }
+    }
+
+    /// Withdraws an announced item that will not be added after all.
+    func withdraw() {
+        state.withLock { state in
+            state.expected -= 1
+            return state.lingerEnds(maxBatch: maxBatch)
+        }?.resume()
+    }
+
+    /// Adds an item (one announced with `expect`, if `announced`) and returns once its batch is sent.
+    func add(_ item: Item, announced: Bool = false) async throws {
         let turn = await withCheckedContinuation { (turn: CheckedContinuation<Turn, Never>) in
             let (lead, wake) = state.withLock { state -> (Bool, CheckedContinuation<Void, Never>?) in
                 state.waiting.append((item, turn))
-                if state.leading {
-                    guard state.waiting.count >= maxBatch, let lingering = state.lingering else { return (false, nil) }
-                    state.lingering = nil
-                    return (false, lingering.wake)
-                }
+                if announced { state.expected -= 1 }
+                if state.leading { return (false, state.lingerEnds(maxBatch: maxBatch)) }
                 state.leading = true
                 return (true, nil)
             }
@@ -88,12 +108,13 @@ final class Batcher<Item: Sendable>: Sendable {
         if case .failed(let error) = outcome { throw error }
     }
 
-    /// Waits `linger`, or until the batch is full, if the batch before held more than one item.
+    /// Waits `linger`, or until the batch is full or no announced item is still coming, if the
+    /// batch before held more than one item.
     private func lingerWhileBusy() async {
         guard linger > .zero else { return }
         await withCheckedContinuation { (wake: CheckedContinuation<Void, Never>) in
             let id = state.withLock { state -> Int? in
-                guard state.busy, state.waiting.count < maxBatch else { return nil }
+                guard state.busy, state.waiting.count < maxBatch, state.expected > 0 else { return nil }
                 state.lingers += 1
                 state.lingering = (state.lingers, wake)
                 return state.lingers
@@ -109,6 +130,9 @@ final class Batcher<Item: Sendable>: Sendable {
             }
         }
     }
+
+    /// Items added and not yet taken into a batch (tests).
+    var waitingCount: Int { state.withLock { $0.waiting.count } }
 
     /// Gives the lead to the first caller waiting, or lets it go.
     private func takeTurn() {
