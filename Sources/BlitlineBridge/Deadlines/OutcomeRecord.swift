@@ -16,11 +16,12 @@ enum OutcomeRecord {
     /// A record's body at most: ids that do not fit share the next record. Readers drop larger
     /// bodies unread, as they drop the bodies of events a stream of an earlier version holds.
     static let maxBodyBytes = 64 * 1024
-    /// How long a busy bridge lets a record gather the events confirmed after the first (a full
-    /// record goes at once; a quiet bridge writes each at once). Each record is a stream message
-    /// that costs the broker far more than its bytes: with keep-alive postbacks at about 3,500 a
-    /// second, 10 ms took records from about 20 events each to about 78, at the price of the
-    /// postback's answer (never its event) going out up to 10 ms later (README, "Benchmarks").
+    /// How long a busy bridge lets a record gather the events confirmed after the first; a full
+    /// record goes at once, and so does one that no event being published is still coming to (a
+    /// quiet bridge writes each at once). Each record is a stream message that costs the broker
+    /// far more than its bytes: with keep-alive postbacks at about 4,000 a second, records went
+    /// from about 20 events each to about 78, at the price of the postback's answer (never its
+    /// event) going out up to 10 ms later (README, "Benchmarks").
     static let linger: Duration = .milliseconds(10)
 
     struct Message {
