@@ -138,6 +138,32 @@ extension HTTPListenerTests {
         }
     }
 
+    /// On a keep-alive connection, the reply of a postback answered 503 at its deadline comes
+    /// while the connection's next postback is in hand: it must not become that one's answer.
+    @Test func aLateReplyIsNotTheAnswerToTheNextPostbackOnItsConnection() async throws {
+        let receiver = FakeReceiver(hang: .milliseconds(1500))
+        let limits = Self.limits { $0.postbackDeadline = .seconds(1) }
+        try await withListenerPort(limits: limits, receiver: receiver) { port in
+            let connection = try #require(RawConnection(port: port))
+            defer { connection.close() }
+            let postback = { (token: String) in
+                "POST /postback/\(token) HTTP/1.1\r\nHost: bridge\r\nContent-Length: 2\r\n\r\n{}"
+            }
+            connection.send(postback("first"))
+            let first = connection.receive(until: "in time", timeout: .seconds(5))
+            #expect(first.hasPrefix("HTTP/1.1 503"), "\(first)")
+            // The first handling ends half a second into the second's, which hangs as long.
+            connection.send(postback("second"))
+            let second = connection.receive(until: "in time", timeout: .seconds(5))
+            #expect(second.hasPrefix("HTTP/1.1 503"), "\(second)")
+            #expect(second.components(separatedBy: "HTTP/1.1 ").count == 2, "more than one answer: \(second)")
+            #expect(await eventually(timeout: .seconds(5)) { receiver.endedCount == 2 })
+            let after = connection.receive(until: "HTTP/1.1", timeout: .milliseconds(300))
+            #expect(after.isEmpty, "an answer nobody asked for: \(after)")
+        }
+        #expect(receiver.calls.map(\.token) == ["first", "second"])
+    }
+
     /// Postbacks whose answer went out at the deadline still count until their handling ends;
     /// past the limit the answer is 503 at once, and the limit frees up when they end.
     @Test func postbacksInHandAreBounded() async throws {

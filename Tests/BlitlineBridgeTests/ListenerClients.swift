@@ -51,6 +51,22 @@ final class RawConnection: Sendable {
         return (String(decoding: received, as: UTF8.self), false)
     }
 
+    /// Reads until what was read contains `marker`, the server closes the connection or
+    /// `timeout` passes.
+    func receive(until marker: String, timeout: Duration) -> String {
+        let deadline = ContinuousClock.now + timeout
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while ContinuousClock.now < deadline, !String(decoding: received, as: UTF8.self).contains(marker) {
+            var pollDescriptor = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+            guard poll(&pollDescriptor, 1, 50) > 0 else { continue }
+            let count = Glibc.read(descriptor, &buffer, buffer.count)
+            guard count > 0 else { break }
+            received += buffer[..<count]
+        }
+        return String(decoding: received, as: UTF8.self)
+    }
+
     func close() { Glibc.close(descriptor) }
 }
 

@@ -1,8 +1,9 @@
 import AsyncSupport
-import Hummingbird
 import HummingbirdCore
 import Logging
 import NIOCore
+import NIOHTTP1
+import NIOPosix
 import ServiceLifecycle
 import Synchronization
 
@@ -29,10 +30,6 @@ import Synchronization
 /// The probe listener, when configured, serves `/healthz`, `/readyz` and `/metrics` only, with
 /// its own connection limit, so that probes never queue behind postbacks.
 public struct HTTPListener: Service {
-    /// Connections with nothing to read or write for this long are closed.
-    static let idleTimeout: TimeAmount = .seconds(30)
-
-
     let host: String
     let port: Int
     let probeHost: String?
@@ -109,13 +106,13 @@ public struct HTTPListener: Service {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 try await serve(
-                    host: host, port: port, router: makeRouter(), maxConnections: limits.maxConnections,
-                    onRunning: onRunning)
+                    host: host, port: port, receiver: receiver, servesPostbacks: postbackPathPrefix != nil,
+                    maxConnections: limits.maxConnections, onRunning: onRunning)
             }
             if let probeHost {
                 group.addTask {
                     try await serve(
-                        host: probeHost, port: probePort, router: makeProbeRouter(),
+                        host: probeHost, port: probePort, receiver: receiver, servesPostbacks: false,
                         maxConnections: limits.maxProbeConnections, onRunning: onProbesRunning)
                 }
             }
@@ -123,22 +120,15 @@ public struct HTTPListener: Service {
         }
     }
 
-    private func serve(
-        host: String, port: Int, router: Router<Context>, maxConnections: Int,
+    private func serve<Receiver: PostbackReceiving>(
+        host: String, port: Int, receiver: Receiver, servesPostbacks: Bool, maxConnections: Int,
         onRunning: @escaping @Sendable (Int) async -> Void
     ) async throws {
         let running = Mutex(false)
-        let deadlines = RequestDeadlines(headerTimeout: limits.headerTimeout, bodyTimeout: limits.bodyTimeout)
-        let application = Application(
-            router: router,
-            server: HTTPServerBuilder { responder in
-                HTTP1OnItsEventLoop(
-                    http1: HTTP1Channel(
-                        responder: responder,
-                        configuration: .init(
-                            additionalChannelHandlers: [RequestDeadlineHandler(deadlines: deadlines)],
-                            idleTimeout: Self.idleTimeout)))
-            },
+        let connections = Connections(
+            listener: self, receiver: receiver, servesPostbacks: servesPostbacks,
+            deadlines: RequestDeadlines(headerTimeout: limits.headerTimeout, bodyTimeout: limits.bodyTimeout))
+        let server = connections.server(
             configuration: .init(
                 address: .hostname(host, port: port), serverName: nil,
                 availableConnectionsDelegate: MaximumAvailableConnections(maxConnections, logger: logger)),
@@ -146,15 +136,21 @@ public struct HTTPListener: Service {
                 running.withLock { $0 = true }
                 await onRunning(channel.localAddress?.port ?? 0)
             },
-            logger: logger
-        )
+            eventLoopGroup: MultiThreadedEventLoopGroup.singleton,
+            logger: logger)
         do {
             // Cancelled (SHUTDOWN_TIMEOUT has passed, say), the listener stops accepting at once
             // and cuts what it has in hand a second later.
-            try await application.runTakingCancellationAsGracefulShutdown(grace: Self.cancellationGrace, logger: logger)
+            try await server.runTakingCancellationAsGracefulShutdown(grace: Self.cancellationGrace, logger: logger)
         } catch where !running.withLock({ $0 }) {
             throw StartFailure(address: Self.address(host, port), reason: "\(error)")
         }
+    }
+
+    /// Gives back a postback's place among those in hand and the body bytes it `held`.
+    func release(postbackHolding held: Int) {
+        bufferedBytes.giveBack(held)
+        pendingPostbacks.giveBack(1)
     }
 
     /// How long a cancelled listener lets the requests in hand finish before cutting them.
@@ -165,46 +161,6 @@ public struct HTTPListener: Service {
 
     static func address(_ host: String, _ port: Int) -> String {
         host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
-    }
-
-    func makeRouter() -> Router<Context> {
-        let router = makeProbeRouter()
-        if let postbackPathPrefix {
-            router.post("\(postbackPathPrefix)/postback/:token") { request, context in
-                await self.postback(request, context: context, token: context.parameters.get("token") ?? "")
-            }
-            // `/postback/` with an empty token is a missing signature (401), not an unknown path.
-            router.post("\(postbackPathPrefix)/postback") { request, context in
-                await self.postback(request, context: context, token: "")
-            }
-        }
-        return router
-    }
-
-    func makeProbeRouter() -> Router<Context> {
-        let router = Router(context: Context.self)
-        router.get("/healthz") { _, _ in Self.text(.ok, "ok") }
-        router.get("/readyz") { _, _ in
-            self.isReady()
-                ? Self.text(.ok, "ready")
-                : Self.text(.serviceUnavailable, "not ready: the broker is not connected or the topology not declared")
-        }
-        router.get("/metrics") { _, _ in
-            Response(
-                status: .ok,
-                headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                body: .init(byteBuffer: ByteBuffer(string: self.metricsText()))
-            )
-        }
-        return router
-    }
-
-    static func text(_ status: HTTPResponse.Status, _ message: String) -> Response {
-        Response(
-            status: status,
-            headers: [.contentType: "text/plain; charset=utf-8"],
-            body: .init(byteBuffer: ByteBuffer(string: message))
-        )
     }
 }
 
@@ -237,14 +193,42 @@ extension HTTPListener {
         public var description: String { "cannot listen on \(address): \(reason)" }
     }
 
-    /// The request context: Hummingbird's basics plus the channel, which a refusal closes.
-    struct Context: Hummingbird.RequestContext {
-        var coreContext: CoreRequestContextStorage
-        let channel: any Channel
+    /// The listener's connections for HummingbirdCore's server, which accepts them (up to the
+    /// connection limit) and quiesces them on a graceful shutdown: SwiftNIO's HTTP/1 codec, the
+    /// ``RequestDeadlineHandler`` and an ``HTTPConnectionHandler`` on each.
+    struct Connections<Receiver: PostbackReceiving>: ServerChildChannel {
+        struct Value: ServerChildChannelValue {
+            let channel: any Channel
+        }
 
-        init(source: ApplicationRequestContextSource) {
-            self.coreContext = .init(source: source)
-            self.channel = source.channel
+        let listener: HTTPListener
+        let receiver: Receiver
+        let servesPostbacks: Bool
+        let deadlines: RequestDeadlines
+
+        func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+            channel.eventLoop.makeCompletedFuture {
+                let pipeline = channel.pipeline.syncOperations
+                // Heads up to 80 KiB and 1,000 fields; the answers' headers are the listener's own.
+                var decoderLimits = NIOHTTPDecoderLimitConfiguration()
+                decoderLimits.maxHeaderFieldCount = 1000
+                try pipeline.configureHTTPServerPipeline(
+                    withPipeliningAssistance: true, withErrorHandling: true, withOutboundHeaderValidation: false,
+                    withEncoderConfiguration: .init(), withDecoderLimitConfiguration: decoderLimits)
+                try pipeline.addHandler(RequestDeadlineHandler(deadlines: deadlines))
+                try pipeline.addHandler(
+                    HTTPConnectionHandler(listener: listener, receiver: receiver, servesPostbacks: servesPostbacks))
+                return Value(channel: channel)
+            }
+        }
+
+        /// Waits for the connection to close; cancelled, closes it.
+        func handle(value: Value, logger: Logger) async {
+            await withTaskCancellationHandler {
+                try? await value.channel.closeFuture.get()
+            } onCancel: {
+                value.channel.close(promise: nil)
+            }
         }
     }
 }

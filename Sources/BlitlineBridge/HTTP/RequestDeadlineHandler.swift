@@ -1,13 +1,13 @@
 import NIOCore
-import NIOHTTPTypes
+import NIOHTTP1
 
 /// Carries out ``RequestDeadlines`` on one HTTP/1 connection: sits after the HTTP codec, watches
 /// request heads, ends and answers, and closes the connection when its client is too slow.
 final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPRequestPart
-    typealias InboundOut = HTTPRequestPart
-    typealias OutboundIn = HTTPResponsePart
-    typealias OutboundOut = HTTPResponsePart
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
 
     private var deadlines: RequestDeadlines
     private var timer: Scheduled<Void>?

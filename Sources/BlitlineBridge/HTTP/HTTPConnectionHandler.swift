@@ -1,0 +1,290 @@
+import AsyncSupport
+import NIOCore
+import NIOHTTP1
+
+/// One connection of the ``HTTPListener``, answered on the event loop that reads and writes its
+/// socket: a request goes from its bytes to its answer without leaving the loop, except for a
+/// verified postback's handling, which runs in one task that prefers the loop too.
+///
+/// Sits after SwiftNIO's HTTP/1 codec with pipelining assistance (one request at a time; a
+/// graceful shutdown closes the connection once the answer in hand is written) and after the
+/// ``RequestDeadlineHandler``. The token of a postback is checked at its head, before a byte of
+/// its body is read; a refusal is answered at once and the connection closed.
+final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let listener: HTTPListener
+    private let receiver: Receiver
+    private let servesPostbacks: Bool
+    private var state = State.waitingForHead
+    /// Tells a postback's reply or deadline from those of the connection's earlier postbacks.
+    private var postbacksHandled: UInt64 = 0
+    private var deadline: Scheduled<Void>?
+
+    private enum State {
+        case waitingForHead
+        /// The answer was decided at the head (or the body was refused); the rest is dropped.
+        case droppingBody
+        case readingPostback(Postback)
+        /// The receiver has postback `number`, its body read in full.
+        case handling(number: UInt64, version: HTTPVersion, keepAlive: Bool, started: ContinuousClock.Instant)
+    }
+
+    private struct Postback: Sendable {
+        let token: Receiver.VerifiedToken
+        let version: HTTPVersion
+        let keepAlive: Bool
+        let headArrived: ContinuousClock.Instant
+        let contentType: String?
+        var body: [UInt8]
+        /// Taken from the listener's ``HTTPListener/bufferedBytes``, given back when the
+        /// postback's handling ends.
+        var held: Int
+    }
+
+    init(listener: HTTPListener, receiver: Receiver, servesPostbacks: Bool) {
+        self.listener = listener
+        self.receiver = receiver
+        self.servesPostbacks = servesPostbacks
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            received(head, context)
+        case .body(let buffer):
+            guard case .readingPostback(var postback) = state else { return }
+            state = .droppingBody  // the array stays uniquely referenced while it grows
+            if let refusal = append(buffer, to: &postback) {
+                release(postback.held)
+                if refusal.status == .serviceUnavailable { listener.onShed(.overloaded) }
+                answerPostback(refusal, version: postback.version, keepAlive: false, started: postback.headArrived, context)
+            } else {
+                state = .readingPostback(postback)
+            }
+        case .end:
+            switch state {
+            case .readingPostback(let postback): handle(postback, context)
+            case .droppingBody: state = .waitingForHead
+            case .waitingForHead, .handling: break
+            }
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        // A client that leaves in the middle of its body gives back what it held.
+        if case .readingPostback(let postback) = state {
+            release(postback.held)
+            state = .droppingBody
+        }
+        context.fireChannelInactive()
+    }
+
+    // MARK: Routes
+
+    private func received(_ head: HTTPRequestHead, _ context: ChannelHandlerContext) {
+        let path = head.uri.prefix { $0 != "?" }
+        state = .droppingBody
+        if servesPostbacks, let prefix = listener.postbackPathPrefix, let token = Self.token(path, prefix: prefix) {
+            guard head.method == .POST else { return answer(HTTPAnswer.methodNotAllowed, to: head, context) }
+            return receivedPostback(head, token: token, context)
+        }
+        let answerForGET: HTTPAnswer
+        switch path {
+        case "/healthz":
+            answerForGET = .text(.ok, "ok")
+        case "/readyz":
+            answerForGET = listener.isReady()
+                ? .text(.ok, "ready")
+                : .text(.serviceUnavailable, "not ready: the broker is not connected or the topology not declared")
+        case "/metrics":
+            answerForGET = HTTPAnswer(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: listener.metricsText())
+        default:
+            return answer(.text(.notFound, "not found"), to: head, context)
+        }
+        answer(head.method == .GET ? answerForGET : HTTPAnswer.methodNotAllowed, to: head, context)
+    }
+
+    /// The token of `{prefix}/postback/{token}`, empty for `{prefix}/postback[/]`; `nil` for any
+    /// other path.
+    static func token(_ path: Substring, prefix: String) -> Substring? {
+        guard path.hasPrefix(prefix) else { return nil }
+        let rest = path.dropFirst(prefix.count)
+        guard rest.hasPrefix("/postback") else { return nil }
+        let afterRoute = rest.dropFirst("/postback".count)
+        if afterRoute.isEmpty { return afterRoute }
+        guard afterRoute.first == "/" else { return nil }
+        let token = afterRoute.dropFirst()
+        return token.contains("/") ? nil : token
+    }
+
+    /// The token first, then the declared length and the allowances; the body is read only
+    /// after all of them pass.
+    private func receivedPostback(_ head: HTTPRequestHead, token: Substring, _ context: ChannelHandlerContext) {
+        let headArrived = ContinuousClock.now
+        let verified: Receiver.VerifiedToken
+        let refuse = { (answer: HTTPAnswer) in
+            self.answerPostback(answer, version: head.version, keepAlive: false, started: headArrived, context)
+        }
+        switch receiver.verify(token: token) {
+        case .refused(let reply):
+            return refuse(HTTPAnswer(reply))
+        case .verified(let token):
+            verified = token
+        }
+        let limits = listener.limits
+        let declaredLength = head.headers.first(name: "content-length").flatMap { Int($0) }
+        if let declaredLength, declaredLength > limits.maxPostbackBytes {
+            return refuse(tooLarge)
+        }
+        guard listener.pendingPostbacks.take(1) else {
+            listener.onShed(.overloaded)
+            return refuse(.text(.serviceUnavailable, "too many postbacks in hand; retry later"))
+        }
+        if let declaredLength, !listener.bufferedBytes.take(declaredLength) {
+            release(0)
+            listener.onShed(.overloaded)
+            return refuse(busy)
+        }
+        var body: [UInt8] = []
+        body.reserveCapacity(declaredLength ?? 0)
+        state = .readingPostback(Postback(
+            token: verified, version: head.version, keepAlive: head.isKeepAlive, headArrived: headArrived,
+            contentType: head.headers.first(name: "content-type"), body: body, held: declaredLength ?? 0))
+    }
+
+    /// Adds a part of the body, taking from the listener's buffered bytes past what is held;
+    /// the refusal when the body is too large or the bytes are not there.
+    private func append(_ buffer: ByteBuffer, to postback: inout Postback) -> HTTPAnswer? {
+        let count = postback.body.count + buffer.readableBytes
+        guard count <= listener.limits.maxPostbackBytes else { return tooLarge }
+        if count > postback.held {
+            guard listener.bufferedBytes.take(count - postback.held) else { return busy }
+            postback.held = count
+        }
+        postback.body.append(contentsOf: buffer.readableBytesView)
+        return nil
+    }
+
+    /// The receiver's handling, raced against what is left of the postback deadline: the first
+    /// of its reply and the deadline's 503 is the answer. The allowances are given back when the
+    /// handling really ends, which may be after the 503.
+    private func handle(_ postback: Postback, _ context: ChannelHandlerContext) {
+        let left = listener.limits.postbackDeadline - (ContinuousClock.now - postback.headArrived)
+        postbacksHandled += 1
+        let number = postbacksHandled
+        state = .handling(number: number, version: postback.version, keepAlive: postback.keepAlive, started: postback.headArrived)
+        guard left > .zero else {
+            release(postback.held)
+            return timedOut(number, context)
+        }
+        let loop = context.eventLoop
+        let bound = NIOLoopBound((handler: self, context: context), eventLoop: loop)
+        let receiver = self.receiver
+        let listener = self.listener
+        let worker = Task(executorPreference: EventLoopExecutor(loop)) { [postback] in
+            let reply = await receiver.receivePostback(postback.token, body: postback.body, contentType: postback.contentType)
+            listener.release(postbackHolding: postback.held)
+            let answer: @Sendable () -> Void = {
+                bound.value.handler.handled(number, HTTPAnswer(reply), bound.value.context)
+            }
+            if loop.inEventLoop { answer() } else { loop.execute(answer) }
+        }
+        deadline = loop.assumeIsolated().scheduleTask(in: TimeAmount(left)) {
+            worker.cancel()
+            self.timedOut(number, context)
+        }
+    }
+
+    private func handled(_ number: UInt64, _ reply: HTTPAnswer, _ context: ChannelHandlerContext) {
+        guard case .handling(number, let version, let keepAlive, let started) = state else { return }
+        deadline?.cancel()
+        deadline = nil
+        state = .waitingForHead
+        answerPostback(reply, version: version, keepAlive: keepAlive, started: started, context)
+    }
+
+    private func timedOut(_ number: UInt64, _ context: ChannelHandlerContext) {
+        guard case .handling(number, let version, let keepAlive, let started) = state else { return }
+        deadline = nil
+        state = .waitingForHead
+        listener.onShed(.timedOut)
+        let answer = HTTPAnswer.text(.serviceUnavailable, "the postback could not be handled in time; retry")
+        answerPostback(answer, version: version, keepAlive: keepAlive, started: started, context)
+    }
+
+    /// Answers a postback and logs its status and duration at debug (never its token or body).
+    private func answerPostback(
+        _ answer: HTTPAnswer, version: HTTPVersion, keepAlive: Bool, started: ContinuousClock.Instant,
+        _ context: ChannelHandlerContext
+    ) {
+        self.answer(answer, version: version, keepAlive: keepAlive, context)
+        listener.logger.debug(
+            "postback answered",
+            metadata: [
+                "http.status": "\(answer.status.code)",
+                "duration_ms": "\((ContinuousClock.now - started) / .milliseconds(1))",
+            ])
+    }
+
+    private func release(_ held: Int) {
+        listener.release(postbackHolding: held)
+    }
+
+    // MARK: Answers
+
+    private var tooLarge: HTTPAnswer {
+        .text(.payloadTooLarge, "the postback is larger than \(listener.limits.maxPostbackBytes) bytes")
+    }
+
+    private var busy: HTTPAnswer { .text(.serviceUnavailable, "too many postback bytes in hand; retry later") }
+
+    private func answer(_ answer: HTTPAnswer, to head: HTTPRequestHead, _ context: ChannelHandlerContext) {
+        self.answer(answer, version: head.version, keepAlive: head.isKeepAlive, context)
+    }
+
+    /// Writes `answer`; without `keepAlive` it carries `Connection: close` and the connection
+    /// closes once it is written, unread bytes and all.
+    private func answer(_ answer: HTTPAnswer, version: HTTPVersion, keepAlive: Bool, _ context: ChannelHandlerContext) {
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(3)
+        headers.add(name: "content-type", value: answer.contentType)
+        headers.add(name: "content-length", value: String(answer.body.utf8.count))
+        if !keepAlive { headers.add(name: "connection", value: "close") }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: version, status: answer.status, headers: headers))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: answer.body)))), promise: nil)
+        guard !keepAlive else {
+            return context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        }
+        let written = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: written)
+        written.futureResult.whenComplete { [channel = context.channel] _ in channel.close(promise: nil) }
+    }
+}
+
+/// A status and a one-line `text/plain` body (or the metrics).
+struct HTTPAnswer {
+    var status: HTTPResponseStatus
+    var contentType = "text/plain; charset=utf-8"
+    var body: String
+
+    static func text(_ status: HTTPResponseStatus, _ body: String) -> HTTPAnswer {
+        HTTPAnswer(status: status, body: body)
+    }
+
+    static let methodNotAllowed = HTTPAnswer.text(.methodNotAllowed, "method not allowed")
+
+    /// The receiver's reply; a status outside 200…599 is a 500.
+    init(_ reply: PostbackReply) {
+        self = (200...599).contains(reply.status)
+            ? .text(HTTPResponseStatus(statusCode: reply.status), reply.message)
+            : .text(.internalServerError, "the postback could not be handled")
+    }
+
+    init(status: HTTPResponseStatus, contentType: String = "text/plain; charset=utf-8", body: String) {
+        self.status = status
+        self.contentType = contentType
+        self.body = body
+    }
+}
