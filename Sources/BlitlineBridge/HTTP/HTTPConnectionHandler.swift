@@ -103,7 +103,9 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelInboundHa
         default:
             return answer(.text(.notFound, "not found"), to: head, context)
         }
-        answer(head.method == .GET ? answerForGET : HTTPAnswer.methodNotAllowed, to: head, context)
+        // HEAD as GET: SwiftNIO's encoder leaves the body out.
+        let isGET = head.method == .GET || head.method == .HEAD
+        answer(isGET ? answerForGET : HTTPAnswer.methodNotAllowed, to: head, context)
     }
 
     /// The token of `{prefix}/postback/{token}`, empty for `{prefix}/postback[/]`; `nil` for any
