@@ -3,8 +3,9 @@
 # bridge-bench in release mode and runs them against AMQP_URL, or a throwaway local node when
 # AMQP_URL is unset.
 #
-#   deploy/bench.sh [--cluster] [--rounds N] [--count N] [--prefetch N] [--queue-type quorum|classic]
-#                   [--postback-connections N] [--fresh-postback-connections] [--bridge-only]
+#   deploy/bench.sh [--cluster] [--rounds N] [--against DIR] [--count N] [--prefetch N]
+#                   [--queue-type quorum|classic] [--postback-connections N]
+#                   [--fresh-postback-connections] [--bridge-only]
 #   deploy/bench.sh --backlog N          a restart onto N outcomes in the stream, deadlines due
 #   deploy/bench.sh --soak SECONDS [--rate R]   steady load, the bridge's memory every 30 s
 #
@@ -17,16 +18,21 @@
 # relay's at the bridge's own pace; --bridge-only skips that (A/B runs of the bridge).
 # --rounds N runs it N times on the same broker and ends with each figure's median and range: this
 # machine's speed drifts by a third between runs, so one run is an anecdote.
+# --against DIR is an A/B run: each round runs the blitline-bridge and blitline-simulator binaries
+# in DIR (another build's release folder, copied aside), then this tree's, and the medians come for
+# both. Only runs taken in turn like this compare builds; figures of different hours do not.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cluster=0
 rounds=1
+against=
 arguments=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --cluster) cluster=1 ;;
         --rounds) rounds=${2:?--rounds needs a number}; shift ;;
+        --against) against=${2:?--against needs a folder with blitline-bridge and blitline-simulator}; shift ;;
         *) arguments+=("$1") ;;
     esac
     shift
@@ -42,7 +48,11 @@ if [ "$cluster" = 1 ] && [ -z "${CLUSTER_DIR:-}" ]; then
     AMQP_URL=$(deploy/rabbitmq-cluster.sh url)
     export AMQP_URL
 elif [ -z "${AMQP_URL:-}" ] && [ -z "${BROKER_URL:-}" ]; then
-    exec deploy/with-broker.sh "$0" --rounds "$rounds" "${arguments[@]}"
+    exec deploy/with-broker.sh "$0" --rounds "$rounds" ${against:+--against "$against"} "${arguments[@]}"
+fi
+if [ -n "$against" ] && [ ! -x "$against/blitline-bridge" ]; then
+    echo "bench: --against $against: no blitline-bridge there" >&2
+    exit 2
 fi
 deploy/install-deps.sh
 # Linked as the Dockerfile and the systemd unit link them (--static-swift-stdlib): what users run.
@@ -53,17 +63,25 @@ done
 bin=$(swift build -c release --show-bin-path)
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(. /etc/os-release; echo "$PRETTY_NAME")"
 outputs=()
+earlier=()
 for round in $(seq 1 "$rounds"); do
     [ "$rounds" = 1 ] || echo "--- round $round of $rounds"
+    if [ -n "$against" ]; then
+        echo "--- $against"
+        output=$(mktemp)
+        earlier+=("$output")
+        "$bin/bridge-bench" --url "${AMQP_URL:-${BROKER_URL:-}}" --bin "$against" "${arguments[@]}" | tee "$output"
+        echo "--- this tree"
+    fi
     output=$(mktemp)
     outputs+=("$output")
     "$bin/bridge-bench" --url "${AMQP_URL:-${BROKER_URL:-}}" --bin "$bin" "${arguments[@]}" | tee "$output"
 done
-[ "$rounds" = 1 ] && { rm -f "${outputs[@]}"; exit 0; }
+[ "$rounds" = 1 ] && [ -z "$against" ] && { rm -f "${outputs[@]}"; exit 0; }
 
 # Each figure over the rounds: median (lowest – highest).
 summary() {  # summary LABEL SED-EXPRESSION (prints the figure's number from a matching line)
-    sed -n "$2" "${outputs[@]}" | sort -g | awk -v label="$1" '
+    sed -n "$2" "${files[@]}" | sort -g | awk -v label="$1" '
         { value[NR] = $1 }
         END {
             if (NR == 0) exit
@@ -71,15 +89,21 @@ summary() {  # summary LABEL SED-EXPRESSION (prints the figure's number from a m
             printf "  %-58s %8.2f  (%s – %s, %d rounds)\n", label, median, value[1], value[NR], NR
         }'
 }
-echo "--- medians over $rounds rounds (lowest – highest)"
-summary "jobs/s" 's/^bridge: \([0-9.]*\) jobs\/s.*/\1/p'
-summary "bridge CPU per job (µs)" 's/^bridge CPU per job: \([0-9.]*\) µs.*/\1/p'
-summary "broker CPU per job, driven by the bridge (µs)" 's/.*broker CPU per job: \([0-9.]*\) µs.*/\1/p'
-summary "broker CPU per job, plain relay at the bridge's pace (µs)" 's/^  \([0-9.]*\) µs by a plain relay$/\1/p'
-summary "broker CPU per job, plain relay + outcome records (µs)" 's/^  \([0-9.]*\) µs by a plain relay plus an outcome record per [0-9]* events$/\1/p'
-summary "broker CPU per job, the bridge's pattern relayed (µs)" 's/^  \([0-9.]*\) µs by a plain relay plus an outcome record per .* and a deadline.*/\1/p'
-summary "broker, bridge ÷ plain relay" 's/.*drives the broker at \([0-9.]*\)× a plain relay/\1/p'
-summary "postback-to-event p50 (ms)" 's/.*latency: p50 \([0-9.]*\) ms.*/\1/p'
-summary "postback-to-event p99 (ms)" 's/.*latency: p50 .*, p99 \([0-9.]*\) ms.*/\1/p'
-summary "bridge peak RSS (MiB)" 's/^bridge peak RSS: \([0-9.]*\) MiB/\1/p'
-rm -f "${outputs[@]}"
+summaries() {  # summaries TITLE FILE... (every figure's median over those runs)
+    echo "$1"
+    shift
+    files=("$@")
+    summary "jobs/s" 's/^bridge: \([0-9.]*\) jobs\/s.*/\1/p'
+    summary "bridge CPU per job (µs)" 's/^bridge CPU per job: \([0-9.]*\) µs.*/\1/p'
+    summary "broker CPU per job, driven by the bridge (µs)" 's/.*broker CPU per job: \([0-9.]*\) µs.*/\1/p'
+    summary "broker CPU per job, plain relay at the bridge's pace (µs)" 's/^  \([0-9.]*\) µs by a plain relay$/\1/p'
+    summary "broker CPU per job, plain relay + outcome records (µs)" 's/^  \([0-9.]*\) µs by a plain relay plus an outcome record per [0-9]* events$/\1/p'
+    summary "broker CPU per job, the bridge's pattern relayed (µs)" 's/^  \([0-9.]*\) µs by a plain relay plus an outcome record per .* and a deadline.*/\1/p'
+    summary "broker, bridge ÷ plain relay" 's/.*drives the broker at \([0-9.]*\)× a plain relay/\1/p'
+    summary "postback-to-event p50 (ms)" 's/.*latency: p50 \([0-9.]*\) ms.*/\1/p'
+    summary "postback-to-event p99 (ms)" 's/.*latency: p50 .*, p99 \([0-9.]*\) ms.*/\1/p'
+    summary "bridge peak RSS (MiB)" 's/^bridge peak RSS: \([0-9.]*\) MiB/\1/p'
+}
+[ -z "$against" ] || summaries "--- $against: medians over $rounds rounds (lowest – highest)" "${earlier[@]}"
+summaries "--- ${against:+this tree: }medians over $rounds rounds (lowest – highest)" "${outputs[@]}"
+rm -f "${outputs[@]}" "${earlier[@]}"
