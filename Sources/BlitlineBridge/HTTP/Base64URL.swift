@@ -9,7 +9,13 @@ enum Base64URL {
 
     static func encode(_ bytes: some Collection<UInt8>) -> String {
         var output: [UInt8] = []
-        output.reserveCapacity((bytes.count * 4 + 2) / 3)
+        append(bytes, to: &output)
+        return String(decoding: output, as: UTF8.self)
+    }
+
+    /// Appends the encoding of `bytes` to `output`.
+    static func append(_ bytes: some Collection<UInt8>, to output: inout [UInt8]) {
+        output.reserveCapacity(output.count + (bytes.count * 4 + 2) / 3)
         var iterator = bytes.makeIterator()
         while let first = iterator.next() {
             let second = iterator.next()
@@ -20,7 +26,6 @@ enum Base64URL {
             if second != nil { output.append(alphabet[Int(chunk >> 6 & 63)]) }
             if third != nil { output.append(alphabet[Int(chunk & 63)]) }
         }
-        return String(decoding: output, as: UTF8.self)
     }
 
     /// `nil` for anything that is not unpadded base64url.

@@ -69,16 +69,15 @@ struct PostbackToken: Sendable, Hashable {
     /// `submittedAt` plus the keys' validity (version 1 carries no expiry: its verifier adds it).
     func signed(with keys: Keys, version: Int = PostbackToken.currentVersion) -> String {
         var token = self
-        guard version != 1 else {
-            token.expiresAt = nil
-            let payload = token.payloadJSON.jsonBytes
-            let mac = Self.authenticationCode(keys.macs[0], domain: [], payload: payload)
-            return Base64URL.encode(payload) + "." + Base64URL.encode(Array(mac))
-        }
-        token.expiresAt = expiresAt ?? submittedAt + keys.validityMilliseconds
+        token.expiresAt = version == 1 ? nil : expiresAt ?? submittedAt + keys.validityMilliseconds
         let payload = token.payloadJSON.jsonBytes
-        let mac = Self.authenticationCode(keys.macs[0], domain: Self.versionTwoDomain, payload: payload)
-        return "2." + Base64URL.encode(payload) + "." + Base64URL.encode(Array(mac))
+        let mac = Self.authenticationCode(keys.macs[0], domain: version == 1 ? [] : Self.versionTwoDomain, payload: payload)
+        // Written in one buffer, made a string once.
+        var text: [UInt8] = version == 1 ? [] : Array("2.".utf8)
+        Base64URL.append(payload, to: &text)
+        text.append(UInt8(ascii: "."))
+        mac.withUnsafeBytes { Base64URL.append($0, to: &text) }
+        return String(decoding: text, as: UTF8.self)
     }
 
     /// Signs with one secret (tests and tools; the bridge keeps its keys made once).
@@ -89,14 +88,20 @@ struct PostbackToken: Sendable, Hashable {
     ///
     /// - Parameter now: Milliseconds since the Unix epoch.
     init(verifying token: Substring, keys: Keys, now: Int64 = WallClock.system.now()) throws(Rejection) {
-        let parts = token.split(separator: ".", omittingEmptySubsequences: false)
+        // Split on the dots byte by byte: splitting into characters cost more than the HMAC.
+        let utf8 = token.utf8
+        let dot = UInt8(ascii: ".")
+        guard let first = utf8.firstIndex(of: dot) else { throw .malformed }
+        let afterFirst = utf8.index(after: first)
         let version: Int
         let encodedPayload: Substring
         let encodedMAC: Substring
-        switch parts.count {
-        case 2: (version, encodedPayload, encodedMAC) = (1, parts[0], parts[1])
-        case 3 where parts[0] == "2": (version, encodedPayload, encodedMAC) = (2, parts[1], parts[2])
-        default: throw .malformed
+        if let second = utf8[afterFirst...].firstIndex(of: dot) {
+            let afterSecond = utf8.index(after: second)
+            guard token[..<first] == "2", !utf8[afterSecond...].contains(dot) else { throw .malformed }
+            (version, encodedPayload, encodedMAC) = (2, token[afterFirst..<second], token[afterSecond...])
+        } else {
+            (version, encodedPayload, encodedMAC) = (1, token[..<first], token[afterFirst...])
         }
         guard encodedPayload.utf8.count < 16_384, let payload = Base64URL.decode(encodedPayload),
             let mac = Base64URL.decode(encodedMAC), mac.count == 32
