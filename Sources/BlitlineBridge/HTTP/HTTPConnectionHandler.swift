@@ -21,6 +21,8 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelInboundHa
     /// Tells a postback's reply or deadline from those of the connection's earlier postbacks.
     private var postbacksHandled: UInt64 = 0
     private var deadline: Scheduled<Void>?
+    /// Where the postbacks' handling runs: this connection's event loop, made an executor once.
+    private var executor: EventLoopExecutor?
 
     private enum State {
         case waitingForHead
@@ -57,7 +59,7 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelInboundHa
             guard case .readingPostback(var postback) = state else { return }
             state = .droppingBody  // the array stays uniquely referenced while it grows
             if let refusal = append(buffer, to: &postback) {
-                release(postback.held)
+                listener.release(postbackHolding: postback.held)
                 if refusal.status == .serviceUnavailable { listener.onShed(.overloaded) }
                 answerPostback(refusal, version: postback.version, keepAlive: false, started: postback.headArrived, context)
             } else {
@@ -75,7 +77,7 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelInboundHa
     func channelInactive(context: ChannelHandlerContext) {
         // A client that leaves in the middle of its body gives back what it held.
         if case .readingPostback(let postback) = state {
-            release(postback.held)
+            listener.release(postbackHolding: postback.held)
             state = .droppingBody
         }
         context.fireChannelInactive()
@@ -145,7 +147,7 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelInboundHa
             return refuse(.text(.serviceUnavailable, "too many postbacks in hand; retry later"))
         }
         if let declaredLength, !listener.bufferedBytes.take(declaredLength) {
-            release(0)
+            listener.release(postbackHolding: 0)
             listener.onShed(.overloaded)
             return refuse(busy)
         }
@@ -178,14 +180,16 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelInboundHa
         let number = postbacksHandled
         state = .handling(number: number, version: postback.version, keepAlive: postback.keepAlive, started: postback.headArrived)
         guard left > .zero else {
-            release(postback.held)
+            listener.release(postbackHolding: postback.held)
             return timedOut(number, context)
         }
         let loop = context.eventLoop
         let bound = NIOLoopBound((handler: self, context: context), eventLoop: loop)
         let receiver = self.receiver
         let listener = self.listener
-        let worker = Task(executorPreference: EventLoopExecutor(loop)) { [postback] in
+        let executor = self.executor ?? EventLoopExecutor(loop)
+        self.executor = executor
+        let worker = Task(executorPreference: executor) { [postback] in
             let reply = await receiver.receivePostback(postback.token, body: postback.body, contentType: postback.contentType)
             listener.release(postbackHolding: postback.held)
             let answer: @Sendable () -> Void = {
@@ -228,10 +232,6 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelInboundHa
                 "http.status": "\(answer.status.code)",
                 "duration_ms": "\((ContinuousClock.now - started) / .milliseconds(1))",
             ])
-    }
-
-    private func release(_ held: Int) {
-        listener.release(postbackHolding: held)
     }
 
     // MARK: Answers
