@@ -177,7 +177,7 @@ final class BridgeProcess: Sendable {
     }
 
     private static func send(_ request: HTTPClientRequest) async throws -> Answer {
-        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(15))
+        let response = try await HTTPClient.toListener.execute(request, timeout: .seconds(15))
         let body = try await response.body.collect(upTo: 4 << 20)
         return Answer(status: Int(response.status.code), text: String(buffer: body))
     }

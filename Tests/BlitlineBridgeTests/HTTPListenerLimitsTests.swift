@@ -239,7 +239,7 @@ extension HTTPListenerTests {
             var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/healthz")
             request.method = .GET
             await #expect(throws: (any Error).self, "the main listener took a third connection") {
-                _ = try await HTTPClient.shared.execute(request, timeout: .seconds(1))
+                _ = try await HTTPClient.toListener.execute(request, timeout: .seconds(1))
             }
             group.cancelAll()
         }

@@ -176,7 +176,7 @@ import TestSupport
         request.method = method == .POST ? .POST : .GET
         if let body { request.body = .bytes(body) }
         if let contentType { request.headers.add(name: "Content-Type", value: contentType) }
-        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(5))
+        let response = try await HTTPClient.toListener.execute(request, timeout: .seconds(5))
         let bytes = try await response.body.collect(upTo: 1 << 20)
         return Answer(
             status: Int(response.status.code),
@@ -371,7 +371,7 @@ import TestSupport
                 continuation.finish()
             }
             request.body = .stream(chunks, length: .unknown)
-            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(5))
+            let response = try await HTTPClient.toListener.execute(request, timeout: .seconds(5))
             #expect(response.status.code == 413)
         }
         #expect(receiver.calls.isEmpty)

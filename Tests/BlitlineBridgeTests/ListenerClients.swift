@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import Foundation
 import TestSupport
 import Synchronization
@@ -138,4 +139,15 @@ func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async 
     try await withCheckedThrowingContinuation { continuation in
         Thread { continuation.resume(with: Result { try body() }) }.start()
     }
+}
+
+extension HTTPClient {
+    /// The tests' client for the bridge's listener. It lets a pooled connection go after 500 ms
+    /// idle, before any `LISTEN_HEADER_TIMEOUT` the tests use (1 s and up) closes it: a request
+    /// sent on a keep-alive connection just as the server closes it for idleness is lost in
+    /// flight (`HTTPClient.shared` keeps idle connections 60 s, and a `/readyz` sample once got
+    /// no answer that way).
+    static let toListener = HTTPClient(
+        eventLoopGroupProvider: .singleton,
+        configuration: Configuration(connectionPool: .init(idleTimeout: .milliseconds(500))))
 }
