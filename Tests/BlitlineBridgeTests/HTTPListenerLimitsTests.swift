@@ -244,4 +244,61 @@ extension HTTPListenerTests {
             group.cancelAll()
         }
     }
+    /// Past `LISTEN_MAX_CONNECTIONS` a connection waits in the kernel's accept queue, unanswered,
+    /// and is served once one of the others closes.
+    @Test func aConnectionPastTheLimitIsServedOnceAnotherCloses() async throws {
+        try await withListenerPort(limits: Self.limits { $0.maxConnections = 2 }) { port in
+            let first = try #require(RawConnection(port: port))
+            let second = try #require(RawConnection(port: port))
+            defer { second.close() }
+            try await Task.sleep(for: .milliseconds(200))
+            let third = try #require(RawConnection(port: port), "the kernel did not queue a third connection")
+            defer { third.close() }
+            third.send("GET /healthz HTTP/1.1\r\nHost: bridge\r\n\r\n")
+            let whileFull = try await onOwnThread { third.receive(until: "\r\n\r\n", timeout: .milliseconds(700)) }
+            #expect(whileFull.isEmpty, "answered past the limit: \(whileFull)")
+            first.close()
+            let afterwards = try await onOwnThread { third.receive(until: "ok", timeout: .seconds(5)) }
+            #expect(afterwards.hasPrefix("HTTP/1.1 200 OK"), "\(afterwards)")
+        }
+    }
+
+    /// A client that sends its postback and then closes its side still gets the answer, and the
+    /// connection closes after it.
+    @Test func aPostbackWhoseClientClosesItsSideIsAnsweredThenClosed() async throws {
+        let receiver = FakeReceiver(delay: .milliseconds(300))
+        try await withListenerPort(receiver: receiver) { port in
+            let connection = try #require(RawConnection(port: port))
+            defer { connection.close() }
+            connection.send("POST /postback/half HTTP/1.1\r\nHost: bridge\r\nContent-Length: 2\r\n\r\n{}")
+            shutdown(connection.descriptor, Int32(SHUT_WR))
+            let (answer, closed) = try await onOwnThread { connection.readUntilClosed(timeout: .seconds(5)) }
+            #expect(answer.hasPrefix("HTTP/1.1 200 OK") && answer.hasSuffix("published"), "\(answer)")
+            #expect(closed)
+        }
+        #expect(receiver.calls.map(\.token) == ["half"])
+    }
+
+    /// Cancelled (the bridge's `SHUTDOWN_TIMEOUT` passed), the listener stops accepting, cuts a
+    /// postback whose handling does not end a second later, and returns, long before the
+    /// postback's own 8 s deadline.
+    @Test func aCancelledListenerCutsWhatItStillHasAfterItsGrace() async throws {
+        let receiver = FakeReceiver(hang: .seconds(20))
+        let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
+        let listener = Self.makeListener(receiver: receiver, ports: continuation)
+        let running = Task { try await listener.run() }
+        let port = try #require(await ports.first { _ in true })
+        let connection = try #require(RawConnection(port: port))
+        defer { connection.close() }
+        connection.send("POST /postback/hanging HTTP/1.1\r\nHost: bridge\r\nContent-Length: 2\r\n\r\n{}")
+        try #require(await eventually(timeout: .seconds(10)) { !receiver.calls.isEmpty }, "the postback never reached the handler")
+        let cancelled = ContinuousClock.now
+        running.cancel()
+        _ = await running.result
+        let stopped = ContinuousClock.now - cancelled
+        #expect(stopped >= .milliseconds(900) && stopped < .seconds(5), "stopped \(stopped) after cancellation")
+        let (answer, closed) = try await onOwnThread { connection.readUntilClosed(timeout: .seconds(2)) }
+        #expect(closed && answer.isEmpty, "the connection in hand was not cut: \(answer)")
+        #expect(!Self.acceptsConnections(port: port))
+    }
 }

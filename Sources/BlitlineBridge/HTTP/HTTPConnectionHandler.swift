@@ -21,6 +21,8 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelInboundHa
     /// Tells a postback's reply or deadline from those of the connection's earlier postbacks.
     private var postbacksHandled: UInt64 = 0
     private var deadline: Scheduled<Void>?
+    /// The client has closed its side; the postback in hand is the last.
+    private var inputClosed = false
     /// Where the postbacks' handling runs: this connection's event loop, made an executor once.
     private var executor: EventLoopExecutor?
 
@@ -74,6 +76,20 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelInboundHa
         }
     }
 
+    /// A client that closes its side (the connection is allowed to half-close) sends nothing
+    /// more: an idle connection, or one whose body will never end, is closed at once rather than
+    /// held until `LISTEN_HEADER_TIMEOUT`; a postback in hand is answered first.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .inputClosed? = event as? ChannelEvent {
+            if case .handling = state {
+                inputClosed = true
+            } else {
+                context.close(promise: nil)
+            }
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
         // A client that leaves in the middle of its body gives back what it held.
         if case .readingPostback(let postback) = state {
@@ -120,7 +136,7 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelInboundHa
         if afterRoute.isEmpty { return afterRoute }
         guard afterRoute.first == "/" else { return nil }
         let token = afterRoute.dropFirst()
-        return token.contains("/") ? nil : token
+        return token.utf8.contains(UInt8(ascii: "/")) ? nil : token
     }
 
     /// The token first, then the declared length and the allowances; the body is read only
@@ -208,7 +224,7 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelInboundHa
         deadline?.cancel()
         deadline = nil
         state = .waitingForHead
-        answerPostback(reply, version: version, keepAlive: keepAlive, started: started, context)
+        answerPostback(reply, version: version, keepAlive: keepAlive && !inputClosed, started: started, context)
     }
 
     private func timedOut(_ number: UInt64, _ context: ChannelHandlerContext) {
@@ -217,7 +233,7 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelInboundHa
         state = .waitingForHead
         listener.onShed(.timedOut)
         let answer = HTTPAnswer.text(.serviceUnavailable, "the postback could not be handled in time; retry")
-        answerPostback(answer, version: version, keepAlive: keepAlive, started: started, context)
+        answerPostback(answer, version: version, keepAlive: keepAlive && !inputClosed, started: started, context)
     }
 
     /// Answers a postback and logs its status and duration at debug (never its token or body).
