@@ -1,11 +1,9 @@
 import AsyncSupport
-import HummingbirdCore
 import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
-import Synchronization
 
 /// The embedded HTTP listener: Blitline's postbacks, `/healthz`, `/readyz` and `/metrics`, and
 /// optionally a second listener for the probes alone.
@@ -120,30 +118,50 @@ public struct HTTPListener: Service {
         }
     }
 
+    /// Binds `host:port` and serves connections until a graceful shutdown, which stops accepting
+    /// and returns once every connection has closed (each after the answer in hand); cancelled, it
+    /// does the same and cuts what is still open ``cancellationGrace`` later.
     private func serve<Receiver: PostbackReceiving>(
         host: String, port: Int, receiver: Receiver, servesPostbacks: Bool, maxConnections: Int,
         onRunning: @escaping @Sendable (Int) async -> Void
     ) async throws {
-        let running = Mutex(false)
         let connections = Connections(
             listener: self, receiver: receiver, servesPostbacks: servesPostbacks,
             deadlines: RequestDeadlines(headerTimeout: limits.headerTimeout, bodyTimeout: limits.bodyTimeout))
-        let server = connections.server(
-            configuration: .init(
-                address: .hostname(host, port: port), serverName: nil,
-                availableConnectionsDelegate: MaximumAvailableConnections(maxConnections, logger: logger)),
-            onServerRunning: { channel in
-                running.withLock { $0 = true }
-                await onRunning(channel.localAddress?.port ?? 0)
-            },
-            eventLoopGroup: MultiThreadedEventLoopGroup.singleton,
-            logger: logger)
+        let server: any Channel
         do {
-            // Cancelled (SHUTDOWN_TIMEOUT has passed, say), the listener stops accepting at once
-            // and cuts what it has in hand a second later.
-            try await server.runTakingCancellationAsGracefulShutdown(grace: Self.cancellationGrace, logger: logger)
-        } catch where !running.withLock({ $0 }) {
+            server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .serverChannelOption(.backlog, value: 256)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .serverChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(ConnectionGate(maxConnections: maxConnections))
+                    }
+                }
+                .childChannelOption(.allowRemoteHalfClosure, value: true)
+                .childChannelInitializer(connections.setUp)
+                .bind(host: host, port: port).get()
+        } catch {
             throw StartFailure(address: Self.address(host, port), reason: "\(error)")
+        }
+        let loop = server.eventLoop
+        let gate = try await loop.submit {
+            NIOLoopBound(try server.pipeline.syncOperations.handler(type: ConnectionGate.self), eventLoop: loop)
+        }.get()
+        // The line HummingbirdCore's server wrote before, which operators and tests may look for.
+        logger.info("Server started and listening on \(Self.address(host, server.localAddress?.port ?? port))")
+        await onRunning(server.localAddress?.port ?? 0)
+        let drained = loop.makePromise(of: Void.self)
+        let quiesce: @Sendable () -> Void = { loop.execute { gate.value.quiesce(drained: drained) } }
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                try? await drained.futureResult.get()
+            } onGracefulShutdown: {
+                quiesce()
+            }
+        } onCancel: {
+            quiesce()
+            loop.scheduleTask(in: TimeAmount(Self.cancellationGrace)) { gate.value.cutAll() }
         }
     }
 
@@ -193,20 +211,15 @@ extension HTTPListener {
         public var description: String { "cannot listen on \(address): \(reason)" }
     }
 
-    /// The listener's connections for HummingbirdCore's server, which accepts them (up to the
-    /// connection limit) and quiesces them on a graceful shutdown: SwiftNIO's HTTP/1 codec, the
-    /// ``RequestDeadlineHandler`` and an ``HTTPConnectionHandler`` on each.
-    struct Connections<Receiver: PostbackReceiving>: ServerChildChannel {
-        struct Value: ServerChildChannelValue {
-            let channel: any Channel
-        }
-
+    /// How each accepted connection is set up: SwiftNIO's HTTP/1 codec with pipelining
+    /// assistance, the ``RequestDeadlineHandler`` and an ``HTTPConnectionHandler``.
+    struct Connections<Receiver: PostbackReceiving>: Sendable {
         let listener: HTTPListener
         let receiver: Receiver
         let servesPostbacks: Bool
         let deadlines: RequestDeadlines
 
-        func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        @Sendable func setUp(_ channel: any Channel) -> EventLoopFuture<Void> {
             channel.eventLoop.makeCompletedFuture {
                 let pipeline = channel.pipeline.syncOperations
                 // Heads up to 80 KiB and 1,000 fields; the answers' headers are the listener's own.
@@ -218,16 +231,6 @@ extension HTTPListener {
                 try pipeline.addHandler(RequestDeadlineHandler(deadlines: deadlines))
                 try pipeline.addHandler(
                     HTTPConnectionHandler(listener: listener, receiver: receiver, servesPostbacks: servesPostbacks))
-                return Value(channel: channel)
-            }
-        }
-
-        /// Waits for the connection to close; cancelled, closes it.
-        func handle(value: Value, logger: Logger) async {
-            await withTaskCancellationHandler {
-                try? await value.channel.closeFuture.get()
-            } onCancel: {
-                value.channel.close(promise: nil)
             }
         }
     }

@@ -32,12 +32,14 @@ package struct RequestEnvelope: Sendable, Hashable {
     /// the request can be taken as it is.
     init(_ properties: AMQPProperties) {
         let headers = properties.headers
-        let generated =
-            headers?[BridgeHeader.requestID]?.stringValue.flatMap {
+        // A fresh UUID only when neither names the request (generating one costs a system call).
+        let requestID =
+            properties.messageID.flatMap { $0.isEmpty ? nil : $0 }
+            ?? headers?[BridgeHeader.requestID]?.stringValue.flatMap {
                 $0.isEmpty || $0.utf8.count > Self.maxRequestIDBytes ? nil : $0
             } ?? UUID().uuidString.lowercased()
         self.init(
-            requestID: properties.messageID.flatMap { $0.isEmpty ? nil : $0 } ?? generated,
+            requestID: requestID,
             correlationID: properties.correlationID, replyTo: properties.replyTo.flatMap { $0.isEmpty ? nil : $0 },
             traceparent: headers?["traceparent"]?.stringValue, tracestate: headers?["tracestate"]?.stringValue)
     }
