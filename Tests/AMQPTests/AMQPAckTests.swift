@@ -36,15 +36,17 @@ import Testing
             let queue = inHand[0].routingKey
             for delivery in inHand.dropFirst() { delivery.ack() }
 
-            func unacknowledged() throws -> Int? {
-                let rows = try TestBroker.control("ctl", "-q", "list_queues", "name", "messages_unacknowledged", "--no-table-headers")
+            func unacknowledged() async throws -> Int? {
+                let rows = try await onOwnThread {
+                    try TestBroker.control("ctl", "-q", "list_queues", "name", "messages_unacknowledged", "--no-table-headers")
+                }
                 return rows.split(separator: "\n").lazy.map { $0.split(whereSeparator: \.isWhitespace) }
                     .first { $0.first.map(String.init) == queue }.flatMap { $0.last.flatMap { Int($0) } }
             }
             var seen: Int?
             #expect(
                 await eventually(timeout: .seconds(10)) {
-                    seen = try? unacknowledged()
+                    seen = try? await unacknowledged()
                     return seen == 1
                 }, "unacknowledged at the broker: \(String(describing: seen))")
             inHand[0].ack()

@@ -47,6 +47,7 @@ struct BridgeClusterFaultTests {
                 let publishing = Task { try await publishSteadily(requests, h) }
                 #expect(await h.events.waitForCount(Self.requestCount / 3, timeout: .seconds(60)), "\(h.diagnostics())")
                 let node = try victimNode(victim, h, bridge)
+                print("\(label): stopping node \(node); the test's queues (name, type, leader, members):\n\(Self.queues(label))")
                 let stopped = ContinuousClock.now
                 try TestEnvironment.controlCluster("stop-node", "\(node)")
                 // The node comes back whatever happens below, so that the next test has three.
@@ -62,7 +63,7 @@ struct BridgeClusterFaultTests {
                 let ids = requests.map(\.id)
                 #expect(
                     await h.events.waitForEvents(for: ids, timeout: .seconds(120)),
-                    "no event for \(h.events.missing(ids).prefix(20))\n\(h.diagnostics())")
+                    "no event for \(h.events.missing(ids).prefix(20))\n\(h.diagnostics())\nqueues now:\n\(Self.queues(label))")
                 // Every request settled (its events out), then a sentinel through the same bridge
                 // (Blitline's faults off, so that its postback comes): events under another id
                 // would be in by now.
@@ -137,6 +138,14 @@ struct BridgeClusterFaultTests {
     }
 
     /// The node to stop, from the cluster's view of the jobs queue or from the bridge's log.
+    /// The queues of the test labelled `label` with their type, leader and members, as the
+    /// cluster reports them: when events stop, which queue lost its quorum.
+    static func queues(_ label: String) -> String {
+        let rows = (try? TestEnvironment.controlCluster(
+            "ctl", "-q", "list_queues", "name", "type", "leader", "members", "--no-table-headers")) ?? "(no node answered)"
+        return rows.split(separator: "\n").filter { $0.contains(label) }.joined(separator: "\n")
+    }
+
     func victimNode(_ victim: Victim, _ h: BridgeHarness, _ bridge: BridgeProcess) throws -> Int {
         switch victim {
         case .jobsQueueLeader:

@@ -2,6 +2,7 @@ import Blitline
 import Foundation
 import Synchronization
 import Testing
+import TestSupport
 
 @testable import BlitlineBridge
 

@@ -224,7 +224,9 @@ import TestSupport
     /// Monitors that probe with HEAD get the GET's status and headers, without its body.
     @Test func aHeadProbeIsAnsweredAsItsGetWithoutABody() async throws {
         try await withListenerPort { port in
-            let (response, _) = try Self.rawExchange(port: port, "HEAD /healthz HTTP/1.1\r\nHost: bridge\r\nConnection: close\r\n\r\n")
+            let (response, _) = try await onOwnThread {
+                try Self.rawExchange(port: port, "HEAD /healthz HTTP/1.1\r\nHost: bridge\r\nConnection: close\r\n\r\n")
+            }
             #expect(response.hasPrefix("HTTP/1.1 200"), "\(response)")
             #expect(response.lowercased().contains("content-length: 2"), "\(response)")
             #expect(response.hasSuffix("\r\n\r\n"), "a body came with the answer to HEAD: \(response)")

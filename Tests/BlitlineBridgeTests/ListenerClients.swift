@@ -133,14 +133,6 @@ final class SlowClients: Sendable {
     }
 }
 
-/// Runs blocking socket work on a thread of its own: on the cooperative pool (two threads on a
-/// 2-core machine) it would starve the listener under test and the tests' own tasks.
-func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread { continuation.resume(with: Result { try body() }) }.start()
-    }
-}
-
 extension HTTPClient {
     /// The tests' client for the bridge's listener. It lets a pooled connection go after 500 ms
     /// idle, before any `LISTEN_HEADER_TIMEOUT` the tests use (1 s and up) closes it: a request

@@ -5,6 +5,7 @@
 import Glibc
 #endif
 import AsyncSupport
+import Foundation
 import Hummingbird
 import Logging
 import Synchronization
@@ -128,6 +129,15 @@ public func runControlScript(_ script: String, _ arguments: [String]) throws -> 
     let exitCode = (status & 0x7f) == 0 ? (status >> 8) & 0xff : -1
     guard exitCode == 0 else { throw TestSupportError("\(script) \(arguments) failed (\(exitCode)): \(text)") }
     return text
+}
+
+/// Runs blocking work (socket reads, a control script, which starts an Erlang VM for a second or
+/// more) on a thread of its own: on the cooperative pool (two threads on a 2-core machine) it would
+/// starve the servers under test and every other test running beside it.
+public func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try body() }) }.start()
+    }
 }
 
 /// Serves `router` on 127.0.0.1, at a port the system picks, while `body` runs with that port;
