@@ -16,6 +16,7 @@ final class ConnectionGate: ChannelDuplexHandler {
     private let maxConnections: Int
     private var open: [ObjectIdentifier: any Channel] = [:]
     private var context: ChannelHandlerContext?
+    private var socketClosed = false
     /// A read held back while every connection is taken.
     private var readWaiting = false
     /// Set by the first ``quiesce(drained:)``; completed once, when the last connection has closed.
@@ -28,6 +29,11 @@ final class ConnectionGate: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        socketClosed = true
+        context.fireChannelInactive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -50,11 +56,11 @@ final class ConnectionGate: ChannelDuplexHandler {
     }
 
     /// Closes the server socket and asks each connection to close once the answer in hand is
-    /// written; `promise` is completed when the last one has closed. A second call waits for the
-    /// same.
+    /// written; `promise` is completed when the last one has closed. A later call with another
+    /// promise has it completed at the same moment.
     func quiesce(drained promise: EventLoopPromise<Void>) {
         if let drained {
-            drained.futureResult.cascade(to: promise)
+            if promise.futureResult !== drained.futureResult { drained.futureResult.cascade(to: promise) }
             return
         }
         drained = promise
@@ -71,7 +77,7 @@ final class ConnectionGate: ChannelDuplexHandler {
     private func closed(_ id: ObjectIdentifier) {
         open[id] = nil
         completeDrainIfEmpty()
-        if readWaiting, open.count < maxConnections, drained == nil {
+        if readWaiting, open.count < maxConnections, drained == nil, !socketClosed {
             readWaiting = false
             context?.read()
         }

@@ -153,6 +153,9 @@ public struct HTTPListener: Service {
         await onRunning(server.localAddress?.port ?? 0)
         let drained = loop.makePromise(of: Void.self)
         let quiesce: @Sendable () -> Void = { loop.execute { gate.value.quiesce(drained: drained) } }
+        // A server socket closed by anything else drains all the same, rather than leave this
+        // waiting for a shutdown.
+        server.closeFuture.whenComplete { _ in quiesce() }
         await withTaskCancellationHandler {
             await withGracefulShutdownHandler {
                 try? await drained.futureResult.get()
