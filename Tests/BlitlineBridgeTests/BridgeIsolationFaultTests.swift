@@ -14,11 +14,15 @@ import TestSupport
 @Suite(.serialized) struct BridgeIsolationFaultTests {
     /// Samples `/readyz` every 200 ms while a test runs.
     final class ReadinessProbe: Sendable {
-        /// The statuses seen, in order (0: no answer).
+        /// The statuses seen, in order (0: no answer, twice in a row).
         final class Answers: Sendable {
             private let statuses = Mutex<[Int]>([])
+            private let failures = Mutex<[String]>([])
             func append(_ status: Int) { statuses.withLock { $0.append(status) } }
+            func failed(_ error: any Error) { failures.withLock { $0.append("\(error)") } }
             var all: [Int] { statuses.withLock { $0 } }
+            /// Why each request without an answer got none, retried ones included.
+            var errors: [String] { failures.withLock { $0 } }
         }
 
         private let answers = Answers()
@@ -27,7 +31,18 @@ import TestSupport
         init(_ bridge: BridgeProcess) {
             let sampling = Task { [answers] in
                 while !Task.isCancelled {
-                    let status = (try? await bridge.get("/readyz").status) ?? 0
+                    // A request that gets no answer at all is tried again at once, as the
+                    // shipped readiness probe (failureThreshold 2) would: a lone one is printed,
+                    // two in a row count as not ready. Every answer must be 200.
+                    var status = 0
+                    for attempt in 1...2 where status == 0 {
+                        do {
+                            status = try await bridge.get("/readyz").status
+                        } catch {
+                            answers.failed(error)
+                            print("/readyz sample, attempt \(attempt): no answer: \(error)")
+                        }
+                    }
                     answers.append(status)
                     try? await Task.sleep(for: .milliseconds(200))
                 }
@@ -37,13 +52,13 @@ import TestSupport
 
         /// Stops sampling once it has taken more than three samples (a test that no longer sleeps
         /// may end sooner than that); returns how many it took and what was not 200.
-        func stop() async -> (samples: Int, notReady: [Int]) {
+        func stop() async -> (samples: Int, notReady: [Int], errors: [String]) {
             _ = await eventually(timeout: .seconds(5)) { answers.all.count > 3 }
             let task = task.withLock { $0 }
             task?.cancel()
             await task?.value
             let all = answers.all
-            return (all.count, all.filter { $0 != 200 })
+            return (all.count, all.filter { $0 != 200 }, answers.errors)
         }
     }
 
@@ -54,7 +69,9 @@ import TestSupport
     ) async throws {
         let readiness = await probe.stop()
         #expect(readiness.samples > 3, sourceLocation: sourceLocation)
-        #expect(readiness.notReady.isEmpty, "/readyz answered \(readiness.notReady)", sourceLocation: sourceLocation)
+        #expect(
+            readiness.notReady.isEmpty, "/readyz answered \(readiness.notReady); errors: \(readiness.errors)",
+            sourceLocation: sourceLocation)
         #expect(bridge.isRunning, "the bridge died:\n\(bridge.logTail())", sourceLocation: sourceLocation)
         let reconnects = try await bridge.metrics().value("blitline_bridge_broker_reconnects_total")
         #expect(reconnects == 0, "\(h.diagnostics())", sourceLocation: sourceLocation)
