@@ -37,8 +37,10 @@ struct PostbackHandler: PostbackReceiving, CustomStringConvertible {
         // A child of the request's consumer span, whose context the postback URL carries.
         await verified.context.withSpan("postback", ofKind: .server, logger: logger) { context, span, logger in
             let reply = await receive(verified, context: context, body: body, contentType: contentType, logger: logger)
-            span.attributes["http.response.status_code"] = reply.status
-            if reply.status >= 500 { span.setStatus(SpanStatus(code: .error)) }
+            if span.isRecording {
+                span.attributes["http.response.status_code"] = reply.status
+                if reply.status >= 500 { span.setStatus(SpanStatus(code: .error)) }
+            }
             return reply
         }
     }
@@ -57,7 +59,7 @@ struct PostbackHandler: PostbackReceiving, CustomStringConvertible {
             return PostbackReply(status: 400, message: "\(error)")
         }
         var logger = logger
-        logger[metadataKey: "job_id"] = "\(result.jobID)"
+        logger[metadataKey: "job_id"] = .string(result.jobID)
         guard let publisher = session.publisher else {
             metrics.postback(.unavailable)
             return PostbackReply(status: 503, message: "the broker is not connected; retry later")

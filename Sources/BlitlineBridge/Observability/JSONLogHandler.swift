@@ -25,11 +25,28 @@ public struct JSONLogHandler: LogHandler {
     public var logLevel: Logger.Level
     /// Metadata attached to every line of this handler.
     public var metadata: Logger.Metadata = [:]
-    /// Contributes metadata (e.g. from the task-local context) to every line.
-    public var metadataProvider: Logger.MetadataProvider?
+    /// What never changes as a logger gains metadata, held by reference: the handler stays small
+    /// enough to live inside the logger's existential, so that a request's logger adding its
+    /// `request_id` and `job_id` copies no heap box of the handler.
+    private var output: Output
 
-    private let label: String
-    private let sink: LineSink
+    private final class Output: Sendable {
+        let label: String
+        let sink: LineSink
+        let metadataProvider: Logger.MetadataProvider?
+
+        init(label: String, sink: LineSink, metadataProvider: Logger.MetadataProvider?) {
+            self.label = label
+            self.sink = sink
+            self.metadataProvider = metadataProvider
+        }
+    }
+
+    /// Contributes metadata (e.g. from the task-local context) to every line.
+    public var metadataProvider: Logger.MetadataProvider? {
+        get { output.metadataProvider }
+        set { output = Output(label: output.label, sink: output.sink, metadataProvider: newValue) }
+    }
 
     /// Creates a handler that writes to stderr; use with `LoggingSystem.bootstrap`.
     public init(label: String, level: Logger.Level = .info, metadataProvider: Logger.MetadataProvider? = nil) {
@@ -37,10 +54,8 @@ public struct JSONLogHandler: LogHandler {
     }
 
     init(label: String, level: Logger.Level, metadataProvider: Logger.MetadataProvider?, sink: LineSink) {
-        self.label = label
         self.logLevel = level
-        self.metadataProvider = metadataProvider
-        self.sink = sink
+        self.output = Output(label: label, sink: sink, metadataProvider: metadataProvider)
     }
 
     /// Gets or sets one metadata value of this handler.
@@ -61,13 +76,13 @@ public struct JSONLogHandler: LogHandler {
         let line = Self.line(
             time: Timestamp.now,
             level: event.level,
-            label: label,
+            label: output.label,
             message: event.message.description,
             source: event.level <= .debug ? event.source : nil,
             error: event.error.map { "\($0)" },
             metadata: merged
         )
-        sink.write(line)
+        output.sink.write(line)
     }
 
     /// One whole line, newline included.

@@ -34,20 +34,20 @@ extension RequestEnvelope {
     /// Runs `body` in a span named `name`, a child of this request's trace context, with the
     /// envelope `body` should carry on (the span's context) and a logger that names the trace.
     func withSpan<Result>(
-        _ name: String, ofKind kind: SpanKind, logger: Logger,
+        _ name: @autoclosure () -> String, ofKind kind: SpanKind, logger: Logger,
         _ body: (RequestEnvelope, any Span, Logger) async throws -> Result
     ) async rethrows -> Result {
         var logger = logger
-        logger[metadataKey: "request_id"] = "\(requestID)"
+        logger[metadataKey: "request_id"] = .string(requestID)
         guard Self.isTraced else {
             // Nothing records spans: skip the trace context's round trip through the tracer.
-            if let traceID { logger[metadataKey: "trace_id"] = "\(traceID)" }
+            if let traceID { logger[metadataKey: "trace_id"] = .string(traceID) }
             return try await body(self, NoOpTracer.NoOpSpan(context: .topLevel), logger)
         }
-        return try await Tracing.withSpan(name, context: serviceContext, ofKind: kind) { span in
+        return try await Tracing.withSpan(name(), context: serviceContext, ofKind: kind) { span in
             span.attributes["blitline_bridge.request_id"] = requestID
             let continued = continued(in: span)
-            if let traceID = continued.traceID { logger[metadataKey: "trace_id"] = "\(traceID)" }
+            if let traceID = continued.traceID { logger[metadataKey: "trace_id"] = .string(traceID) }
             return try await body(continued, span, logger)
         }
     }

@@ -101,8 +101,10 @@ final class JobSubmitter: Sendable {
             }
         } else {
             outcomes = await withSpan("submit batch", context: batch[0].element.context, ofKind: .internal) { span in
-                span.attributes["blitline_bridge.batch_size"] = batch.count
-                for waiter in batch.dropFirst() { span.addLink(SpanLink(context: waiter.element.context, attributes: [:])) }
+                if span.isRecording {
+                    span.attributes["blitline_bridge.batch_size"] = batch.count
+                    for waiter in batch.dropFirst() { span.addLink(SpanLink(context: waiter.element.context, attributes: [:])) }
+                }
                 return await submit(batch)
             }
         }

@@ -46,7 +46,7 @@ struct PollProcessor: Sendable {
         logger: Logger
     ) async throws {
         var logger = logger
-        logger[metadataKey: "job_id"] = "\(job.jobID)"
+        logger[metadataKey: "job_id"] = .string(job.jobID)
         let (outcome, started) = try await poll(job)
         let step = Self.step(after: outcome, for: job, at: clock.now(), answeredIn: ContinuousClock.now - started)
         do {

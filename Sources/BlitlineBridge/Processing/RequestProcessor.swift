@@ -51,10 +51,12 @@ package struct RequestProcessor: Sendable {
         try await RequestEnvelope(request.properties).withSpan(
             "process \(configuration.jobsQueue)", ofKind: .consumer, logger: logger
         ) { context, span, logger in
-            span.attributes["messaging.system"] = "rabbitmq"
-            span.attributes["messaging.operation.type"] = "process"
-            span.attributes["messaging.destination.name"] = configuration.jobsQueue
-            span.attributes["messaging.message.id"] = request.properties.messageID
+            if span.isRecording {
+                span.attributes["messaging.system"] = "rabbitmq"
+                span.attributes["messaging.operation.type"] = "process"
+                span.attributes["messaging.destination.name"] = configuration.jobsQueue
+                span.attributes["messaging.message.id"] = request.properties.messageID
+            }
             try await process(request, context: context, effects: effects, logger: logger)
         }
     }
@@ -113,7 +115,7 @@ package struct RequestProcessor: Sendable {
         switch outcome {
         case .accepted(let jobID, _):
             metrics.submission(.accepted)
-            logger[metadataKey: "job_id"] = "\(jobID)"
+            logger[metadataKey: "job_id"] = .string(jobID)
             logger.debug("submitted", metadata: ["attempt": "\(attempt)"])
         case .rejected(let message):
             metrics.submission(.rejected)
