@@ -3,7 +3,7 @@
 # bridge-bench in release mode and runs them against AMQP_URL, or a throwaway local node when
 # AMQP_URL is unset.
 #
-#   deploy/bench.sh [--cluster] [--rounds N] [--against DIR] [--count N] [--prefetch N]
+#   deploy/bench.sh [--cluster] [--rounds N] [--against DIR | --against-revision REV] [--count N] [--prefetch N]
 #                   [--queue-type quorum|classic] [--postback-connections N]
 #                   [--fresh-postback-connections] [--bridge-only]
 #   deploy/bench.sh --backlog N          a restart onto N outcomes in the stream, deadlines due
@@ -21,18 +21,23 @@
 # --against DIR is an A/B run: each round runs the blitline-bridge and blitline-simulator binaries
 # in DIR (another build's release folder, copied aside), then this tree's, and the medians come for
 # both. Only runs taken in turn like this compare builds; figures of different hours do not.
+# --against-revision REV does the same with the bridge of git revision REV (e.g. fdd5b56, issue 12's
+# baseline), built in release mode in a throwaway worktree (minutes: its dependencies are built from
+# scratch) and run beside this tree's simulator.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cluster=0
 rounds=1
 against=
+against_revision=
 arguments=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --cluster) cluster=1 ;;
         --rounds) rounds=${2:?--rounds needs a number}; shift ;;
         --against) against=${2:?--against needs a folder with blitline-bridge and blitline-simulator}; shift ;;
+        --against-revision) against_revision=${2:?--against-revision needs a git revision}; shift ;;
         *) arguments+=("$1") ;;
     esac
     shift
@@ -48,26 +53,42 @@ if [ "$cluster" = 1 ] && [ -z "${CLUSTER_DIR:-}" ]; then
     AMQP_URL=$(deploy/rabbitmq-cluster.sh url)
     export AMQP_URL
 elif [ -z "${AMQP_URL:-}" ] && [ -z "${BROKER_URL:-}" ]; then
-    exec deploy/with-broker.sh "$0" --rounds "$rounds" ${against:+--against "$against"} "${arguments[@]}"
+    exec deploy/with-broker.sh "$0" --rounds "$rounds" ${against:+--against "$against"} \
+        ${against_revision:+--against-revision "$against_revision"} "${arguments[@]}"
+fi
+if [ -n "$against" ] && [ -n "$against_revision" ]; then
+    echo "bench: --against and --against-revision: one or the other" >&2
+    exit 2
 fi
 if [ -n "$against" ] && [ ! -x "$against/blitline-bridge" ]; then
     echo "bench: --against $against: no blitline-bridge there" >&2
     exit 2
 fi
 deploy/install-deps.sh
+if [ -n "$against_revision" ]; then
+    against=$(mktemp -d /tmp/blitline-bridge-bench-against.XXXXXX)
+    source_tree="$against/source"
+    git worktree add --detach "$source_tree" "$against_revision"
+    (cd "$source_tree" && swift build -c release --static-swift-stdlib --product blitline-bridge) \
+        && cp "$source_tree/.build/release/blitline-bridge" "$against/" \
+        || echo "bench: --against-revision $against_revision: its blitline-bridge did not build" >&2
+    git worktree remove --force "$source_tree"
+    [ -x "$against/blitline-bridge" ] || exit 1
+fi
 # Linked as the Dockerfile and the systemd unit link them (--static-swift-stdlib): what users run.
 # Measured here, calls into a static Swift runtime cost the bridge about 8 % less CPU per job.
 for product in blitline-bridge blitline-simulator bridge-bench; do
     swift build -c release --static-swift-stdlib --product "$product"
 done
 bin=$(swift build -c release --show-bin-path)
+[ -z "$against_revision" ] || cp "$bin/blitline-simulator" "$against/"
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(. /etc/os-release; echo "$PRETTY_NAME")"
 outputs=()
 earlier=()
 for round in $(seq 1 "$rounds"); do
     [ "$rounds" = 1 ] || echo "--- round $round of $rounds"
     if [ -n "$against" ]; then
-        echo "--- $against"
+        echo "--- ${against_revision:-$against}"
         output=$(mktemp)
         earlier+=("$output")
         "$bin/bridge-bench" --url "${AMQP_URL:-${BROKER_URL:-}}" --bin "$against" "${arguments[@]}" | tee "$output"
@@ -104,6 +125,7 @@ summaries() {  # summaries TITLE FILE... (every figure's median over those runs)
     summary "postback-to-event p99 (ms)" 's/.*latency: p50 .*, p99 \([0-9.]*\) ms.*/\1/p'
     summary "bridge peak RSS (MiB)" 's/^bridge peak RSS: \([0-9.]*\) MiB/\1/p'
 }
-[ -z "$against" ] || summaries "--- $against: medians over $rounds rounds (lowest – highest)" "${earlier[@]}"
+[ -z "$against" ] || summaries "--- ${against_revision:-$against}: medians over $rounds rounds (lowest – highest)" "${earlier[@]}"
 summaries "--- ${against:+this tree: }medians over $rounds rounds (lowest – highest)" "${outputs[@]}"
 rm -f "${outputs[@]}" "${earlier[@]}"
+[ -z "$against_revision" ] || rm -rf "$against"
