@@ -137,7 +137,6 @@ struct BridgeClusterFaultTests {
         return timedOut
     }
 
-    /// The node to stop, from the cluster's view of the jobs queue or from the bridge's log.
     /// The queues of the test labelled `label` with their type, leader and members, as the
     /// cluster reports them: when events stop, which queue lost its quorum.
     static func queues(_ label: String) -> String {
@@ -146,6 +145,7 @@ struct BridgeClusterFaultTests {
         return rows.split(separator: "\n").filter { $0.contains(label) }.joined(separator: "\n")
     }
 
+    /// The node to stop, from the cluster's view of the jobs queue or from the bridge's log.
     func victimNode(_ victim: Victim, _ h: BridgeHarness, _ bridge: BridgeProcess) throws -> Int {
         switch victim {
         case .jobsQueueLeader:

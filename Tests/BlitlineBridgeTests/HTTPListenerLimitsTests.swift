@@ -244,6 +244,7 @@ extension HTTPListenerTests {
             group.cancelAll()
         }
     }
+
     /// Past `LISTEN_MAX_CONNECTIONS` a connection waits in the kernel's accept queue, unanswered,
     /// and is served once one of the others closes.
     @Test func aConnectionPastTheLimitIsServedOnceAnotherCloses() async throws {

@@ -56,13 +56,10 @@ final class ConnectionGate: ChannelDuplexHandler {
     }
 
     /// Closes the server socket and asks each connection to close once the answer in hand is
-    /// written; `promise` is completed when the last one has closed. A later call with another
-    /// promise has it completed at the same moment.
+    /// written; `promise` is completed when the last one has closed. Calls after the first (a
+    /// cancellation after the graceful shutdown, say) change nothing.
     func quiesce(drained promise: EventLoopPromise<Void>) {
-        if let drained {
-            if promise.futureResult !== drained.futureResult { drained.futureResult.cascade(to: promise) }
-            return
-        }
+        guard drained == nil else { return }
         drained = promise
         context?.channel.close(promise: nil)
         open.values.forEach(Self.quiesce)
