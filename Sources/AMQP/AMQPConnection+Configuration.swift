@@ -52,6 +52,9 @@ extension AMQPConnection {
         public var frameMax: Int = 131_072
         /// Shown in the management UI as the connection's name.
         public var connectionName: String?
+        /// What `top -H`, `ps -L` and `perf` call the connection's thread (its first 15 bytes);
+        /// `amqp` and the port by default.
+        public var threadName: String?
         /// Client properties the management UI shows beside `product` (which names this module and
         /// librabbitmq): conventionally `version`, `platform` and `information`.
         public var clientProperties: [String: String] = [:]

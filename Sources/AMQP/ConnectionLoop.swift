@@ -84,6 +84,7 @@ final class ConnectionLoop: @unchecked Sendable {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             let thread = Thread { [self] in
                 ownerThread.store(pthread_self(), ordering: .relaxed)
+                Self.nameCurrentThread(configuration.threadName ?? "amqp \(configuration.port)")
                 do {
                     try open()
                 } catch {
@@ -97,7 +98,6 @@ final class ConnectionLoop: @unchecked Sendable {
                 startWatchdog()
                 runLoop()
             }
-            thread.name = "amqp \(configuration.host):\(configuration.port)"
             thread.stackSize = Self.stackSize(frameMax: configuration.frameMax)
             thread.start()
         }
@@ -389,6 +389,7 @@ final class ConnectionLoop: @unchecked Sendable {
         socketFD.store(amqp_get_sockfd(state), ordering: .relaxed)
         let limit = UInt64(max(heartbeat, .seconds(2)).components.seconds) * 2_000_000_000
         let thread = Thread { [self] in
+            Self.nameCurrentThread("amqp watchdog")
             while true {
                 usleep(250_000)
                 let fd = socketFD.load(ordering: .relaxed)
@@ -401,9 +402,14 @@ final class ConnectionLoop: @unchecked Sendable {
                 }
             }
         }
-        thread.name = "amqp watchdog"
         thread.stackSize = 64 << 10
         thread.start()
+    }
+
+    /// Names the calling thread (its first 15 bytes). Foundation's `Thread.name`, set before
+    /// `start()`, never reaches the system's thread on Linux.
+    static func nameCurrentThread(_ name: String) {
+        _ = crmq_name_thread(name)
     }
 
     static func monotonicNanoseconds() -> UInt64 {

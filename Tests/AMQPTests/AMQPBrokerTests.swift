@@ -291,6 +291,26 @@ import TestSupport
         }
     }
 
+    @Test func aConnectionsThreadCarriesItsNameAndEndsWithTheConnection() async throws {
+        let word = String(UUID().uuidString.prefix(8)).lowercased()
+        var configuration = try AMQPConnection.Configuration(url: TestBroker.url)
+        configuration.threadName = "amqp " + word
+        let connection = try await AMQPConnection.connect(configuration)
+        let names = try Self.threadNames()
+        #expect(names.contains("amqp " + word), "threads: \(names)")
+        #expect(names.contains("amqp watchdog"), "threads: \(names)")
+        await connection.close()
+        #expect(try await eventually { try !Self.threadNames().contains("amqp " + word) }, "the thread outlived its connection")
+    }
+
+    /// The names of this process's threads, as `top -H` and `ps -L` show them.
+    static func threadNames() throws -> [String] {
+        try FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").compactMap {
+            try? String(contentsOfFile: "/proc/self/task/\($0)/comm", encoding: .utf8)
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+    }
+
     @Test func closingFailsLaterCalls() async throws {
         let connection = try await TestBroker.connect()
         let channel = try await connection.openChannel()

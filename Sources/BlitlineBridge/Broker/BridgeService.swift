@@ -74,6 +74,7 @@ struct BridgeService: Service, CustomStringConvertible {
         let (consuming, node) = try await connectToANode(&nodes, name: "consumer")
         var amqp = node
         amqp.connectionName = node.connectionName?.replacingOccurrences(of: "consumer", with: "publisher")
+        amqp.threadName = "amqp publisher"
         let publishing: AMQPConnection
         do {
             publishing = try await AMQPConnection.connect(amqp, logger: logger)
@@ -176,6 +177,7 @@ struct BridgeService: Service, CustomStringConvertible {
             ?? AMQPEndpoints([node])
         var target = node
         target.connectionName = node.connectionName?.replacingOccurrences(of: "consumer", with: "outcomes")
+        target.threadName = "amqp outcomes"
         var failures = 0
         while !Task.isCancelled {
             var connection: AMQPConnection?

@@ -4,7 +4,8 @@ import Foundation
 extension BridgeConfiguration {
     /// The broker nodes of `AMQP_URL` with `AMQP_CA_FILE`, under a name the management UI shows:
     /// `name` followed by this host's name and process id, so that an operator tells instances
-    /// apart. A `connection_name` in a URL is kept as it is.
+    /// apart. A `connection_name` in a URL is kept as it is. The connection's thread is called
+    /// `amqp` and the name's last word (`amqp consumer`).
     func brokerEndpoints(connectionName name: String) throws -> AMQPEndpoints {
         let nodes = try AMQPEndpoints(urls: amqpURL).configurations
         let instance = "\(name) (\(ProcessInfo.processInfo.hostName) pid \(getpid()))"
@@ -14,6 +15,7 @@ extension BridgeConfiguration {
                 if let amqpCAFile { node.tls?.caFile = amqpCAFile }
                 node.connectionName = node.connectionName ?? instance
                 node.clientProperties = Self.clientProperties
+                node.threadName = name.split(separator: " ").last.map { "amqp \($0)" }
                 return node
             },
             start: Int.random(in: 0..<nodes.count))

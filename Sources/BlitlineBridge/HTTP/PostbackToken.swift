@@ -134,8 +134,6 @@ struct PostbackToken: Sendable, Hashable {
         expiresAt.map { $0 - PostbackToken.graceAfterJobTimeout.milliseconds }
     }
 
-    /// Milliseconds since the Unix epoch.
-
     /// Prefixed to the payload under a version 2 MAC, so that no other use of the secret, and no
     /// version 1 token, can be passed off as one.
     private static let versionTwoDomain = Array("blitline-bridge/2.".utf8)
