@@ -43,12 +43,19 @@ while [ $# -gt 0 ]; do
     shift
 done
 
+# What the script leaves behind is undone on its way out, a failed round included.
+cleanups=()
+cleanup() {
+    for step in "${cleanups[@]}"; do eval "$step"; done
+}
+trap cleanup EXIT
+
 if [ "$cluster" = 1 ] && [ -z "${CLUSTER_DIR:-}" ]; then
     deploy/install-deps.sh
     CLUSTER_DIR=$(mktemp -d /tmp/blitline-bridge-bench-cluster.XXXXXX)
     export CLUSTER_DIR
     chmod 755 "$CLUSTER_DIR"
-    trap 'deploy/rabbitmq-cluster.sh stop || true; rm -rf "$CLUSTER_DIR"' EXIT
+    cleanups+=('deploy/rabbitmq-cluster.sh stop || true; rm -rf "$CLUSTER_DIR"')
     deploy/rabbitmq-cluster.sh start
     AMQP_URL=$(deploy/rabbitmq-cluster.sh url)
     export AMQP_URL
@@ -68,6 +75,7 @@ deploy/install-deps.sh
 if [ -n "$against_revision" ]; then
     against=$(mktemp -d /tmp/blitline-bridge-bench-against.XXXXXX)
     source_tree="$against/source"
+    cleanups+=('[ ! -d "$source_tree" ] || git worktree remove --force "$source_tree" || true; rm -rf "$against"')
     git worktree add --detach "$source_tree" "$against_revision"
     (cd "$source_tree" && swift build -c release --static-swift-stdlib --product blitline-bridge) \
         && cp "$source_tree/.build/release/blitline-bridge" "$against/" \
@@ -85,6 +93,7 @@ bin=$(swift build -c release --show-bin-path)
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(. /etc/os-release; echo "$PRETTY_NAME")"
 outputs=()
 earlier=()
+cleanups+=('rm -f "${outputs[@]}" "${earlier[@]}"')
 for round in $(seq 1 "$rounds"); do
     [ "$rounds" = 1 ] || echo "--- round $round of $rounds"
     if [ -n "$against" ]; then
@@ -98,7 +107,7 @@ for round in $(seq 1 "$rounds"); do
     outputs+=("$output")
     "$bin/bridge-bench" --url "${AMQP_URL:-${BROKER_URL:-}}" --bin "$bin" "${arguments[@]}" | tee "$output"
 done
-[ "$rounds" = 1 ] && [ -z "$against" ] && { rm -f "${outputs[@]}"; exit 0; }
+[ "$rounds" = 1 ] && [ -z "$against" ] && exit 0
 
 # Each figure over the rounds: median (lowest – highest).
 summary() {  # summary LABEL SED-EXPRESSION (prints the figure's number from a matching line)
@@ -127,5 +136,3 @@ summaries() {  # summaries TITLE FILE... (every figure's median over those runs)
 }
 [ -z "$against" ] || summaries "--- ${against_revision:-$against}: medians over $rounds rounds (lowest – highest)" "${earlier[@]}"
 summaries "--- ${against:+this tree: }medians over $rounds rounds (lowest – highest)" "${outputs[@]}"
-rm -f "${outputs[@]}" "${earlier[@]}"
-[ -z "$against_revision" ] || rm -rf "$against"
