@@ -125,6 +125,9 @@ summaries() {  # summaries TITLE FILE... (every figure's median over those runs)
     files=("$@")
     summary "jobs/s" 's/^bridge: \([0-9.]*\) jobs\/s.*/\1/p'
     summary "bridge CPU per job (µs)" 's/^bridge CPU per job: \([0-9.]*\) µs.*/\1/p'
+    summary "  of which SwiftNIO's threads (µs)" 's/^bridge CPU per job by thread: SwiftNIO \([0-9.]*\) µs.*/\1/p'
+    summary "  of which the Swift pool's threads (µs)" 's/^bridge CPU per job by thread: .*Swift pool \([0-9.]*\) µs.*/\1/p'
+    summary "  of which the AMQP connections' threads (µs)" 's/^bridge CPU per job by thread: .*AMQP \([0-9.]*\) µs.*/\1/p'
     summary "broker CPU per job, driven by the bridge (µs)" 's/.*broker CPU per job: \([0-9.]*\) µs.*/\1/p'
     summary "broker CPU per job, plain relay at the bridge's pace (µs)" 's/^  \([0-9.]*\) µs by a plain relay$/\1/p'
     summary "broker CPU per job, plain relay + outcome records (µs)" 's/^  \([0-9.]*\) µs by a plain relay plus an outcome record per [0-9]* events$/\1/p'

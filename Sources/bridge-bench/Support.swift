@@ -141,14 +141,32 @@ func peakRSS(_ pid: Int32) -> Int {
     return Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
 }
 
-/// CPU seconds (user + system) a process has used, from /proc.
-func cpuSeconds(_ pid: Int32) -> Double {
-    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+/// CPU seconds (user + system) a process, or one of its threads, has used, from /proc.
+func cpuSeconds(_ pid: Int32, task: String? = nil) -> Double {
+    let path = task.map { "/proc/\(pid)/task/\($0)/stat" } ?? "/proc/\(pid)/stat"
+    guard let stat = try? String(contentsOfFile: path, encoding: .utf8),
         let close = stat.lastIndex(of: ")")
     else { return 0 }
     let fields = stat[stat.index(after: close)...].split(separator: " ")
     let ticks = (Double(fields[11]) ?? 0) + (Double(fields[12]) ?? 0)
     return ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
+}
+
+/// CPU seconds a process's threads have used, by kind: the names SwiftNIO's event loops
+/// (`NIO-…`), the Swift concurrency pool (`…qos…`, the tail of `com.apple.root.default-qos`) and
+/// the AMQP module (`amqp …`) give their threads; `other` is the rest of the process's CPU,
+/// finished threads' included.
+func cpuSecondsByThread(_ pid: Int32) -> [(kind: String, seconds: Double)] {
+    let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+    var kinds = ["SwiftNIO": 0.0, "Swift pool": 0.0, "AMQP": 0.0]
+    for task in tasks {
+        let comm = (try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/comm", encoding: .utf8)) ?? ""
+        let kind =
+            comm.hasPrefix("NIO-") ? "SwiftNIO" : comm.hasPrefix("amqp") ? "AMQP" : comm.contains("qos") ? "Swift pool" : nil
+        if let kind { kinds[kind, default: 0] += cpuSeconds(pid, task: task) }
+    }
+    let named = kinds.values.reduce(0, +)
+    return ["SwiftNIO", "Swift pool", "AMQP"].map { ($0, kinds[$0]!) } + [("other", max(0, cpuSeconds(pid) - named))]
 }
 
 /// The broker's processes, when they are the throwaway node of deploy/rabbitmq-node.sh or the
@@ -166,7 +184,7 @@ func brokerPIDs() -> [Int32] {
 
 /// The CPU seconds all of the broker's nodes used so far.
 func brokerCPUSeconds(_ pids: [Int32]) -> Double? {
-    pids.isEmpty ? nil : pids.map(cpuSeconds).reduce(0, +)
+    pids.isEmpty ? nil : pids.map { cpuSeconds($0) }.reduce(0, +)
 }
 
 /// Waits until the bridge answers 200 on `/readyz`.

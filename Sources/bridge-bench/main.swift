@@ -86,6 +86,7 @@ let submitRequests: Int? = httpGet("http://127.0.0.1:\(simulatorPort)/_control/s
 }
 // A plain relay is paced like the bridge: its jobs come back in bursts of one submission's size.
 let jobsPerSubmission = submitRequests.map { max(1, Int((Double(options.count) / Double(max($0, 1))).rounded())) } ?? 1
+let bridgeThreads = cpuSecondsByThread(bridge.processIdentifier)
 let cpu = (
     bridge: cpuSeconds(bridge.processIdentifier), simulator: cpuSeconds(simulator.processIdentifier),
     broker: brokerCPUSeconds(broker).map { $0 - brokerCPUBefore }, bench: cpuSeconds(getpid()) - selfCPUBefore)
@@ -113,6 +114,9 @@ print(String(format: "bridge peak RSS: %.1f MiB", Double(rss) / 1024))
 print(String(format: "CPU seconds during the run: bridge %.2f, simulator %.2f, broker %@, bench %.2f (of %.2f available on %d cores)",
     cpu.bridge, cpu.simulator, cpu.broker.map { String(format: "%.2f", $0) } ?? "n/a", cpu.bench,
     bridgeSeconds * Double(ProcessInfo.processInfo.activeProcessorCount), ProcessInfo.processInfo.activeProcessorCount))
+print("bridge CPU per job by thread: " + bridgeThreads.map {
+    String(format: "%@ %.0f µs", $0.kind, $0.seconds / Double(options.count) * 1e6)
+}.joined(separator: ", "))
 
 if options.bridgeOnly {
     print(String(format: "bridge CPU per job: %.0f µs; broker CPU per job: %@", cpu.bridge / Double(options.count) * 1e6,
