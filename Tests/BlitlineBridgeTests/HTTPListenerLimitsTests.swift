@@ -110,6 +110,26 @@ extension HTTPListenerTests {
         }
     }
 
+    /// The next head is due `headerTimeout` after each answer, though the timer set when the
+    /// connection opened fires before that.
+    @Test func aKeptAliveConnectionGetsItsWholeHeaderTimeoutAfterEachAnswer() async throws {
+        let limits = Self.limits { $0.headerTimeout = .seconds(1) }
+        try await withListenerPort(limits: limits, receiver: FakeReceiver()) { port in
+            let connection = try #require(RawConnection(port: port))
+            defer { connection.close() }
+            let probe = "GET /healthz HTTP/1.1\r\nHost: bridge\r\n\r\n"
+            try await Task.sleep(for: .milliseconds(600))
+            connection.send(probe)
+            let first = try await onOwnThread { connection.receive(until: "ok", timeout: .seconds(5)) }
+            #expect(first.hasPrefix("HTTP/1.1 200"), "\(first)")
+            // 1.3 s after connecting, 0.7 s after the answer.
+            try await Task.sleep(for: .milliseconds(700))
+            connection.send(probe)
+            let second = try await onOwnThread { connection.receive(until: "ok", timeout: .seconds(5)) }
+            #expect(second.hasPrefix("HTTP/1.1 200"), "cut before its header timeout: \(second)")
+        }
+    }
+
     @Test func aClientTricklingItsBodyIsCut() async throws {
         let receiver = FakeReceiver()
         let limits = Self.limits { $0.bodyTimeout = .seconds(1) }
@@ -162,6 +182,30 @@ extension HTTPListenerTests {
             #expect(after.isEmpty, "an answer nobody asked for: \(after)")
         }
         #expect(receiver.calls.map(\.token) == ["first", "second"])
+    }
+
+    /// The deadline's timer is not moved for each postback: one left by an earlier postback on the
+    /// connection fires before a later one's deadline, which must still get all of its time.
+    @Test func aPostbackGetsItsWholeDeadlineAfterAQuickOneOnItsConnection() async throws {
+        let receiver = FakeReceiver(hang: .seconds(3), hangingTokens: "slow")
+        let limits = Self.limits { $0.postbackDeadline = .seconds(1) }
+        try await withListenerPort(limits: limits, receiver: receiver) { port in
+            let connection = try #require(RawConnection(port: port))
+            defer { connection.close() }
+            let postback = { (token: String) in
+                "POST /postback/\(token) HTTP/1.1\r\nHost: bridge\r\nContent-Length: 2\r\n\r\n{}"
+            }
+            connection.send(postback("quick"))
+            let first = try await onOwnThread { connection.receive(until: "published", timeout: .seconds(5)) }
+            #expect(first.hasPrefix("HTTP/1.1 200"), "\(first)")
+            try await Task.sleep(for: .milliseconds(600))
+            let sent = ContinuousClock.now
+            connection.send(postback("slow"))
+            let second = try await onOwnThread { connection.receive(until: "in time", timeout: .seconds(5)) }
+            let waited = ContinuousClock.now - sent
+            #expect(second.hasPrefix("HTTP/1.1 503"), "\(second)")
+            #expect(waited >= .milliseconds(950), "answered after \(waited); its deadline was 1 s")
+        }
     }
 
     /// Postbacks whose answer went out at the deadline still count until their handling ends;

@@ -13,7 +13,8 @@ import TestSupport
 @Suite struct HTTPListenerTests {
     /// Refuses the empty token (401) and tokens starting with `bad` (403); records each postback
     /// it handles and answers with a fixed reply, after an optional delay that cancellation cuts
-    /// short, or a hang that it does not (as a publish the broker holds back).
+    /// short, or a hang that it does not (as a publish the broker holds back), for every token or
+    /// those starting with `hangingTokens`.
     final class FakeReceiver: PostbackReceiving {
         struct Call: Equatable {
             var token: String
@@ -24,6 +25,7 @@ import TestSupport
         let reply: PostbackReply
         let delay: Duration
         let hang: Duration
+        let hangingTokens: String
         private let recorded = Mutex<[Call]>([])
         private let checked = Mutex<[String]>([])
         private let ended = Mutex(0)
@@ -31,11 +33,12 @@ import TestSupport
 
         init(
             reply: PostbackReply = PostbackReply(status: 200, message: "published"), delay: Duration = .zero,
-            hang: Duration = .zero
+            hang: Duration = .zero, hangingTokens: String = ""
         ) {
             self.reply = reply
             self.delay = delay
             self.hang = hang
+            self.hangingTokens = hangingTokens
         }
 
         var calls: [Call] { recorded.withLock { $0 } }
@@ -59,7 +62,7 @@ import TestSupport
             let before = MultiThreadedEventLoopGroup.currentEventLoop != nil
             if delay > .zero { try? await Task.sleep(for: delay) }
             onLoop.withLock { $0 += [before, MultiThreadedEventLoopGroup.currentEventLoop != nil] }
-            if hang > .zero {
+            if hang > .zero, token.hasPrefix(hangingTokens) {
                 let nanoseconds = hang.components.seconds * 1_000_000_000 + hang.components.attoseconds / 1_000_000_000
                 await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                     DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds))) {

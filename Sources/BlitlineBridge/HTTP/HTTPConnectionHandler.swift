@@ -20,7 +20,12 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelInboundHa
     private var state = State.waitingForHead
     /// Tells a postback's reply or deadline from those of the connection's earlier postbacks.
     private var postbacksHandled: UInt64 = 0
-    private var deadline: Scheduled<Void>?
+    /// The postback deadline's timer, and when it fires. It is not moved for each postback: it
+    /// fires at most once per `postbackDeadline` or so, then answers the postback in hand 503 if
+    /// its deadline has passed, or is set again for it.
+    private var deadlineTimer: (scheduled: Scheduled<Void>, at: NIODeadline)?
+    /// The task handling the postback in hand, cancelled at its deadline.
+    private var worker: Task<Void, Never>?
     /// The client has closed its side; the postback in hand is the last.
     private var inputClosed = false
     /// Where the postbacks' handling runs: this connection's event loop, made an executor once.
@@ -32,7 +37,8 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelInboundHa
         case droppingBody
         case readingPostback(Postback)
         /// The receiver has postback `number`, its body read in full.
-        case handling(number: UInt64, version: HTTPVersion, keepAlive: Bool, started: ContinuousClock.Instant)
+        case handling(
+            number: UInt64, version: HTTPVersion, keepAlive: Bool, started: ContinuousClock.Instant, due: NIODeadline)
     }
 
     private struct Postback: Sendable {
@@ -95,6 +101,12 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelInboundHa
         if case .readingPostback(let postback) = state {
             listener.release(postbackHolding: postback.held)
             state = .droppingBody
+        }
+        // A timer left from an answered postback would hold the connection until it fires; one
+        // for the postback in hand still cancels its handling at the deadline.
+        if case .handling = state {} else {
+            deadlineTimer?.scheduled.cancel()
+            deadlineTimer = nil
         }
         context.fireChannelInactive()
     }
@@ -194,7 +206,9 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelInboundHa
         let left = listener.limits.postbackDeadline - (ContinuousClock.now - postback.headArrived)
         postbacksHandled += 1
         let number = postbacksHandled
-        state = .handling(number: number, version: postback.version, keepAlive: postback.keepAlive, started: postback.headArrived)
+        let due = NIODeadline.now() + TimeAmount(left)
+        state = .handling(
+            number: number, version: postback.version, keepAlive: postback.keepAlive, started: postback.headArrived, due: due)
         guard left > .zero else {
             listener.release(postbackHolding: postback.held)
             return timedOut(number, context)
@@ -205,7 +219,7 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelInboundHa
         let listener = self.listener
         let executor = self.executor ?? EventLoopExecutor(loop)
         self.executor = executor
-        let worker = Task(executorPreference: executor) { [postback] in
+        worker = Task(executorPreference: executor) { [postback] in
             let reply = await receiver.receivePostback(postback.token, body: postback.body, contentType: postback.contentType)
             listener.release(postbackHolding: postback.held)
             let answer: @Sendable () -> Void = {
@@ -213,23 +227,35 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelInboundHa
             }
             if loop.inEventLoop { answer() } else { loop.execute(answer) }
         }
-        deadline = loop.assumeIsolated().scheduleTask(in: TimeAmount(left)) {
-            worker.cancel()
-            self.timedOut(number, context)
+        // A timer due sooner fires first and sets itself again for `due`.
+        if deadlineTimer.map({ $0.at > due }) ?? true { setDeadlineTimer(at: due, context) }
+    }
+
+    private func setDeadlineTimer(at due: NIODeadline, _ context: ChannelHandlerContext) {
+        deadlineTimer?.scheduled.cancel()
+        let scheduled = context.eventLoop.assumeIsolated().scheduleTask(deadline: due) {
+            self.deadlineTimer = nil
+            guard case .handling(let number, _, _, _, let due) = self.state else { return }
+            if due <= .now() {
+                self.timedOut(number, context)
+            } else {
+                self.setDeadlineTimer(at: due, context)
+            }
         }
+        deadlineTimer = (scheduled, due)
     }
 
     private func handled(_ number: UInt64, _ reply: HTTPAnswer, _ context: ChannelHandlerContext) {
-        guard case .handling(number, let version, let keepAlive, let started) = state else { return }
-        deadline?.cancel()
-        deadline = nil
+        guard case .handling(number, let version, let keepAlive, let started, _) = state else { return }
+        worker = nil
         state = .waitingForHead
         answerPostback(reply, version: version, keepAlive: keepAlive && !inputClosed, started: started, context)
     }
 
     private func timedOut(_ number: UInt64, _ context: ChannelHandlerContext) {
-        guard case .handling(number, let version, let keepAlive, let started) = state else { return }
-        deadline = nil
+        guard case .handling(number, let version, let keepAlive, let started, _) = state else { return }
+        worker?.cancel()
+        worker = nil
         state = .waitingForHead
         listener.onShed(.timedOut)
         let answer = HTTPAnswer.text(.serviceUnavailable, "the postback could not be handled in time; retry")

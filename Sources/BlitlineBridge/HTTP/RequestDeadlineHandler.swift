@@ -10,7 +10,12 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
     typealias OutboundOut = HTTPServerResponsePart
 
     private var deadlines: RequestDeadlines
-    private var timer: Scheduled<Void>?
+    /// When the connection is cut; `nil` while the client owes nothing.
+    private var cutAt: NIODeadline?
+    /// The one timer, and when it fires. Deadlines move twice per request; the timer is not
+    /// moved with them: it fires at most once per `headerTimeout` or so, and then either cuts the
+    /// connection or is set again for the deadline now in force.
+    private var timer: (scheduled: Scheduled<Void>, at: NIODeadline)?
     private var started = false
 
     init(deadlines: RequestDeadlines) {
@@ -22,8 +27,7 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        timer?.cancel()
-        timer = nil
+        stopTimer()
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -32,8 +36,7 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        timer?.cancel()
-        timer = nil
+        stopTimer()
         context.fireChannelInactive()
     }
 
@@ -64,14 +67,38 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
         case .keep:
             return
         case .disarm:
-            timer?.cancel()
-            timer = nil
+            cutAt = nil
         case .arm(let delay, _):
-            timer?.cancel()
-            let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-            timer = context.eventLoop.scheduleTask(in: TimeAmount(delay)) {
-                loopBound.value.close(promise: nil)
-            }
+            let due = NIODeadline.now() + TimeAmount(delay)
+            cutAt = due
+            // A timer due sooner fires first and sets itself again for `due`.
+            if timer.map({ $0.at > due }) ?? true { setTimer(at: due, context) }
         }
+    }
+
+    private func setTimer(at due: NIODeadline, _ context: ChannelHandlerContext) {
+        timer?.scheduled.cancel()
+        let handler = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let scheduled = context.eventLoop.scheduleTask(deadline: due) {
+            let (handler, context) = handler.value
+            handler.timerFired(context)
+        }
+        timer = (scheduled, due)
+    }
+
+    private func timerFired(_ context: ChannelHandlerContext) {
+        timer = nil
+        guard let cutAt else { return }
+        if cutAt <= .now() {
+            context.close(promise: nil)
+        } else {
+            setTimer(at: cutAt, context)
+        }
+    }
+
+    private func stopTimer() {
+        timer?.scheduled.cancel()
+        timer = nil
+        cutAt = nil
     }
 }
