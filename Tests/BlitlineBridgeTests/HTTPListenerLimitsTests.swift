@@ -8,6 +8,13 @@ import TestSupport
 /// The listener under abuse (README, "HTTP listener"), in process: tokens checked before bodies,
 /// slow clients cut, postbacks answered by their deadline, and every allowance bounded.
 extension HTTPListenerTests {
+    /// Sends a postback of `{}` with `token` on `connection` and returns what comes back, up to
+    /// `marker` (or five seconds).
+    static func postback(_ token: String, on connection: RawConnection, until marker: String) async throws -> String {
+        connection.send("POST /postback/\(token) HTTP/1.1\r\nHost: bridge\r\nContent-Length: 2\r\n\r\n{}")
+        return try await onOwnThread { connection.receive(until: marker, timeout: .seconds(5)) }
+    }
+
     /// Sends `prefix` at once, then one byte of `trickle` every `interval`, and returns how long
     /// the server took to close the connection (`nil` if it had not within `patience`).
     static func trickle(
@@ -166,15 +173,10 @@ extension HTTPListenerTests {
         try await withListenerPort(limits: limits, receiver: receiver) { port in
             let connection = try #require(RawConnection(port: port))
             defer { connection.close() }
-            let postback = { (token: String) in
-                "POST /postback/\(token) HTTP/1.1\r\nHost: bridge\r\nContent-Length: 2\r\n\r\n{}"
-            }
-            connection.send(postback("first"))
-            let first = try await onOwnThread { connection.receive(until: "in time", timeout: .seconds(5)) }
+            let first = try await Self.postback("first", on: connection, until: "in time")
             #expect(first.hasPrefix("HTTP/1.1 503"), "\(first)")
             // The first handling ends half a second into the second's, which hangs as long.
-            connection.send(postback("second"))
-            let second = try await onOwnThread { connection.receive(until: "in time", timeout: .seconds(5)) }
+            let second = try await Self.postback("second", on: connection, until: "in time")
             #expect(second.hasPrefix("HTTP/1.1 503"), "\(second)")
             #expect(second.components(separatedBy: "HTTP/1.1 ").count == 2, "more than one answer: \(second)")
             #expect(await eventually(timeout: .seconds(5)) { receiver.endedCount == 2 })
@@ -192,16 +194,11 @@ extension HTTPListenerTests {
         try await withListenerPort(limits: limits, receiver: receiver) { port in
             let connection = try #require(RawConnection(port: port))
             defer { connection.close() }
-            let postback = { (token: String) in
-                "POST /postback/\(token) HTTP/1.1\r\nHost: bridge\r\nContent-Length: 2\r\n\r\n{}"
-            }
-            connection.send(postback("quick"))
-            let first = try await onOwnThread { connection.receive(until: "published", timeout: .seconds(5)) }
+            let first = try await Self.postback("quick", on: connection, until: "published")
             #expect(first.hasPrefix("HTTP/1.1 200"), "\(first)")
             try await Task.sleep(for: .milliseconds(600))
             let sent = ContinuousClock.now
-            connection.send(postback("slow"))
-            let second = try await onOwnThread { connection.receive(until: "in time", timeout: .seconds(5)) }
+            let second = try await Self.postback("slow", on: connection, until: "in time")
             let waited = ContinuousClock.now - sent
             #expect(second.hasPrefix("HTTP/1.1 503"), "\(second)")
             #expect(waited >= .milliseconds(950), "answered after \(waited); its deadline was 1 s")
