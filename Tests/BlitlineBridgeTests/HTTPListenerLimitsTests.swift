@@ -120,17 +120,18 @@ extension HTTPListenerTests {
     /// The next head is due `headerTimeout` after each answer, though the timer set when the
     /// connection opened fires before that.
     @Test func aKeptAliveConnectionGetsItsWholeHeaderTimeoutAfterEachAnswer() async throws {
-        let limits = Self.limits { $0.headerTimeout = .seconds(1) }
+        // Seconds apart, so that a busy machine's late wake-ups do not decide it.
+        let limits = Self.limits { $0.headerTimeout = .seconds(3) }
         try await withListenerPort(limits: limits, receiver: FakeReceiver()) { port in
             let connection = try #require(RawConnection(port: port))
             defer { connection.close() }
             let probe = "GET /healthz HTTP/1.1\r\nHost: bridge\r\n\r\n"
-            try await Task.sleep(for: .milliseconds(600))
+            try await Task.sleep(for: .milliseconds(1800))
             connection.send(probe)
             let first = try await onOwnThread { connection.receive(until: "ok", timeout: .seconds(5)) }
             #expect(first.hasPrefix("HTTP/1.1 200"), "\(first)")
-            // 1.3 s after connecting, 0.7 s after the answer.
-            try await Task.sleep(for: .milliseconds(700))
+            // Past the 3 s after connecting, 1.5 s after the answer.
+            try await Task.sleep(for: .milliseconds(1500))
             connection.send(probe)
             let second = try await onOwnThread { connection.receive(until: "ok", timeout: .seconds(5)) }
             #expect(second.hasPrefix("HTTP/1.1 200"), "cut before its header timeout: \(second)")
