@@ -78,11 +78,7 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     private func setTimer(at due: NIODeadline, _ context: ChannelHandlerContext) {
         timer?.scheduled.cancel()
-        let handler = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        let scheduled = context.eventLoop.scheduleTask(deadline: due) {
-            let (handler, context) = handler.value
-            handler.timerFired(context)
-        }
+        let scheduled = context.eventLoop.assumeIsolated().scheduleTask(deadline: due) { self.timerFired(context) }
         timer = (scheduled, due)
     }
 
