@@ -20,10 +20,8 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelInboundHa
     private var state = State.waitingForHead
     /// Tells a postback's reply or deadline from those of the connection's earlier postbacks.
     private var postbacksHandled: UInt64 = 0
-    /// The postback deadline's timer, and when it fires. It is not moved for each postback: it
-    /// fires at most once per `postbackDeadline` or so, then answers the postback in hand 503 if
-    /// its deadline has passed, or is set again for it.
-    private var deadlineTimer: (scheduled: Scheduled<Void>, at: NIODeadline)?
+    /// The deadline of the postback in hand, after which it is answered 503.
+    private let postbackDeadline = LoopDeadline()
     /// The task handling the postback in hand, cancelled at its deadline.
     private var worker: Task<Void, Never>?
     /// The client has closed its side; the postback in hand is the last.
@@ -37,8 +35,7 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelInboundHa
         case droppingBody
         case readingPostback(Postback)
         /// The receiver has postback `number`, its body read in full.
-        case handling(
-            number: UInt64, version: HTTPVersion, keepAlive: Bool, started: ContinuousClock.Instant, due: NIODeadline)
+        case handling(number: UInt64, version: HTTPVersion, keepAlive: Bool, started: ContinuousClock.Instant)
     }
 
     private struct Postback: Sendable {
@@ -104,10 +101,7 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelInboundHa
         }
         // A timer left from an answered postback would hold the connection until it fires; one
         // for the postback in hand still cancels its handling at the deadline.
-        if case .handling = state {} else {
-            deadlineTimer?.scheduled.cancel()
-            deadlineTimer = nil
-        }
+        if case .handling = state {} else { postbackDeadline.stop() }
         context.fireChannelInactive()
     }
 
@@ -206,9 +200,7 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelInboundHa
         let left = listener.limits.postbackDeadline - (ContinuousClock.now - postback.headArrived)
         postbacksHandled += 1
         let number = postbacksHandled
-        let due = NIODeadline.now() + TimeAmount(left)
-        state = .handling(
-            number: number, version: postback.version, keepAlive: postback.keepAlive, started: postback.headArrived, due: due)
+        state = .handling(number: number, version: postback.version, keepAlive: postback.keepAlive, started: postback.headArrived)
         guard left > .zero else {
             listener.release(postbackHolding: postback.held)
             return timedOut(number, context)
@@ -227,33 +219,19 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelInboundHa
             }
             if loop.inEventLoop { answer() } else { loop.execute(answer) }
         }
-        // A timer due sooner fires first and sets itself again for `due`.
-        if deadlineTimer.map({ $0.at > due }) ?? true { setDeadlineTimer(at: due, context) }
-    }
-
-    private func setDeadlineTimer(at due: NIODeadline, _ context: ChannelHandlerContext) {
-        deadlineTimer?.scheduled.cancel()
-        let scheduled = context.eventLoop.assumeIsolated().scheduleTask(deadline: due) {
-            self.deadlineTimer = nil
-            guard case .handling(let number, _, _, _, let due) = self.state else { return }
-            if due <= .now() {
-                self.timedOut(number, context)
-            } else {
-                self.setDeadlineTimer(at: due, context)
-            }
-        }
-        deadlineTimer = (scheduled, due)
+        postbackDeadline.set(.now() + TimeAmount(left), on: loop) { self.timedOut(number, context) }
     }
 
     private func handled(_ number: UInt64, _ reply: HTTPAnswer, _ context: ChannelHandlerContext) {
-        guard case .handling(number, let version, let keepAlive, let started, _) = state else { return }
+        guard case .handling(number, let version, let keepAlive, let started) = state else { return }
+        postbackDeadline.clear()
         worker = nil
         state = .waitingForHead
         answerPostback(reply, version: version, keepAlive: keepAlive && !inputClosed, started: started, context)
     }
 
     private func timedOut(_ number: UInt64, _ context: ChannelHandlerContext) {
-        guard case .handling(number, let version, let keepAlive, let started, _) = state else { return }
+        guard case .handling(number, let version, let keepAlive, let started) = state else { return }
         worker?.cancel()
         worker = nil
         state = .waitingForHead

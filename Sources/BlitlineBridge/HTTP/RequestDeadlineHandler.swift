@@ -10,12 +10,8 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
     typealias OutboundOut = HTTPServerResponsePart
 
     private var deadlines: RequestDeadlines
-    /// When the connection is cut; `nil` while the client owes nothing.
-    private var cutAt: NIODeadline?
-    /// The one timer, and when it fires. Deadlines move twice per request; the timer is not
-    /// moved with them: it fires at most once per `headerTimeout` or so, and then either cuts the
-    /// connection or is set again for the deadline now in force.
-    private var timer: (scheduled: Scheduled<Void>, at: NIODeadline)?
+    /// When the connection is cut, moved twice per request; none while the client owes nothing.
+    private let cutOff = LoopDeadline()
     private var started = false
 
     init(deadlines: RequestDeadlines) {
@@ -27,7 +23,7 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        stopTimer()
+        cutOff.stop()
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -36,7 +32,7 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        stopTimer()
+        cutOff.stop()
         context.fireChannelInactive()
     }
 
@@ -67,34 +63,9 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
         case .keep:
             return
         case .disarm:
-            cutAt = nil
+            cutOff.clear()
         case .arm(let delay, _):
-            let due = NIODeadline.now() + TimeAmount(delay)
-            cutAt = due
-            // A timer due sooner fires first and sets itself again for `due`.
-            if timer.map({ $0.at > due }) ?? true { setTimer(at: due, context) }
+            cutOff.set(.now() + TimeAmount(delay), on: context.eventLoop) { context.close(promise: nil) }
         }
-    }
-
-    private func setTimer(at due: NIODeadline, _ context: ChannelHandlerContext) {
-        timer?.scheduled.cancel()
-        let scheduled = context.eventLoop.assumeIsolated().scheduleTask(deadline: due) { self.timerFired(context) }
-        timer = (scheduled, due)
-    }
-
-    private func timerFired(_ context: ChannelHandlerContext) {
-        timer = nil
-        guard let cutAt else { return }
-        if cutAt <= .now() {
-            context.close(promise: nil)
-        } else {
-            setTimer(at: cutAt, context)
-        }
-    }
-
-    private func stopTimer() {
-        timer?.scheduled.cancel()
-        timer = nil
-        cutAt = nil
     }
 }
