@@ -57,8 +57,16 @@ final class ConnectionLoop: @unchecked Sendable {
     private var _deliveriesInPass = 0
     private var _deliveriesInLastPass = 0
     private var _isCorked = false
+    /// Until when publishes are sent at once, and how many publishes a gathering finds on
+    /// average (`gatherPublishes`).
+    private var _gatheringRestsUntil = ContinuousClock.now
+    private var _gatheredOnAverage = 1.0
     /// How long a steady trickle of deliveries is let gather before it is read (`letDeliveriesGather`).
     private static let gatheringDelay: useconds_t = 100
+    /// A pass with this many publishes sends them without gathering more.
+    static let gatheredPublishes = 64
+    /// How long publishes are sent at once once gathering finds too few (`gatherPublishes`).
+    static let gatheringRest: Duration = .seconds(1)
 
     init(configuration: AMQPConnection.Configuration, logger: Logger) {
         self.configuration = configuration
@@ -213,7 +221,8 @@ final class ConnectionLoop: @unchecked Sendable {
         let base = Duration.milliseconds(configuration.tls == nil ? 200 : 10)
         let tick = heartbeat > .zero ? min(base, heartbeat / 4) : base
         while closingReason == nil {
-            let commands = shared.withLock { $0.releasedPublishes() + $0.takeCommands() }
+            var commands = shared.withLock { $0.releasedPublishes() + $0.takeCommands() }
+            if shouldGatherPublishes(commands) { commands += gatherPublishes() }
             // Publishes and acks wait for nothing: those of one pass leave the socket together.
             if commands.count > 1 { setCorked(true) }
             for command in commands { execute(command) }
@@ -280,6 +289,31 @@ final class ConnectionLoop: @unchecked Sendable {
     private func letDeliveriesGather() {
         guard (1..<16).contains(deliveriesInLastPass) else { return }
         usleep(Self.gatheringDelay)
+    }
+
+    /// Whether the pass's few publishes should wait `publishGathering` for more: not while gathering
+    /// rests, which it does for `gatheringRest` once the publishes it finds fall to fewer than one
+    /// every other time on average (a lone publish, or callers publishing one after another,
+    /// which gathering would only delay).
+    private func shouldGatherPublishes(_ commands: [Command]) -> Bool {
+        guard configuration.publishGathering > .zero, ContinuousClock.now >= gatheringRestsUntil else { return false }
+        let publishes = commands.count { $0.isPublish }
+        return publishes > 0 && publishes < Self.gatheredPublishes
+    }
+
+    /// Waits `publishGathering` and takes the commands posted meanwhile (posting them wakes no one:
+    /// the thread is not waiting on its pipe).
+    private func gatherPublishes() -> [Command] {
+        let wait = configuration.publishGathering.components
+        usleep(useconds_t(wait.seconds * 1_000_000 + wait.attoseconds / 1_000_000_000_000))
+        let more = shared.withLock { $0.takeCommands() }
+        // A moving average of the publishes each gathering found, over about the last eight.
+        gatheredOnAverage += (Double(more.count { $0.isPublish }) - gatheredOnAverage) / 8
+        if gatheredOnAverage < 0.5 {
+            gatheringRestsUntil = .now + Self.gatheringRest
+            gatheredOnAverage = 1
+        }
+        return more
     }
 
     /// Holds the frames written while corked in the kernel, and sends what it holds when uncorked:
@@ -491,6 +525,18 @@ extension ConnectionLoop {
     private var isCorked: Bool {
         _read { assertOnOwnerThread(); yield _isCorked }
         _modify { assertOnOwnerThread(); yield &_isCorked }
+    }
+
+    /// Until when publishes are sent at once (`gatherPublishes`).
+    private var gatheringRestsUntil: ContinuousClock.Instant {
+        _read { assertOnOwnerThread(); yield _gatheringRestsUntil }
+        _modify { assertOnOwnerThread(); yield &_gatheringRestsUntil }
+    }
+
+    /// How many publishes a gathering finds on average (`gatherPublishes`).
+    private var gatheredOnAverage: Double {
+        _read { assertOnOwnerThread(); yield _gatheredOnAverage }
+        _modify { assertOnOwnerThread(); yield &_gatheredOnAverage }
     }
 
     /// Deliveries read in the previous pass over the socket.

@@ -30,6 +30,12 @@ struct BridgeService: Service, CustomStringConvertible {
         }
     }
 
+    /// How long the publishing connection lets a few publishes wait for more while postbacks and
+    /// requests keep coming (`AMQPConnection.Configuration.publishGathering`): events, records and
+    /// deadline messages that leave together cost the broker and the bridge far less per job
+    /// (README, "Benchmarks"); each postback's answer waits that much longer.
+    static let publishGathering: Duration = .milliseconds(1)
+
     /// A session that lasted this long was healthy: the reconnect backoff starts afresh after it.
     static let healthySession: Duration = .seconds(60)
 
@@ -75,6 +81,7 @@ struct BridgeService: Service, CustomStringConvertible {
         var amqp = node
         amqp.connectionName = node.connectionName?.replacingOccurrences(of: "consumer", with: "publisher")
         amqp.threadName = "amqp publisher"
+        amqp.publishGathering = Self.publishGathering
         let publishing: AMQPConnection
         do {
             publishing = try await AMQPConnection.connect(amqp, logger: logger)
