@@ -95,4 +95,31 @@ import Testing
         let sent = batches.current.map { $0.sorted() }
         #expect(sent == [[0], [1], [2, 3], [4, 5, 6], [7]])
     }
+
+    @Test func aBusyBatcherLingeringForAnyItemGathersUnannouncedItemsUntilItIsFull() async throws {
+        let batches = Shared<[[Int]]>([])
+        let gate = Shared<CheckedContinuation<Void, Never>?>(nil)
+        // A linger no test run would wait out: only a full batch ends it.
+        let batcher = Batcher<Int>(maxBatch: 3, linger: .seconds(3600), lingersForAnyItem: true) { items in
+            batches.update { $0.append(items) }
+            if items == [0] { await withCheckedContinuation { continuation in gate.update { $0 = continuation } } }
+        }
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { try await batcher.add(0) }  // quiet: alone, at once; held on its way
+            #expect(await eventually { gate.current != nil })
+            group.addTask { try await batcher.add(1) }
+            group.addTask { try await batcher.add(2) }
+            #expect(await eventually { batcher.waitingCount == 2 })
+            gate.update { $0 }?.resume()  // 1 and 2 go together: the batcher is busy now
+        }
+        // Nothing was announced, and the batch still waits for more, until it is full.
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { try await batcher.add(3) }
+            #expect(await eventually { batcher.waitingCount == 1 })
+            group.addTask { try await batcher.add(4) }
+            #expect(await eventually { batcher.waitingCount == 2 })
+            group.addTask { try await batcher.add(5) }
+        }
+        #expect(batches.current.map { $0.sorted() } == [[0], [1, 2], [3, 4, 5]])
+    }
 }

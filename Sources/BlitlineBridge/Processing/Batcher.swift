@@ -2,7 +2,7 @@ import Synchronization
 
 /// Sends items in batches: whatever arrives while a batch is on its way travels together in the
 /// next one. A quiet bridge sends each item at once; a busy one sends few, larger batches, and,
-/// given a `linger`, lets each gather for that long.
+/// given a `linger`, lets each gather for that long (for the items announced as coming, or for any).
 ///
 /// No task of its own: the caller whose item starts a batch sends it, and hands the next batch to
 /// the first caller still waiting. `add` returns once the batch holding the item was sent, and
@@ -32,9 +32,10 @@ final class Batcher<Item: Sendable>: Sendable {
         /// Items announced (`expect`) and not added yet: a linger ends once none is left.
         var expected = 0
 
-        /// The lingering leader to wake, if the batch is full or nothing more is on its way.
-        mutating func lingerEnds(maxBatch: Int) -> CheckedContinuation<Void, Never>? {
-            guard let lingering, waiting.count >= maxBatch || expected == 0 else { return nil }
+        /// The lingering leader to wake, if the batch is full or, when it waits for announced
+        /// items only, none is still on its way.
+        mutating func lingerEnds(maxBatch: Int, forAnyItem: Bool) -> CheckedContinuation<Void, Never>? {
+            guard let lingering, waiting.count >= maxBatch || (expected == 0 && !forAnyItem) else { return nil }
             self.lingering = nil
             return lingering.wake
         }
@@ -42,16 +43,23 @@ final class Batcher<Item: Sendable>: Sendable {
 
     private let maxBatch: Int
     private let linger: Duration
+    private let lingersForAnyItem: Bool
     private let send: @Sendable ([Item]) async throws -> Void
     private let state = Mutex(State())
 
-    /// - Parameter linger: How long a batch waits for more items before it goes, while the
-    ///   batches before it held more than one (a quiet batcher sends each item at once); a full
-    ///   batch goes at once, and so does one that no announced item (`expect`) is still coming to.
-    init(maxBatch: Int, linger: Duration = .zero, send: @escaping @Sendable ([Item]) async throws -> Void) {
+    /// - Parameters:
+    ///   - linger: How long a batch waits for more items before it goes, while the batches before
+    ///     it held more than one (a quiet batcher sends each item at once); a full batch goes at once.
+    ///   - lingersForAnyItem: Whether a batch lingers for whatever may come; otherwise it lingers
+    ///     only while an announced item (`expect`) is still coming.
+    init(
+        maxBatch: Int, linger: Duration = .zero, lingersForAnyItem: Bool = false,
+        send: @escaping @Sendable ([Item]) async throws -> Void
+    ) {
         precondition(maxBatch > 0)
         self.maxBatch = maxBatch
         self.linger = linger
+        self.lingersForAnyItem = lingersForAnyItem
         self.send = send
     }
 
@@ -64,7 +72,7 @@ final class Batcher<Item: Sendable>: Sendable {
     func withdraw() {
         state.withLock { state in
             state.expected -= 1
-            return state.lingerEnds(maxBatch: maxBatch)
+            return state.lingerEnds(maxBatch: maxBatch, forAnyItem: lingersForAnyItem)
         }?.resume()
     }
 
@@ -74,7 +82,7 @@ final class Batcher<Item: Sendable>: Sendable {
             let (lead, wake) = state.withLock { state -> (Bool, CheckedContinuation<Void, Never>?) in
                 state.waiting.append((item, turn))
                 if announced { state.expected -= 1 }
-                if state.leading { return (false, state.lingerEnds(maxBatch: maxBatch)) }
+                if state.leading { return (false, state.lingerEnds(maxBatch: maxBatch, forAnyItem: lingersForAnyItem)) }
                 state.leading = true
                 return (true, nil)
             }
@@ -108,13 +116,13 @@ final class Batcher<Item: Sendable>: Sendable {
         if case .failed(let error) = outcome { throw error }
     }
 
-    /// Waits `linger`, or until the batch is full or no announced item is still coming, if the
-    /// batch before held more than one item.
+    /// Waits `linger`, or until the batch is full or (unless it lingers for any item) no announced
+    /// item is still coming, if the batch before held more than one item.
     private func lingerWhileBusy() async {
         guard linger > .zero else { return }
         await withCheckedContinuation { (wake: CheckedContinuation<Void, Never>) in
             let id = state.withLock { state -> Int? in
-                guard state.busy, state.waiting.count < maxBatch, state.expected > 0 else { return nil }
+                guard state.busy, state.waiting.count < maxBatch, state.expected > 0 || lingersForAnyItem else { return nil }
                 state.lingers += 1
                 state.lingering = (state.lingers, wake)
                 return state.lingers
