@@ -58,9 +58,9 @@ extension AMQPConnection {
         /// How long the connection's thread, woken for a few publishes while others are being
         /// made, waits for more before it sends them (zero: it sends at once). Publishes that leave
         /// together leave in one write and are confirmed together, which costs this process and
-        /// the broker less per message; each waits that much longer for its confirm. A wait that
-        /// gathers nothing (one caller publishing after another) stops it for a while
-        /// (`ConnectionLoop.gatheringRest`).
+        /// the broker less per message; each waits that much longer for its confirm. Once the waits
+        /// find fewer than one publish every other time on average (a lone publish, one caller
+        /// publishing after another), it rests for a second (`ConnectionLoop.gatheringRest`).
         public var publishGathering: Duration = .zero
         /// Client properties the management UI shows beside `product` (which names this module and
         /// librabbitmq): conventionally `version`, `platform` and `information`.
