@@ -304,8 +304,7 @@ final class ConnectionLoop: @unchecked Sendable {
     /// Waits `publishGathering` and takes the commands posted meanwhile (posting them wakes no one:
     /// the thread is not waiting on its pipe).
     private func gatherPublishes() -> [Command] {
-        let wait = configuration.publishGathering.components
-        usleep(useconds_t(wait.seconds * 1_000_000 + wait.attoseconds / 1_000_000_000_000))
+        usleep(useconds_t(configuration.publishGathering / .microseconds(1)))
         let more = shared.withLock { $0.takeCommands() }
         // A moving average of the publishes each gathering found, over about the last eight.
         gatheredOnAverage += (Double(more.count { $0.isPublish }) - gatheredOnAverage) / 8
