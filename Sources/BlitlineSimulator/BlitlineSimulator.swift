@@ -35,7 +35,8 @@ public struct BlitlineSimulator: Sendable {
         public var maxJobCharacters: Int
         /// Faults in force at start.
         public var faults: FaultPlan
-        /// Keep-alive connections postbacks are sent over at once, per host. Default 32.
+        /// Postbacks sent at once, over as many keep-alive connections; the rest wait their turn
+        /// (the postback timeout runs from an attempt's sending). Default 32.
         public var postbackConnections: Int = 32
         /// Every postback on a connection of its own, closed after the answer (as some webhook
         /// senders do). Default `false`.

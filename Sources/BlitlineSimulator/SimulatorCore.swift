@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import AsyncSupport
 import Blitline
 import Hummingbird
 import Logging
@@ -39,6 +40,7 @@ final class SimulatorCore: Sendable {
             speedFactor: configuration.retrySpeedFactor,
             timeout: configuration.postbackTimeout,
             freshConnections: configuration.freshPostbackConnections,
+            sending: Budget(capacity: configuration.postbackConnections),
             statistics: self.statistics,
             logger: logger
         )

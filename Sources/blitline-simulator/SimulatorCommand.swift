@@ -67,7 +67,7 @@ struct SimulatorCommand: AsyncParsableCommand {
     @Option(help: "The longest a postback attempt waits for an answer.", transform: parseDuration)
     var postbackTimeout: Duration = .seconds(15)
 
-    @Option(help: "Keep-alive connections postbacks are sent over at once, per host.")
+    @Option(help: "Postbacks sent at once, over as many keep-alive connections; the rest wait their turn.")
     var postbackConnections = 32
 
     @Flag(help: "Send every postback on a connection of its own, closed after the answer.")

@@ -13,11 +13,17 @@ final class PostbackReceiver: Sendable {
 
     private let received = Mutex<[Received]>([])
     private let statuses: Mutex<[HTTPResponse.Status]>
+    private let answerDelay: Duration
+    private let inHand = Mutex((now: 0, most: 0))
 
-    /// Answers `statuses` in turn, then 200.
-    init(statuses: [HTTPResponse.Status] = []) {
+    /// Answers `statuses` in turn, then 200, each `answerDelay` after the request arrived.
+    init(statuses: [HTTPResponse.Status] = [], answerDelay: Duration = .zero) {
         self.statuses = Mutex(statuses)
+        self.answerDelay = answerDelay
     }
+
+    /// The most requests it has held unanswered at once.
+    var mostInHand: Int { self.inHand.withLock { $0.most } }
 
     var requests: [Received] { self.received.withLock { $0 } }
 
@@ -33,6 +39,9 @@ final class PostbackReceiver: Sendable {
                 $0.append(Received(at: .now, contentType: request.headers[.contentType], headers: headers, body: bytes))
             }
             let status = self.statuses.withLock { $0.isEmpty ? .ok : $0.removeFirst() }
+            self.inHand.withLock { $0.now += 1; $0.most = max($0.most, $0.now) }
+            defer { self.inHand.withLock { $0.now -= 1 } }
+            if self.answerDelay > .zero { try await Task.sleep(for: self.answerDelay) }
             return Response(status: status)
         }
         return try await serving(router) { port in try await body("http://127.0.0.1:\(port)/postback") }

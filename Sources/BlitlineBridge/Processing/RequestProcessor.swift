@@ -1,4 +1,5 @@
 import AMQP
+import AsyncSupport
 import Blitline
 import Crypto
 import Foundation
@@ -17,7 +18,10 @@ package struct RequestProcessor: Sendable {
     /// copy of it could be published.
     static let requeuePause: Duration = .seconds(5)
     /// The bytes of requests parsed, prepared and submitted at once: thousands of ordinary
-    /// requests, sixteen of the largest `MAX_REQUEST_BYTES` allows by default.
+    /// requests, sixteen of the largest `MAX_REQUEST_BYTES` allows by default. A request is parsed
+    /// into a JSON tree, prepared, encoded and sent several times over; with `PREFETCH` requests
+    /// of `MAX_REQUEST_BYTES` in hand, doing that for all of them at once would multiply the
+    /// memory they take.
     static let workingBytes = 16 << 20
 
     let configuration: BridgeConfiguration
@@ -30,11 +34,11 @@ package struct RequestProcessor: Sendable {
     var clock = WallClock.system
     var requeuePause = Self.requeuePause
     /// Shared by every request of the bridge.
-    var workingBytes = ByteBudget(capacity: Self.workingBytes)
+    var workingBytes = Budget(capacity: Self.workingBytes)
 
     func process(_ request: some RequestMessage, effects: some RequestEffects) async throws {
         do {
-            try await workingBytes.withBytes(request.body.count) {
+            try await workingBytes.spending(request.body.count) {
                 try await process(request, effects: effects, logger: logger)
             }
         } catch is CancellationError {
