@@ -76,19 +76,20 @@ struct PostbackTests {
 
     @Test("postbacks past --postback-connections wait their turn, and the timeout runs from each one's sending")
     func postbacksWaitTheirTurn() async throws {
-        // Two at a time, 400 ms each: the last two are sent 1.2 s after the first, past the 1 s
-        // timeout, which a postback that waited in the HTTP client's own queue would count.
-        let receiver = PostbackReceiver(answerDelay: .milliseconds(400))
+        // Two at a time, 1 s each: the last four are sent 3 s and 4 s after the first, past the
+        // 3.5 s timeout, which postbacks waiting in the HTTP client's own queue would count. Each
+        // one's own second leaves 2.5 s for a machine busy with the rest of the suite.
+        let receiver = PostbackReceiver(answerDelay: .seconds(1))
         try await receiver.serve { url in
             try await withSimulator {
                 $0.postbackConnections = 2
-                $0.postbackTimeout = .seconds(1)
+                $0.postbackTimeout = .milliseconds(3_500)
             } _: { client, port in
-                for _ in 0..<8 { _ = await client.submit(job(#","postback_url":"\#(url)""#)) }
-                try await receiver.waitFor(8, timeout: .seconds(10))
-                try await Task.sleep(for: .milliseconds(600))
+                for _ in 0..<10 { _ = await client.submit(job(#","postback_url":"\#(url)""#)) }
+                try await receiver.waitFor(10, timeout: .seconds(20))
+                try await Task.sleep(for: .milliseconds(1_200))
                 let counters = try await stats(port)
-                #expect(counters["postbacks_acknowledged"] == .number(8))
+                #expect(counters["postbacks_acknowledged"] == .number(10))
                 #expect(counters["postbacks_failed_attempts"] == .number(0))
                 #expect(receiver.mostInHand == 2)
             }
