@@ -139,6 +139,7 @@ struct SimulatorCommand: AsyncParsableCommand {
         }
         guard self.pollRate > 0 else { throw ValidationError("--poll-rate must be positive") }
         guard self.retrySpeed >= 0 else { throw ValidationError("--retry-speed must not be negative") }
+        guard self.postbackConnections > 0 else { throw ValidationError("--postback-connections must be positive") }
     }
 
     func run() async throws {
