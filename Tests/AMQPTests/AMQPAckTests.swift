@@ -37,9 +37,8 @@ import Testing
             for delivery in inHand.dropFirst() { delivery.ack() }
 
             func unacknowledged() async throws -> Int? {
-                let rows = try await onOwnThread {
-                    try TestBroker.control("ctl", "-q", "list_queues", "name", "messages_unacknowledged", "--no-table-headers")
-                }
+                let rows = try await TestBroker.control(
+                    "ctl", "-q", "list_queues", "name", "messages_unacknowledged", "--no-table-headers")
                 return rows.split(separator: "\n").lazy.map { $0.split(whereSeparator: \.isWhitespace) }
                     .first { $0.first.map(String.init) == queue }.flatMap { $0.last.flatMap { Int($0) } }
             }

@@ -34,7 +34,7 @@ import TestSupport
         }
         try await Task.sleep(for: .milliseconds(300))
         let stoppedAt = ContinuousClock.now
-        try TestBroker.control("ctl", "stop_app")
+        try await TestBroker.control("ctl", "stop_app")
         let (confirmed, publishError) = await publishing.value
         let consumeError = await consuming.value
         let reason = await connection.closed()
@@ -51,7 +51,7 @@ import TestSupport
         #expect((consumeError as? AMQPError)?.isConnectionError == true)
         #expect(detection < .seconds(10), "calls in flight failed only after \(detection)")
 
-        try TestBroker.control("ctl", "start_app")
+        try await TestBroker.control("ctl", "start_app")
         let again = try await TestBroker.connect()
         let fresh = try await again.openChannel()
         #expect(try await fresh.declareQueue(queue, passive: true).name == queue)
@@ -96,23 +96,19 @@ import TestSupport
             try await channel.enableConfirms()
             try await channel.publish([0], routingKey: queue)
 
-            try TestBroker.control("ctl", "set_vm_memory_high_watermark", "0.0001")
-            var alarmCleared = false
-            defer { if !alarmCleared { _ = try? TestBroker.control("ctl", "set_vm_memory_high_watermark", "0.4") } }
-
-            // RabbitMQ blocks a connection when it next publishes during the alarm.
-            let publishing = Task {
-                for index in 1...20 { try await channel.publish([UInt8(index)], routingKey: queue) }
+            let (publishing, waiting, observer) = try await Self.withMemoryAlarm {
+                // RabbitMQ blocks a connection when it next publishes during the alarm.
+                let publishing = Task {
+                    for index in 1...20 { try await channel.publish([UInt8(index)], routingKey: queue) }
+                }
+                #expect(await eventually { publisher.isBlocked }, "the broker never said connection.blocked")
+                try await Task.sleep(for: .seconds(2))
+                let waiting = try await cleanup.connect()
+                let observer = try await waiting.openChannel()
+                #expect(try await observer.declareQueue(queue, passive: true).messageCount <= 2, "published while blocked")
+                #expect(publisher.closeReason == nil)
+                return (publishing, waiting, observer)
             }
-            #expect(await eventually { publisher.isBlocked }, "the broker never said connection.blocked")
-            try await Task.sleep(for: .seconds(2))
-            let waiting = try await cleanup.connect()
-            let observer = try await waiting.openChannel()
-            #expect(try await observer.declareQueue(queue, passive: true).messageCount <= 2, "published while blocked")
-            #expect(publisher.closeReason == nil)
-
-            try TestBroker.control("ctl", "set_vm_memory_high_watermark", "0.4")
-            alarmCleared = true
             try await publishing.value
             #expect(!publisher.isBlocked)
             #expect(try await observer.declareQueue(queue, passive: true).messageCount == 21)
@@ -210,10 +206,10 @@ import TestSupport
     /// Runs `body` under a memory alarm on the test broker, and clears the alarm afterwards
     /// whether `body` throws or not.
     static func withMemoryAlarm<T>(_ body: () async throws -> T) async throws -> T {
-        try TestBroker.control("ctl", "set_vm_memory_high_watermark", "0.0000001")
+        try await TestBroker.control("ctl", "set_vm_memory_high_watermark", "0.0000001")
         let result: Result<T, any Error>
         do { result = .success(try await body()) } catch { result = .failure(error) }
-        try TestBroker.control("ctl", "set_vm_memory_high_watermark", "0.4")
+        try await TestBroker.control("ctl", "set_vm_memory_high_watermark", "0.4")
         return try result.get()
     }
 

@@ -27,12 +27,12 @@ import TestSupport
             droppedLoop = connection.loop
             let channel = try await connection.openChannel()
             try await channel.declareQueue("", exclusive: true)
-            #expect(try Self.brokerLists(name))
+            #expect(try await Self.brokerLists(name))
             #expect(try Self.openFiles() >= filesBefore + 3, "a socket and a pipe")
         }
 
         #expect(await eventually { droppedLoop == nil }, "the dropped connection's loop was never freed")
-        #expect(try await eventually { try !Self.brokerLists(name) }, "the broker still lists the connection")
+        #expect(try await eventually { try await !Self.brokerLists(name) }, "the broker still lists the connection")
         var filesAfter = 0
         #expect(
             try await eventually {
@@ -43,8 +43,8 @@ import TestSupport
     }
 
     /// Whether the broker lists a connection with this `connection_name`.
-    static func brokerLists(_ name: String) throws -> Bool {
-        try TestBroker.control("ctl", "list_connections", "client_properties").contains(name)
+    static func brokerLists(_ name: String) async throws -> Bool {
+        try await TestBroker.control("ctl", "list_connections", "client_properties").contains(name)
     }
 
     static func openFiles() throws -> Int {

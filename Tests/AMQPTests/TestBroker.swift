@@ -28,10 +28,10 @@ enum TestBroker {
 
     /// Runs deploy/rabbitmq-node.sh with `arguments` (e.g. `restart`, `ctl stop_app`).
     @discardableResult
-    static func control(_ arguments: String...) throws -> String {
+    static func control(_ arguments: String...) async throws -> String {
         let script = try #require(
             ProcessInfo.processInfo.environment["AMQP_TEST_BROKER"], "AMQP_TEST_BROKER is not set")
-        return try runControlScript(script, arguments)
+        return try await runControlScript(script, arguments)
     }
 
     /// The broker's process id, for freezing it with SIGSTOP.

@@ -31,8 +31,9 @@ struct BridgeClusterFaultTests {
 
     func loseANode(_ victim: Victim, label: String) async throws {
         let urls = try #require(TestEnvironment.clusterURLs)
-        // Whatever an earlier test left behind, all three nodes are up before this one starts.
-        try TestEnvironment.controlCluster("ensure-up")
+        // Whatever an earlier test left behind (a node it stopped before failing), all three nodes
+        // are up before this one starts.
+        try await TestEnvironment.controlCluster("ensure-up")
         try await TestEnvironment.$brokerOverride.withValue(urls) {
             // Postback retries on Blitline's own schedule (1 s, 3 s, 15 s) outlast the failover.
             try await BridgeHarness.run(label, retrySpeedFactor: 1) { h in
@@ -46,12 +47,10 @@ struct BridgeClusterFaultTests {
                 // A steady load: 100 requests every 100 ms, the node lost a third of the way in.
                 let publishing = Task { try await publishSteadily(requests, h) }
                 #expect(await h.events.waitForCount(Self.requestCount / 3, timeout: .seconds(60)), "\(h.diagnostics())")
-                let node = try victimNode(victim, h, bridge)
-                print("\(label): stopping node \(node); the test's queues (name, type, leader, members):\n\(Self.queues(label))")
+                let node = try await victimNode(victim, h, bridge)
+                print("\(label): stopping node \(node); the test's queues (name, type, leader, members):\n\(await Self.queues(label))")
                 let stopped = ContinuousClock.now
-                try TestEnvironment.controlCluster("stop-node", "\(node)")
-                // The node comes back whatever happens below, so that the next test has three.
-                defer { _ = try? TestEnvironment.controlCluster("ensure-up") }
+                try await TestEnvironment.controlCluster("stop-node", "\(node)")
                 let readyAgain = await eventually(timeout: .seconds(60)) {
                     (try? await bridge.get("/readyz").status) == 200 && ContinuousClock.now - stopped > .seconds(2)
                 }
@@ -61,9 +60,9 @@ struct BridgeClusterFaultTests {
                 try await publishing.value
 
                 let ids = requests.map(\.id)
-                #expect(
-                    await h.events.waitForEvents(for: ids, timeout: .seconds(120)),
-                    "no event for \(h.events.missing(ids).prefix(20))\n\(h.diagnostics())\nqueues now:\n\(Self.queues(label))")
+                let delivered = await h.events.waitForEvents(for: ids, timeout: .seconds(120))
+                let queuesNow = delivered ? "" : await Self.queues(label)
+                #expect(delivered, "no event for \(h.events.missing(ids).prefix(20))\n\(h.diagnostics())\nqueues now:\n\(queuesNow)")
                 // Every request settled (its events out), then a sentinel through the same bridge
                 // (Blitline's faults off, so that its postback comes): events under another id
                 // would be in by now.
@@ -81,8 +80,8 @@ struct BridgeClusterFaultTests {
 
                 // The node comes back: nothing changes.
                 let before = h.events.events.count
-                try TestEnvironment.controlCluster("start-node", "\(node)")
-                try TestEnvironment.controlCluster("ensure-up")
+                try await TestEnvironment.controlCluster("start-node", "\(node)")
+                try await TestEnvironment.controlCluster("ensure-up")
                 try await h.barrier()
                 #expect(bridge.isRunning)
                 #expect((try? await bridge.get("/readyz").status) == 200)
@@ -139,17 +138,17 @@ struct BridgeClusterFaultTests {
 
     /// The queues of the test labelled `label` with their type, leader and members, as the
     /// cluster reports them: when events stop, which queue lost its quorum.
-    static func queues(_ label: String) -> String {
-        let rows = (try? TestEnvironment.controlCluster(
+    static func queues(_ label: String) async -> String {
+        let rows = (try? await TestEnvironment.controlCluster(
             "ctl", "-q", "list_queues", "name", "type", "leader", "members", "--no-table-headers")) ?? "(no node answered)"
         return rows.split(separator: "\n").filter { $0.contains(label) }.joined(separator: "\n")
     }
 
     /// The node to stop, from the cluster's view of the jobs queue or from the bridge's log.
-    func victimNode(_ victim: Victim, _ h: BridgeHarness, _ bridge: BridgeProcess) throws -> Int {
+    func victimNode(_ victim: Victim, _ h: BridgeHarness, _ bridge: BridgeProcess) async throws -> Int {
         switch victim {
         case .jobsQueueLeader:
-            let leader = try TestEnvironment.controlCluster("leader", h.jobsQueue).trimmingCharacters(in: .whitespacesAndNewlines)
+            let leader = try await TestEnvironment.controlCluster("leader", h.jobsQueue).trimmingCharacters(in: .whitespacesAndNewlines)
             return try #require(Int(leader), "no leader for \(h.jobsQueue): \"\(leader)\"")
         case .bridgesNode:
             let line = try #require(bridge.logLines.last { $0.contains("connected to the broker") })

@@ -156,9 +156,9 @@ import TestSupport
             try await h.publish(before)
             #expect(await h.events.waitForEvents(for: [before.id], timeout: .seconds(10)), "\(h.diagnostics())")
 
-            try TestEnvironment.controlBroker("ctl", "stop_app")
+            try await TestEnvironment.controlBroker("ctl", "stop_app")
             try await Task.sleep(for: .seconds(2))
-            try TestEnvironment.controlBroker("ctl", "start_app")
+            try await TestEnvironment.controlBroker("ctl", "start_app")
             #expect(
                 await eventually(timeout: .seconds(40)) { (try? await bridge.get("/readyz").status) == 200 },
                 "\(h.diagnostics())")

@@ -74,11 +74,11 @@ import TestSupport
             #expect(
                 await eventually(timeout: .seconds(10)) { (try? await h.simulator.stats()["jobs_accepted"]) ?? 0 >= 5 })
 
-            try TestEnvironment.controlBroker("ctl", "stop_app")
+            try await TestEnvironment.controlBroker("ctl", "stop_app")
             let notReady = await eventually(timeout: .seconds(10)) { (try? await bridge.get("/readyz").status) == 503 }
             try await Task.sleep(for: .seconds(2))
             let stillNotReady = (try? await bridge.get("/readyz").status) == 503
-            try TestEnvironment.controlBroker("ctl", "start_app")
+            try await TestEnvironment.controlBroker("ctl", "start_app")
             #expect(notReady && stillNotReady, "/readyz did not answer 503 while the broker was away")
             #expect(bridge.isRunning)
 

@@ -210,8 +210,8 @@ final class BridgeHarness: Sendable {
     }
 
     /// Messages in a queue, ready or delivered and not yet acknowledged, as the broker holds them now.
-    func messagesHeld(in queue: String) throws -> Int? {
-        try messagesHeld(inQueuesWhere: { $0 == queue })[queue]
+    func messagesHeld(in queue: String) async throws -> Int? {
+        try await messagesHeld(inQueuesWhere: { $0 == queue })[queue]
     }
 
     /// Messages held (ready, delivered and not yet acknowledged, or being dead-lettered) in each of
@@ -222,8 +222,8 @@ final class BridgeHarness: Sendable {
     /// publish, and a test waiting on it for "nothing left" goes on too early. The quorum queue's
     /// leader is asked instead, counting what its at-least-once dead-lettering still holds: a
     /// message expiring into another queue is counted until that queue has confirmed it.
-    func messagesHeld(inQueuesWhere include: (String) -> Bool) throws -> [String: Int] {
-        let rows = try TestEnvironment.brokerCtl("-q", "eval", Self.liveQueueDepths)
+    func messagesHeld(inQueuesWhere include: (String) -> Bool) async throws -> [String: Int] {
+        let rows = try await TestEnvironment.brokerCtl("-q", "eval", Self.liveQueueDepths)
         var held: [String: Int] = [:]
         for row in rows.split(separator: "\n") {
             let columns = row.split(separator: " ")
@@ -265,7 +265,7 @@ final class BridgeHarness: Sendable {
         let timeouts = topology.timeoutsQueue
         return await eventually(timeout: timeout) {
             guard
-                let held = try? messagesHeld(inQueuesWhere: { name in
+                let held = try? await messagesHeld(inQueuesWhere: { name in
                     name == jobsQueue || name.hasPrefix(retries)
                         || (deadlines && (name.hasPrefix(deadlineQueues) || name == timeouts))
                 })

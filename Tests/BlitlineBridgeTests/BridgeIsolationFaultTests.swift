@@ -110,42 +110,43 @@ import TestSupport
 
     @Test func aProducerOfAnotherBrokerUserIsCopiedWithoutItsUserID() async throws {
         let user = "producer-\(TestEnvironment.uniqueSuffix())"
-        try TestEnvironment.controlBroker("ctl", "add_user", user, "producer-password")
-        try TestEnvironment.controlBroker("ctl", "set_permissions", "-p", "/", user, ".*", ".*", ".*")
-        defer { _ = try? TestEnvironment.controlBroker("ctl", "delete_user", user) }
-        try await BridgeHarness.run("user-id") { h in
-            let bridge = try await h.startBridge()
-            let probe = ReadinessProbe(bridge)
-            // The first submit fails (HTTP 500): that request goes through a retry queue.
-            try await h.simulator.control(["fail_submits": 1])
-            let retried = TestRequest.thumbnails("user-id-retried", index: 1)
-            let invalidRequest = invalid("user-id-invalid")
-            let producerURL = try TestEnvironment.brokerURL.replacingOccurrences(
-                of: "guest:guest@", with: "\(user):producer-password@")
-            let producer = try await AMQPConnection.connect(url: producerURL)
-            let channel = try await producer.openChannel()
-            try await channel.enableConfirms()
-            for request in [retried, invalidRequest] {
-                var properties = request.properties
-                properties.userID = user
-                try await channel.publish(request.body, routingKey: h.jobsQueue, properties: properties)
+        try await TestEnvironment.controlBroker("ctl", "add_user", user, "producer-password")
+        try await TestEnvironment.controlBroker("ctl", "set_permissions", "-p", "/", user, ".*", ".*", ".*")
+        try await withUndo({ _ = try? await TestEnvironment.controlBroker("ctl", "delete_user", user) }) {
+            try await BridgeHarness.run("user-id") { h in
+                let bridge = try await h.startBridge()
+                let probe = ReadinessProbe(bridge)
+                // The first submit fails (HTTP 500): that request goes through a retry queue.
+                try await h.simulator.control(["fail_submits": 1])
+                let retried = TestRequest.thumbnails("user-id-retried", index: 1)
+                let invalidRequest = invalid("user-id-invalid")
+                let producerURL = try TestEnvironment.brokerURL.replacingOccurrences(
+                    of: "guest:guest@", with: "\(user):producer-password@")
+                let producer = try await AMQPConnection.connect(url: producerURL)
+                let channel = try await producer.openChannel()
+                try await channel.enableConfirms()
+                for request in [retried, invalidRequest] {
+                    var properties = request.properties
+                    properties.userID = user
+                    try await channel.publish(request.body, routingKey: h.jobsQueue, properties: properties)
+                }
+                await producer.close()
+                let normal = (0..<5).map { TestRequest.thumbnails("user-id-normal-\($0)", index: $0) }
+                let outcomes = try await h.outcomes(of: normal)
+                #expect(
+                    await h.events.waitForEvents(for: [retried.id, invalidRequest.id], timeout: .seconds(30)),
+                    "\(h.diagnostics())")
+                #expect(await h.waitUntilSettled(timeout: .seconds(30)), "requests still held\n\(h.diagnostics())")
+                try await h.barrier()
+                outcomes.expectEachCompleted(normal)
+                #expect(h.events.events(for: retried.id).map(\.status) == ["completed"])
+                #expect(h.events.events(for: invalidRequest.id).map(\.reason) == ["invalid_request"])
+                let dead = try await h.deadLetters(count: 1)
+                #expect(dead.first?.properties.userID == nil)
+                #expect(dead.first?.properties.messageID == invalidRequest.id)
+                #expect(try await h.simulator.stats()["jobs_accepted"] == normal.count + 1 + h.sentinelsPublished)
+                try await expectUndisturbed(bridge, probe, h)
             }
-            await producer.close()
-            let normal = (0..<5).map { TestRequest.thumbnails("user-id-normal-\($0)", index: $0) }
-            let outcomes = try await h.outcomes(of: normal)
-            #expect(
-                await h.events.waitForEvents(for: [retried.id, invalidRequest.id], timeout: .seconds(30)),
-                "\(h.diagnostics())")
-            #expect(await h.waitUntilSettled(timeout: .seconds(30)), "requests still held\n\(h.diagnostics())")
-            try await h.barrier()
-            outcomes.expectEachCompleted(normal)
-            #expect(h.events.events(for: retried.id).map(\.status) == ["completed"])
-            #expect(h.events.events(for: invalidRequest.id).map(\.reason) == ["invalid_request"])
-            let dead = try await h.deadLetters(count: 1)
-            #expect(dead.first?.properties.userID == nil)
-            #expect(dead.first?.properties.messageID == invalidRequest.id)
-            #expect(try await h.simulator.stats()["jobs_accepted"] == normal.count + 1 + h.sentinelsPublished)
-            try await expectUndisturbed(bridge, probe, h)
         }
     }
 
@@ -184,7 +185,7 @@ import TestSupport
             #expect(
                 try await h.simulator.stats()["jobs_accepted"] == valids.count + h.sentinelsPublished,
                 "nothing submitted twice")
-            #expect(try h.messagesHeld(in: h.jobsQueue) == 0, "every request was settled")
+            #expect(try await h.messagesHeld(in: h.jobsQueue) == 0, "every request was settled")
             try await expectUndisturbed(bridge, probe, h)
         }
     }

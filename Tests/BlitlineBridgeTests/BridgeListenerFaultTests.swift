@@ -35,9 +35,8 @@ import TestSupport
                 await eventually(timeout: .seconds(20)) { (try? await h.simulator.stats()["jobs_accepted"]) == 10 },
                 "the jobs were not all submitted\n\(h.diagnostics())")
 
-            try TestEnvironment.controlBroker("ctl", "set_vm_memory_high_watermark", "0.0000001")
-            do {
-                defer { _ = try? TestEnvironment.controlBroker("ctl", "set_vm_memory_high_watermark", "0.4") }
+            try await TestEnvironment.controlBroker("ctl", "set_vm_memory_high_watermark", "0.0000001")
+            try await withUndo({ _ = try? await TestEnvironment.controlBroker("ctl", "set_vm_memory_high_watermark", "0.4") }) { () throws in
                 // Every first attempt lands in the alarm and waits out the listener's deadline.
                 let refused = await eventually(timeout: .seconds(40)) {
                     Self.answered(bridge).filter { $0.status == 503 }.count >= 10

@@ -193,10 +193,8 @@ extension BridgeProcessTests {
                 #expect(findings.contains { $0["subject"]?.stringValue == "broker" && $0["verdict"]?.stringValue == "pass" })
 
                 // The management UI tells the instance's connections apart, and says what they are.
-                let connections = try await onOwnThread {
-                    try TestEnvironment.controlBroker(
-                        "ctl", "-q", "list_connections", "name", "client_properties", "--no-table-headers")
-                }
+                let connections = try await TestEnvironment.controlBroker(
+                    "ctl", "-q", "list_connections", "name", "client_properties", "--no-table-headers")
                 let own = connections.split(separator: "\n").filter { $0.contains("pid \(bridge.pid))") }
                 #expect(own.count >= 2, "the bridge's connections are not named after its pid: \(connections)")
                 #expect(own.allSatisfy { $0.contains(BridgeVersion.current) && $0.contains("Swift on Linux") }, "\(own)")

@@ -51,14 +51,14 @@ enum TestEnvironment {
     /// Runs rabbitmqctl with `arguments` against the broker the tests in scope use: within
     /// `$brokerOverride` (the cluster) through a node of the cluster that answers, else against
     /// the test node.
-    static func brokerCtl(_ arguments: String...) throws -> String {
-        try run(brokerOverride == nil ? "AMQP_TEST_BROKER" : "AMQP_TEST_CLUSTER", ["ctl"] + arguments)
+    static func brokerCtl(_ arguments: String...) async throws -> String {
+        try await run(brokerOverride == nil ? "AMQP_TEST_BROKER" : "AMQP_TEST_CLUSTER", ["ctl"] + arguments)
     }
 
     /// Runs deploy/rabbitmq-cluster.sh (`AMQP_TEST_CLUSTER`) with `arguments`, e.g. `stop-node 2`.
     @discardableResult
-    static func controlCluster(_ arguments: String...) throws -> String {
-        try run("AMQP_TEST_CLUSTER", arguments)
+    static func controlCluster(_ arguments: String...) async throws -> String {
+        try await run("AMQP_TEST_CLUSTER", arguments)
     }
 
     /// `BLITLINE_BRIDGE_BIN`: the `blitline-bridge` executable under test.
@@ -94,13 +94,13 @@ enum TestEnvironment {
 
     /// Runs deploy/rabbitmq-node.sh (`AMQP_TEST_BROKER`) with `arguments`, e.g. `ctl stop_app`.
     @discardableResult
-    static func controlBroker(_ arguments: String...) throws -> String {
-        try run("AMQP_TEST_BROKER", arguments)
+    static func controlBroker(_ arguments: String...) async throws -> String {
+        try await run("AMQP_TEST_BROKER", arguments)
     }
 
-    private static func run(_ variable: String, _ arguments: [String]) throws -> String {
+    private static func run(_ variable: String, _ arguments: [String]) async throws -> String {
         let script = try #require(ProcessInfo.processInfo.environment[variable], "\(variable) is not set")
-        return try runControlScript(script, arguments)
+        return try await runControlScript(script, arguments)
     }
 
     /// A TCP port on 127.0.0.1 that was free a moment ago, never the same twice in this process.

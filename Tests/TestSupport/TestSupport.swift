@@ -99,7 +99,27 @@ public enum Ports {
 /// printed, throwing when it fails. Spawned and reaped here rather than with Foundation's
 /// `Process`, whose `waitUntilExit` was seen to miss the exit of a script that leaves a broker
 /// running in the background.
-public func runControlScript(_ script: String, _ arguments: [String]) throws -> String {
+///
+/// The script runs from a thread of its own: rabbitmqctl starts an Erlang VM for a second or more,
+/// and the tests call it in loops (`messagesHeld`); waiting for it on the cooperative pool starved
+/// the servers and timers of every test beside it (CI saw a 5 s deadline pass before work that
+/// returns at once had run).
+public func runControlScript(_ script: String, _ arguments: [String]) async throws -> String {
+    try await onOwnThread { try spawnAndWait(script, arguments) }
+}
+
+/// glibc's `posix_spawn_file_actions_addclosefrom_np`, which Swift's Glibc module does not
+/// declare (it is a GNU extension).
+private let addCloseFrom = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np").map {
+    unsafeBitCast($0, to: AddCloseFrom.self)
+}
+
+private typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+
+private func spawnAndWait(_ script: String, _ arguments: [String]) throws -> String {
+    guard let closeFrom = addCloseFrom else {
+        throw TestSupportError("posix_spawn_file_actions_addclosefrom_np is missing (glibc 2.34 or later needed)")
+    }
     var pipeFDs: [Int32] = [-1, -1]
     guard pipe(&pipeFDs) == 0 else { throw TestSupportError("pipe() failed") }
     var actions = posix_spawn_file_actions_t()
@@ -108,8 +128,10 @@ public func runControlScript(_ script: String, _ arguments: [String]) throws -> 
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
     posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 1)
     posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 2)
-    posix_spawn_file_actions_addclose(&actions, pipeFDs[0])
-    posix_spawn_file_actions_addclose(&actions, pipeFDs[1])
+    // Nothing else of this process: the script (and a broker it starts) would otherwise hold
+    // every socket the tests have open, so that a connection a server or a test closes stays
+    // open, and a listener that stopped still accepts, for as long as the script runs.
+    _ = closeFrom(&actions, 3)
     let argv = ([script] + arguments).map { strdup($0) } + [nil]
     defer { argv.forEach { free($0) } }
     var pid: pid_t = 0
@@ -129,6 +151,20 @@ public func runControlScript(_ script: String, _ arguments: [String]) throws -> 
     let exitCode = (status & 0x7f) == 0 ? (status >> 8) & 0xff : -1
     guard exitCode == 0 else { throw TestSupportError("\(script) \(arguments) failed (\(exitCode)): \(text)") }
     return text
+}
+
+/// Runs `body`, then `undo` whether `body` returned or threw: a `defer` that can await.
+public func withUndo<T>(
+    _ undo: () async -> Void, _ body: () async throws -> T, isolation: isolated (any Actor)? = #isolation
+) async rethrows -> T {
+    do {
+        let value = try await body()
+        await undo()
+        return value
+    } catch {
+        await undo()
+        throw error
+    }
 }
 
 /// Runs blocking work (socket reads, a control script, which starts an Erlang VM for a second or
