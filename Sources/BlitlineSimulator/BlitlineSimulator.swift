@@ -102,16 +102,20 @@ public struct BlitlineSimulator: Sendable {
             jobQueue: jobQueue,
             logger: self.logger
         )
+        let listening = ListeningChannel()
         let application = Application(
             router: core.makeRouter(),
             configuration: .init(address: .hostname(self.configuration.host, port: self.configuration.port)),
-            onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
+            onServerRunning: { channel in
+                listening.set(channel)
+                await onServerRunning(channel.localAddress?.port ?? 0)
+            },
             logger: self.logger
         )
         let result = await Result {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask {
-                    try await application.runTakingCancellationAsGracefulShutdown(logger: self.logger)
+                    try await application.runTakingCancellationAsGracefulShutdown(listening: listening, logger: self.logger)
                     jobQueue.finish()
                 }
                 for await job in jobs {

@@ -182,13 +182,17 @@ public func serving<T: Sendable>(
     _ router: Router<BasicRequestContext>, _ body: (Int) async throws -> T
 ) async throws -> T {
     let (ports, continuation) = AsyncStream<Int>.makeStream()
+    let listening = ListeningChannel()
     let application = Application(
         router: router,
         configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-        onServerRunning: { continuation.yield($0.localAddress?.port ?? 0) },
+        onServerRunning: {
+            listening.set($0)
+            continuation.yield($0.localAddress?.port ?? 0)
+        },
         logger: Logger(label: "test-server", factory: { _ in SwiftLogNoOpLogHandler() })
     )
-    let server = Task { try await application.runTakingCancellationAsGracefulShutdown(logger: application.logger) }
+    let server = Task { try await application.runTakingCancellationAsGracefulShutdown(listening: listening, logger: application.logger) }
     var iterator = ports.makeAsyncIterator()
     let port = await iterator.next() ?? 0
     let result: Result<T, any Error>
