@@ -47,7 +47,9 @@ struct PollRateLimiterTests {
 
     @Test("a cancelled waiter throws promptly and hands its token back")
     func cancellation() async throws {
-        let limiter = PollRateLimiter(ratePerSecond: 0.2)
+        // One token every 20 s: the suite's first seconds, busy, stalled this test's steps for
+        // 5 s on a loaded machine, long enough for the waiter to get its token before it was cancelled.
+        let limiter = PollRateLimiter(ratePerSecond: 0.05)
         try await limiter.acquire(applicationID: "a")
         let firstToken = ContinuousClock.now
         let waiter = Task { try await limiter.acquire(applicationID: "a") }
@@ -56,34 +58,34 @@ struct PollRateLimiterTests {
         await #expect(throws: CancellationError.self) { try await waiter.value }
         try await limiter.acquire(applicationID: "a")
         let sinceFirst = ContinuousClock.now - firstToken
-        // The next token is due one interval (5 s) after the first, not two: the cancelled
+        // The next token is due one interval (20 s) after the first, not two: the cancelled
         // waiter's token came back. Measured from the first token, so a slow machine between the
         // steps cannot shorten the wait below one interval.
-        #expect(sinceFirst > .milliseconds(4900) && sinceFirst < .milliseconds(9900))
+        #expect(sinceFirst > .milliseconds(19_900) && sinceFirst < .milliseconds(39_900), "\(sinceFirst)")
     }
 
     @Test("after a 429, no poll for that application id goes out before its Retry-After has passed, not even one already waiting for its token; other ids carry on")
     func retryAfterHoldsTheWholeApplicationID() async throws {
-        let limiter = PollRateLimiter(ratePerSecond: 0.2)
+        let limiter = PollRateLimiter(ratePerSecond: 0.05)
         try await limiter.acquire(applicationID: "a")
-        // Reserves the next token, due 5 s after the first, and sleeps until then: the 429 below
-        // comes well before it, unless the machine stalls for seconds.
+        // Reserves the next token, due 20 s after the first, and sleeps until then: the 429 below
+        // comes well before it, unless the machine stalls for that long.
         let waiting = Task {
             try await limiter.acquire(applicationID: "a")
             return ContinuousClock.now
         }
         try await Task.sleep(for: .milliseconds(50))
         let refused = ContinuousClock.now
-        limiter.pause(applicationID: "a", for: .seconds(8))
+        limiter.pause(applicationID: "a", for: .seconds(25))
         let later = Task {
             try await limiter.acquire(applicationID: "a")
             return ContinuousClock.now
         }
         try await limiter.acquire(applicationID: "b")
         let otherID = ContinuousClock.now
-        #expect(try await waiting.value >= refused + .seconds(8))
-        #expect(try await later.value >= refused + .seconds(8))
-        #expect(otherID < refused + .seconds(8), "application id b waited for a's Retry-After")
+        #expect(try await waiting.value >= refused + .seconds(25))
+        #expect(try await later.value >= refused + .seconds(25))
+        #expect(otherID < refused + .seconds(25), "application id b waited for a's Retry-After")
     }
 
     @Test("a shorter Retry-After does not cut a longer one short")
