@@ -3,6 +3,7 @@ import Blitline
 import BlitlineSimulator
 import Logging
 import NIOCore
+import TestSupport
 
 /// A silent logger for tests.
 let quietLogger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
@@ -58,6 +59,18 @@ func stats(_ port: Int) async throws -> JSONValue {
         timeout: .seconds(5)
     )
     return try JSONValue(parsing: Array(buffer: try await response.body.collect(upTo: 1 << 16)))
+}
+
+/// Waits until each named counter of the simulator's `/_control/stats` reads its value; returns
+/// the counters as last read. The simulator counts a postback's answer after the receiver has
+/// answered it, so a test that has seen the postback arrive reads the count a moment later.
+func statsOnceSettled(_ port: Int, _ expected: [String: Int], timeout: Duration = .seconds(10)) async -> JSONValue? {
+    var last: JSONValue?
+    _ = await eventually(timeout: timeout) {
+        last = try? await stats(port)
+        return expected.allSatisfy { last?[$0.key] == .number($0.value) }
+    }
+    return last
 }
 
 /// A job for the simulator, optionally with extra members.
