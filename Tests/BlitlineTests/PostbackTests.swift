@@ -63,11 +63,13 @@ struct PostbackTests {
                 try #require(times.count == 4)
                 let gaps = zip(times.dropFirst(), times).map { $0 - $1 }
                 for (gap, expected) in zip(gaps, [Duration.milliseconds(50), .milliseconds(150), .milliseconds(750)]) {
-                    // At least the scaled delay, and below the unscaled one (1 s, 3 s, 15 s): a busy
-                    // machine delays a retry by a few hundred milliseconds (CI once saw the first
-                    // after 622 ms), never by the second a speed factor ignored would take.
-                    #expect(gap >= expected * 0.9 && gap < expected * 20, "gap \(gap), expected \(expected)")
+                    #expect(gap >= expected * 0.9, "gap \(gap), expected \(expected)")
                 }
+                // Scaled, the three take 0.95 s; unscaled (1 s, 3 s, 15 s) they would take 19 s. A
+                // busy machine delays a retry by a second or more (CI saw 622 ms, then over 1 s for
+                // the first), so the bound is on the whole schedule, not on each gap.
+                let total = gaps.reduce(Duration.zero, +)
+                #expect(total < .seconds(10), "the retries took \(total): \(gaps)")
                 let counters = await statsOnceSettled(port, ["postbacks_sent": 4, "postbacks_acknowledged": 1])
                 #expect(counters?["postbacks_sent"] == .number(4))
                 #expect(counters?["postbacks_acknowledged"] == .number(1))
