@@ -16,7 +16,7 @@ extension Service {
     /// loaded test run). Counted from the listening socket's close, the accept loop, whose
     /// connections were queued before it, has taken them before the grace ends.
     public func runTakingCancellationAsGracefulShutdown(
-        grace: Duration = .seconds(1), listening: ListeningChannel? = nil, logger: Logger
+        grace: Duration = .seconds(1), listening: ListeningChannel, logger: Logger
     ) async throws {
         let group = ServiceGroup(configuration: .init(services: [self], logger: logger))
         // A task of its own, so that cancellation does not reach the group at once; it inherits
@@ -27,7 +27,7 @@ extension Service {
         } onCancel: {
             Task {
                 await group.triggerGracefulShutdown()
-                await listening?.closed()
+                await listening.closed()
                 // Whoever cancelled wants the service gone, not drained: what it still has in
                 // hand `grace` later is cut.
                 try? await Task.sleep(for: grace)
