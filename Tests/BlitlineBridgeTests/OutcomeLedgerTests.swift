@@ -11,7 +11,8 @@ import TestSupport
 
     // The two tests below spend seconds of CPU each: they run on a thread of their own, not on one
     // of the cooperative pool's two threads, which the servers and timers of the tests running
-    // beside them need (with both taken at the start of the suite, a listener's 5 s timers fired late).
+    // beside them need (with both taken at the start of the suite, work that returns at once
+    // waited more than 5 s for a thread and lost the deadline race's test).
 
     @Test func aMillionOutcomesCostAtMost32BytesEachAndAreAllFound() async throws {
         let window = window
