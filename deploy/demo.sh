@@ -12,8 +12,10 @@ keep=false
 
 deploy/install-deps.sh curl
 echo "building (release)…"
+# Linked as the Dockerfile, the systemd unit and deploy/bench.sh link them: what users run, and one
+# release build for all of them (a build with other flags starts again from scratch).
 for product in blitline-bridge blitline-simulator; do
-    swift build -c release --product "$product" 2>&1 | tail -n 1
+    swift build -c release --static-swift-stdlib --product "$product" 2>&1 | tail -n 1
 done
 bin=$(swift build -c release --show-bin-path)
 
