@@ -16,6 +16,23 @@ struct JSONValueTests {
         #expect(value.jsonString.contains(#""z":1.220,"a":12345678901234567890,"neg":-0.5e-7"#))
     }
 
+    @Test("objects and arrays nested among siblings keep their own members, however many")
+    func nestedSiblings() throws {
+        // Each object and array is gathered on the parser's shared stacks: an inner one that starts
+        // an outer one's stack, siblings after it, and more members than the stacks first hold.
+        let wide = (0..<40).map { #""k\#($0)":[\#($0),{"i":\#($0)}]"# }.joined(separator: ",")
+        let text = #"{"first":{"a":[{"b":1},{"c":[2,3]}],"d":{}},"wide":{"# + wide + #"},"last":[[],[{"e":4}],5]}"#
+        let value = try JSONValue(parsing: text)
+        #expect(value.objectMembers?.map(\.key) == ["first", "wide", "last"])
+        #expect(value["first"]?["a"]?.arrayValue?.count == 2)
+        #expect(value["first"]?["a"]?.arrayValue?[1]["c"] == .array([.number("2"), .number("3")]))
+        #expect(value["first"]?["d"] == .object([]))
+        #expect(value["wide"]?.objectMembers?.count == 40)
+        #expect(value["wide"]?["k39"]?.arrayValue?[1]["i"] == .number("39"))
+        #expect(value["last"] == .array([.array([]), .array([.object([.init(key: "e", value: .number("4"))])]), .number("5")]))
+        #expect(value.jsonString == text)
+    }
+
     @Test("strings are written with exactly the escapes JSON needs, and read back, ASCII or not")
     func stringEscapes() throws {
         let string = "a\"b\\c\n\r\t\u{01}\u{1F}/ é😀 end"

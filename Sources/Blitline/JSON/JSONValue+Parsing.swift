@@ -38,9 +38,12 @@ struct JSONParser {
     private let bytes: UnsafeBufferPointer<UInt8>
     private(set) var offset = 0
     /// The members and elements of the objects and arrays being parsed, innermost last: each is
-    /// copied out once, at its final size, rather than grown an allocation at a time.
+    /// copied out once, at its final size, rather than grown an allocation at a time, and the
+    /// stacks keep their storage from one object or array to the next (``copyOut(_:from:)``).
     private var members: [JSONValue.Member] = []
     private var elements: [JSONValue] = []
+    /// What each stack reserves when first used: a postback's or a job's objects rarely hold more.
+    private static let initialStackCapacity = 16
 
     init(bytes: UnsafeBufferPointer<UInt8>) {
         self.bytes = bytes
@@ -93,6 +96,7 @@ struct JSONParser {
             self.offset += 1
             return .object([])
         }
+        if members.capacity == 0 { members.reserveCapacity(Self.initialStackCapacity) }
         let base = members.count
         while true {
             self.skipWhitespace()
@@ -109,8 +113,7 @@ struct JSONParser {
             case UInt8(ascii: ","): self.offset += 1
             case UInt8(ascii: "}"):
                 self.offset += 1
-                defer { members.removeSubrange(base...) }
-                return .object(Array(members[base...]))
+                return .object(Self.copyOut(&members, from: base))
             default: throw .unexpectedByte(at: self.offset)
             }
         }
@@ -124,6 +127,7 @@ struct JSONParser {
             self.offset += 1
             return .array([])
         }
+        if elements.capacity == 0 { elements.reserveCapacity(Self.initialStackCapacity) }
         let base = elements.count
         while true {
             self.skipWhitespace()
@@ -134,11 +138,20 @@ struct JSONParser {
             case UInt8(ascii: ","): self.offset += 1
             case UInt8(ascii: "]"):
                 self.offset += 1
-                defer { elements.removeSubrange(base...) }
-                return .array(Array(elements[base...]))
+                return .array(Self.copyOut(&elements, from: base))
             default: throw .unexpectedByte(at: self.offset)
             }
         }
+    }
+
+    /// Takes the top of a stack, from `base` on, into an array of its own. Copied through a
+    /// buffer pointer: `Array(stack[0...])` would share the stack's storage, and the stack, no
+    /// longer its storage's only owner, would allocate afresh and grow again from nothing for the
+    /// next object or array.
+    private static func copyOut<Element>(_ stack: inout [Element], from base: Int) -> [Element] {
+        let top = stack.withUnsafeBufferPointer { Array(UnsafeBufferPointer(rebasing: $0[base...])) }
+        stack.removeSubrange(base...)
+        return top
     }
 
     private mutating func parseNumber() throws(JSONParsingError) -> String {
