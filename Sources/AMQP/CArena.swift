@@ -6,20 +6,47 @@ import Glibc
 /// librabbitmq keeps pointers to what it is given (`amqp_bytes_t` does not copy), so everything a
 /// call needs must outlive the call; Swift's temporary pointers do not. Owned by the connection's
 /// thread and reset after each call.
+///
+/// A call's memory is carved out of one block kept for the arena's life; only what does not fit
+/// is allocated on its own. A publish's properties and headers used to cost a `malloc` and a
+/// `free` per string and table entry (about 9 per job on the publishing connection's thread).
 final class CArena {
+    /// The block calls are carved from: an event's properties and headers fit many times over.
+    static let blockSize = 4096
+    /// Enough for every C structure librabbitmq takes (`amqp_field_value_t` holds doubles and
+    /// pointers).
+    private static let alignment = 16
+
+    private let block: UnsafeMutableRawPointer
+    /// Where the next carving starts.
+    private var used = 0
+    /// What did not fit in the block.
     private var allocations: [UnsafeMutableRawPointer] = []
 
-    init() { allocations.reserveCapacity(16) }
+    init() {
+        block = UnsafeMutableRawPointer.allocate(byteCount: Self.blockSize, alignment: Self.alignment)
+        allocations.reserveCapacity(4)
+    }
 
-    deinit { reset() }
+    deinit {
+        reset()
+        block.deallocate()
+    }
 
     func reset() {
+        used = 0
         for pointer in allocations { free(pointer) }
         allocations.removeAll(keepingCapacity: true)
     }
 
     func allocate(bytes count: Int) -> UnsafeMutableRawPointer {
-        let pointer = malloc(max(count, 1))!
+        let size = (max(count, 1) + Self.alignment - 1) & ~(Self.alignment - 1)
+        if used + size <= Self.blockSize {
+            defer { used += size }
+            return block + used
+        }
+        // `malloc` aligns to 16 on every platform the bridge runs on.
+        let pointer = malloc(size)!
         allocations.append(pointer)
         return pointer
     }

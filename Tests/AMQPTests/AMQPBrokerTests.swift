@@ -41,6 +41,37 @@ import TestSupport
         }
     }
 
+    /// A publish's C structures are carved from one block per connection, reused by the next
+    /// publish; what does not fit is allocated on its own. Headers several times that block, and
+    /// small publishes before and after them, arrive as they were sent.
+    @Test func headersLargerThanTheConnectionsScratchBlockRoundTrip() async throws {
+        try await withCleanup { cleanup in
+            let connection = try await cleanup.connect()
+            let channel = try await connection.openChannel()
+            let queue = try await channel.declareQueue("", exclusive: true, autoDelete: true).name
+
+            var large: AMQPTable = [:]
+            for index in 0..<200 {
+                large["header-\(index)"] = .string(String(repeating: Character(UnicodeScalar(65 + index % 26)!), count: 60))
+            }
+            let sent = [
+                AMQPProperties(headers: ["small": .string("before")], messageID: "before"),
+                AMQPProperties(contentType: "text/plain", headers: large, messageID: "large", type: "large.type"),
+                AMQPProperties(headers: ["small": .string("after"), "n": .int32(3)], messageID: "after"),
+            ]
+            for properties in sent {
+                try await channel.publish(Array((properties.messageID ?? "").utf8), routingKey: queue, properties: properties)
+            }
+            for properties in sent {
+                let delivery = try #require(
+                    try await waitForMessage(channel, queue: queue), "a published message never arrived")
+                #expect(delivery.properties == properties)
+                #expect(delivery.body == Array((properties.messageID ?? "").utf8))
+                delivery.ack()
+            }
+        }
+    }
+
     @Test func tenThousandMessagesArriveOnceEach() async throws {
         try await withCleanup { cleanup in
             let publisher = try await cleanup.connect()
