@@ -73,7 +73,9 @@ struct PostbackToken: Sendable, Hashable {
         let payload = token.payloadJSON.jsonBytes
         let mac = Self.authenticationCode(keys.macs[0], domain: version == 1 ? [] : Self.versionTwoDomain, payload: payload)
         // Written in one buffer, made a string once.
-        var text: [UInt8] = version == 1 ? [] : Array("2.".utf8)
+        var text: [UInt8] = []
+        text.reserveCapacity(2 + (payload.count + 2) / 3 * 4 + 1 + 43)
+        if version != 1 { text.append(contentsOf: "2.".utf8) }
         Base64URL.append(payload, to: &text)
         text.append(UInt8(ascii: "."))
         mac.withUnsafeBytes { Base64URL.append($0, to: &text) }
@@ -148,7 +150,9 @@ struct PostbackToken: Sendable, Hashable {
     }
 
     private var payloadJSON: JSONValue {
-        var members: [JSONValue.Member] = [.init(key: "r", value: .string(context.requestID))]
+        var members: [JSONValue.Member] = []
+        members.reserveCapacity(7)
+        members.append(.init(key: "r", value: .string(context.requestID)))
         if let value = context.correlationID { members.append(.init(key: "c", value: .string(value))) }
         if let value = context.replyTo { members.append(.init(key: "t", value: .string(value))) }
         if let value = context.traceparent { members.append(.init(key: "p", value: .string(value))) }

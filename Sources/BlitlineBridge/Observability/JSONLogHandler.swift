@@ -61,7 +61,12 @@ public struct JSONLogHandler: LogHandler {
     /// Gets or sets one metadata value of this handler.
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
-        set { metadata[key] = newValue }
+        set {
+            // A request's logger gains a few keys (request_id, job_id): room for them at once,
+            // not a dictionary grown key by key.
+            if metadata.isEmpty, newValue != nil { metadata.reserveCapacity(4) }
+            metadata[key] = newValue
+        }
     }
 
     /// Writes the event as one JSON line.
