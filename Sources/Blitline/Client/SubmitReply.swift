@@ -78,9 +78,12 @@ enum SubmitReply {
         guard let jobID else {
             return .transient(BlitlineFailure(kind: .malformedReply, message: "Blitline's reply has no `job_id`"))
         }
-        let images = (entry["images"]?.arrayValue ?? []).compactMap { image -> AnnouncedImage? in
-            guard let identifier = image["image_identifier"]?.stringValue else { return nil }
-            return AnnouncedImage(imageIdentifier: identifier, url: JobResult.destinationURL(of: image))
+        let entries = entry["images"]?.arrayValue ?? []
+        var images: [AnnouncedImage] = []
+        images.reserveCapacity(entries.count)
+        for image in entries {
+            guard let identifier = image["image_identifier"]?.stringValue else { continue }
+            images.append(AnnouncedImage(imageIdentifier: identifier, url: JobResult.destinationURL(of: image)))
         }
         return .accepted(jobID: jobID, images: images)
     }

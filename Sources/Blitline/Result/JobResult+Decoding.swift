@@ -78,7 +78,9 @@ extension JobResult {
             result.errors.append(error)
         }
         result.appendFailedIdentifiers(results["failed_image_identifiers"])
-        for entry in (results["images"] ?? results["image_results"])?.arrayValue ?? [] {
+        let entries = (results["images"] ?? results["image_results"])?.arrayValue ?? []
+        result.images.reserveCapacity(entries.count)
+        for entry in entries {
             result.appendImageEntry(entry)
         }
         result.failedImageIdentifiers = Self.firstOccurrences(result.failedImageIdentifiers)

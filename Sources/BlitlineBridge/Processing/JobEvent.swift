@@ -105,7 +105,9 @@ struct JobEvent: Sendable {
             .init(key: "job_id", value: string(jobID)),
             .init(
                 key: "original",
-                value: original.map { ["width": .number($0.width), "height": .number($0.height)] } ?? .null),
+                value: original.map {
+                    .object([.init(key: "width", value: .number($0.width)), .init(key: "height", value: .number($0.height))])
+                } ?? .null),
             .init(key: "images", value: .array(images.map(Self.imageJSON))),
             .init(key: "errors", value: .array(errors.map(JSONValue.string))),
             .init(key: "failed_image_identifiers", value: .array(failedImageIdentifiers.map(JSONValue.string))),
@@ -129,13 +131,15 @@ struct JobEvent: Sendable {
         return .object(event)
     }
 
+    /// Built as members, not as a dictionary literal: the literal's arguments are an array of
+    /// their own, copied into the members.
     private static func imageJSON(_ image: ResultImage) -> JSONValue {
-        [
-            "image_identifier": .string(image.imageIdentifier),
-            "url": image.url.map(JSONValue.string) ?? .null,
-            "width": image.width.map { .number($0) } ?? .null,
-            "height": image.height.map { .number($0) } ?? .null,
-        ]
+        .object([
+            .init(key: "image_identifier", value: .string(image.imageIdentifier)),
+            .init(key: "url", value: image.url.map(JSONValue.string) ?? .null),
+            .init(key: "width", value: image.width.map { .number($0) } ?? .null),
+            .init(key: "height", value: image.height.map { .number($0) } ?? .null),
+        ])
     }
 
     /// RFC 3339 in UTC with milliseconds, e.g. `2026-11-28T23:59:59.123Z`.
