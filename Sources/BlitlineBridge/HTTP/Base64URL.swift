@@ -13,9 +13,12 @@ enum Base64URL {
         return String(decoding: output, as: UTF8.self)
     }
 
+    /// How many characters `byteCount` bytes encode to (no padding).
+    static func encodedCount(_ byteCount: Int) -> Int { (byteCount * 4 + 2) / 3 }
+
     /// Appends the encoding of `bytes` to `output`.
     static func append(_ bytes: some Collection<UInt8>, to output: inout [UInt8]) {
-        output.reserveCapacity(output.count + (bytes.count * 4 + 2) / 3)
+        output.reserveCapacity(output.count + encodedCount(bytes.count))
         var iterator = bytes.makeIterator()
         while let first = iterator.next() {
             let second = iterator.next()

@@ -74,7 +74,8 @@ struct PostbackToken: Sendable, Hashable {
         let mac = Self.authenticationCode(keys.macs[0], domain: version == 1 ? [] : Self.versionTwoDomain, payload: payload)
         // Written in one buffer, made a string once.
         var text: [UInt8] = []
-        text.reserveCapacity(2 + (payload.count + 2) / 3 * 4 + 1 + 43)
+        text.reserveCapacity(
+            2 + Base64URL.encodedCount(payload.count) + 1 + Base64URL.encodedCount(SHA256.byteCount))
         if version != 1 { text.append(contentsOf: "2.".utf8) }
         Base64URL.append(payload, to: &text)
         text.append(UInt8(ascii: "."))
