@@ -236,6 +236,40 @@ import TestSupport
         }
     }
 
+    /// An HTTP/1.0 client keeps its connection only when the answer says so (`ab -k`, older load
+    /// balancers and monitors): without `Connection: keep-alive` it waits for a close that never
+    /// comes. Its second request on the connection, without keep-alive, is answered and closed.
+    @Test func anHTTP10KeepAliveClientIsToldItsConnectionStaysOpen() async throws {
+        try await withListenerPort { port in
+            let (first, second, closed) = try await onOwnThread {
+                let descriptor = try #require(Ports.connectedSocket(port))
+                defer { close(descriptor) }
+                var timeout = timeval(tv_sec: 3, tv_usec: 0)
+                setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+                func exchange(_ request: String, until end: (String) -> Bool) -> (String, closed: Bool) {
+                    let bytes = Array(request.utf8)
+                    guard write(descriptor, bytes, bytes.count) == bytes.count else { return ("", true) }
+                    var received: [UInt8] = []
+                    var buffer = [UInt8](repeating: 0, count: 4096)
+                    while !end(String(decoding: received, as: UTF8.self)) {
+                        let count = read(descriptor, &buffer, buffer.count)
+                        guard count > 0 else { return (String(decoding: received, as: UTF8.self), count == 0) }
+                        received += buffer[..<count]
+                    }
+                    return (String(decoding: received, as: UTF8.self), false)
+                }
+                let (first, _) = exchange("GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n") { $0.hasSuffix("\r\n\r\nok") }
+                let (second, closed) = exchange("GET /healthz HTTP/1.0\r\n\r\n") { _ in false }
+                return (first, second, closed)
+            }
+            #expect(first.hasPrefix("HTTP/1.0 200"), "\(first)")
+            #expect(first.lowercased().contains("connection: keep-alive"), "\(first)")
+            #expect(second.hasPrefix("HTTP/1.0 200"), "\(second)")
+            #expect(second.hasSuffix("\r\n\r\nok"), "\(second)")
+            #expect(closed, "the connection of an HTTP/1.0 request without keep-alive stayed open")
+        }
+    }
+
     @Test func readyzFollowsIsReady() async throws {
         let ready = Flag()
         try await withListener(ready: ready) { base async throws in

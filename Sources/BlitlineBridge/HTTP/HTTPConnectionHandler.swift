@@ -267,13 +267,18 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelInboundHa
     }
 
     /// Writes `answer`; without `keepAlive` it carries `Connection: close` and the connection
-    /// closes once it is written, unread bytes and all.
+    /// closes once it is written, unread bytes and all. An HTTP/1.0 client, whose connections
+    /// close unless both sides say otherwise, is told `Connection: keep-alive` when it asked.
     private func answer(_ answer: HTTPAnswer, version: HTTPVersion, keepAlive: Bool, _ context: ChannelHandlerContext) {
         var headers = HTTPHeaders()
         headers.reserveCapacity(3)
         headers.add(name: "content-type", value: answer.contentType)
         headers.add(name: "content-length", value: String(answer.body.utf8.count))
-        if !keepAlive { headers.add(name: "connection", value: "close") }
+        if !keepAlive {
+            headers.add(name: "connection", value: "close")
+        } else if version == .http1_0 {
+            headers.add(name: "connection", value: "keep-alive")
+        }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: version, status: answer.status, headers: headers))), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: answer.body)))), promise: nil)
         guard !keepAlive else {
