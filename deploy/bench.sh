@@ -8,6 +8,8 @@
 #                   [--fresh-postback-connections] [--bridge-only]
 #   deploy/bench.sh --backlog N          a restart onto N outcomes in the stream, deadlines due
 #   deploy/bench.sh --soak SECONDS [--rate R]   steady load, the bridge's memory every 30 s
+#   deploy/bench.sh --listener-floor SECONDS [--rate R] [--postback-connections N]
+#                                        the HTTP listener alone: CPU per request at R requests/s
 #
 # --cluster runs against a throwaway three-node cluster (deploy/rabbitmq-cluster.sh) instead of one
 # node. The other arguments go to bridge-bench (--count 20000, --prefetch 1024, --queue-type quorum,

@@ -8,6 +8,7 @@ import Synchronization
 /// bridge's resident memory every 30 s (flat once the window is full, whatever the run's length)
 /// and, at the end, its postback-to-event latency at that rate.
 func runSoak(_ options: Options, seconds duration: Int) async throws {
+    let rate = options.rate ?? 200
     let run = "soak\(ProcessInfo.processInfo.processIdentifier)"
     let jobsQueue = "\(run).jobs", exchange = "\(run).events", eventsQueue = "\(run).collected"
     let connection = try await AMQPConnection.connect(try AMQPEndpoints(urls: options.url).configurations[0])
@@ -16,7 +17,7 @@ func runSoak(_ options: Options, seconds duration: Int) async throws {
     try await channel.declareExchange(exchange, type: "topic", durable: true)
     try await channel.declareQueue(eventsQueue, durable: true, arguments: ["x-queue-type": .string("quorum")])
     try await channel.bindQueue(eventsQueue, exchange: exchange, routingKey: "job.#")
-    print("bridge-bench --soak: \(options.rate) requests/s for \(duration) s, JOB_TIMEOUT 60s, 1% of postbacks dropped; "
+    print("bridge-bench --soak: \(rate) requests/s for \(duration) s, JOB_TIMEOUT 60s, 1% of postbacks dropped; "
         + "machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB")
 
     let logs = NSTemporaryDirectory() + run
@@ -51,7 +52,7 @@ func runSoak(_ options: Options, seconds duration: Int) async throws {
     print("     s  requests    events  RSS MiB")
     while ContinuousClock.now < end {
         let tick = ContinuousClock.now
-        let due = Int(Double(options.rate) * seconds(tick - started)) - published
+        let due = Int(Double(rate) * seconds(tick - started)) - published
         if due > 0 {
             let first = published
             try await publishWindowed(count: due) { offset in

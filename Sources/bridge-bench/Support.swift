@@ -9,9 +9,11 @@ struct Options {
     var queueType = "quorum"
     /// `--backlog N`: a restart onto N outcomes in the stream (Backlog.swift).
     var backlog: Int?
-    /// `--soak SECONDS` at `--rate` requests per second (Soak.swift).
+    /// `--soak SECONDS` at `--rate` requests per second, 200 unless given (Soak.swift).
     var soakSeconds: Int?
-    var rate = 200
+    /// `--listener-floor SECONDS` at `--rate` requests per second, 2,000 unless given (ListenerFloor.swift).
+    var listenerFloorSeconds: Int?
+    var rate: Int?
     /// The simulator's postback connections: keep-alive ones at once per host, or one per postback.
     var postbackConnections = 32
     var freshPostbackConnections = false
@@ -34,7 +36,8 @@ struct Options {
             case "--queue-type" where value == "quorum" || value == "classic": queueType = value
             case "--backlog": backlog = Int(value)
             case "--soak": soakSeconds = Int(value)
-            case "--rate": rate = Int(value) ?? rate
+            case "--listener-floor": listenerFloorSeconds = Int(value)
+            case "--rate": rate = Int(value)
             case "--postback-connections": postbackConnections = Int(value) ?? postbackConnections
             default: fail("unknown option \(flag)")
             }

@@ -11,6 +11,7 @@
 //                     [--postback-connections 32] [--fresh-postback-connections] [--bridge-only]
 //        bridge-bench ... --backlog N                    (Backlog.swift)
 //        bridge-bench ... --soak SECONDS [--rate 200]    (Soak.swift)
+//        bridge-bench ... --listener-floor SECONDS [--rate 2000] [--postback-connections 32]   (ListenerFloor.swift)
 // Several URLs are the nodes of one cluster (the bridge is given them all). The broker's CPU is read
 // from the throwaway nodes' pid files: BROKER_DIR (deploy/rabbitmq-node.sh) or CLUSTER_DIR
 // (deploy/rabbitmq-cluster.sh).
@@ -25,6 +26,10 @@ if let backlog = options.backlog {
 }
 if let soakSeconds = options.soakSeconds {
     try await runSoak(options, seconds: soakSeconds)
+    exit(0)
+}
+if let listenerFloorSeconds = options.listenerFloorSeconds {
+    try await runListenerFloor(options, seconds: listenerFloorSeconds)
     exit(0)
 }
 let run = "bench\(ProcessInfo.processInfo.processIdentifier)"
