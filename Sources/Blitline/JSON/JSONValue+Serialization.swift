@@ -1,9 +1,12 @@
 extension JSONValue {
     /// The value as compact JSON text in UTF-8, numbers written as their original lexemes and
     /// object members in their order.
-    public var jsonBytes: [UInt8] {
+    public var jsonBytes: [UInt8] { jsonBytes(reservingCapacity: 256) }
+
+    /// ``jsonBytes``, written into one buffer of `capacity` bytes when the text fits it.
+    public func jsonBytes(reservingCapacity capacity: Int) -> [UInt8] {
         var output: [UInt8] = []
-        output.reserveCapacity(256)
+        output.reserveCapacity(capacity)
         self.write(to: &output)
         return output
     }
