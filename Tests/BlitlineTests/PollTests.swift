@@ -6,14 +6,17 @@ import Testing
 struct PollTests {
     @Test("a long poll is held open until the job ends, then returns its result")
     func longPoll() async throws {
-        try await withSimulator { $0.processingDelay = .milliseconds(300) } _: { client, _ in
+        try await withSimulator { $0.processingDelay = .milliseconds(300) } _: { client, port in
+            // The job's 300 ms start when the simulator accepts it, after this clock starts: the
+            // poll cannot answer sooner. (Started after the submit, a slow submit answer left less.)
+            let started = ContinuousClock.now
             guard case .accepted(let jobID, _) = await client.submit(job()) else {
                 Issue.record("not accepted")
                 return
             }
-            let started = ContinuousClock.now
             let outcome = await client.poll(jobID: jobID)
-            #expect(ContinuousClock.now - started >= .milliseconds(200))
+            #expect(ContinuousClock.now - started >= .milliseconds(300))
+            #expect(try await stats(port)["polls"] == .number(1), "one poll, held open until the result")
             guard case .result(let result) = outcome else {
                 Issue.record("expected a result, got \(outcome)")
                 return
