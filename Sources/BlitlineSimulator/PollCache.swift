@@ -66,13 +66,20 @@ final class PollCache: Sendable {
         self.record(expiredUnread: expiredUnread, waited: nil)
     }
 
+    /// How early a poll may arrive for its turn at the rate. A client that sends at the rate does
+    /// not control when its polls arrive: a poll that had to open a connection (the first ones,
+    /// each long poll holding its own) lands tens of milliseconds behind the next, which would
+    /// otherwise be refused. Over a second, the rate holds all the same.
+    static let pollEarliness: Duration = .milliseconds(100)
+
     /// Takes a rate token for the application id that owns `jobID` (unknown ids share one bucket).
     func admit(jobID: String) -> Bool {
         let now = ContinuousClock.now
         return self.state.withLock { state in
             let key = state.entries[jobID]?.applicationID ?? ""
             if state.buckets.count > 4096 { state.buckets = state.buckets.filter { !$0.value.isIdle(at: now) } }
-            return state.buckets[key, default: TokenBucket(ratePerSecond: self.rate, burst: 1)].tryTake(at: now)
+            return state.buckets[key, default: TokenBucket(ratePerSecond: self.rate, earliness: Self.pollEarliness)]
+                .tryTake(at: now)
         }
     }
 

@@ -18,7 +18,7 @@ struct SimulatorCommand: AsyncParsableCommand {
               open up to --poll-wait, then an empty 200; once done, the result as
               text/plain ("results" is JSON text for v <= 1.18). Results are kept
               for --result-retention; HTTP 429 (Retry-After: 1) beyond --poll-rate
-              per application id.
+              per application id (a poll up to 100 ms early for its turn is let in).
             POST /_control  Change faults at run time; JSON body, every key
               optional: fail_submits, fail_submit_fraction, fail_submit_status,
               retry_after_seconds, submit_latency_ms, hang_submits, hang_ms,

@@ -25,6 +25,16 @@ import Testing
         #expect(again == [true, true, true, false], "a full bucket again after idling")
     }
 
+    /// The simulator's poll limit: a poll up to 100 ms early for its turn is let in (it was sent in
+    /// time and arrived unevenly), a second at once is not, and over a second the rate holds.
+    @Test func anEarlyArrivalIsLetInButNotTwoAtOnceNorMoreThanTheRate() {
+        var bucket = TokenBucket(ratePerSecond: 5, earliness: .milliseconds(100))
+        #expect(tries(&bucket, [0, 10, 120, 130, 290]) == [true, false, true, false, false])
+        #expect(tries(&bucket, [300]) == [true], "its turn, 400 ms after the start, less 100 ms")
+        let flood = tries(&bucket, Array(stride(from: 300, to: 1_300, by: 5)))
+        #expect(flood.filter { $0 }.count == 4, "with the one at 300 ms, five in the second from 300 ms")
+    }
+
     @Test func reservationsAreOneIntervalApartOnceTheBurstIsSpent() {
         var bucket = TokenBucket(ratePerSecond: 5, burst: 2)
         let granted = (0..<4).map { _ in bucket.reserve(at: at(0)) }

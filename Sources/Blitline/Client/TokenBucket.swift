@@ -4,7 +4,7 @@
 /// closer together than one interval once the burst is spent.
 package struct TokenBucket: Sendable {
     private let interval: Duration
-    private let tolerance: Duration
+    private var tolerance: Duration
     /// The instant at which the bucket would be full again ("theoretical arrival time").
     private var fullAt: ContinuousClock.Instant?
 
@@ -13,6 +13,13 @@ package struct TokenBucket: Sendable {
         precondition(ratePerSecond > 0, "a rate must be positive")
         self.interval = .nanoseconds(Int64((1_000_000_000 / ratePerSecond).rounded(.up)))
         self.tolerance = self.interval * (max(burst, 1) - 1)
+    }
+
+    /// Creates a bucket of one token that lets a caller act up to `earliness` before its turn: a
+    /// server's view of a client paced at the rate, whose requests arrive unevenly spaced.
+    package init(ratePerSecond: Double, earliness: Duration) {
+        self.init(ratePerSecond: ratePerSecond, burst: 1)
+        self.tolerance = max(earliness, .zero)
     }
 
     /// Takes a token and returns when it may be used: `now` when one is available.
