@@ -30,6 +30,9 @@ public struct FaultPlan: Sendable, Hashable {
     public var duplicatePostbackFraction = 0.0
     /// Waited before the first attempt of every postback.
     public var postbackDelay: Duration = .zero
+    /// While set, no postback's first attempt goes out (after ``postbackDelay``); they all go once
+    /// it is cleared. A test can then put the bridge in a state before any result arrives.
+    public var holdPostbacks = false
 
     /// No faults.
     public init() {}
@@ -82,6 +85,9 @@ extension FaultPlan {
             case "duplicate_postbacks": self.duplicatePostbacks = try Self.count(value, member.key)
             case "duplicate_postback_fraction": self.duplicatePostbackFraction = try Self.fraction(value, member.key)
             case "postback_delay_ms": self.postbackDelay = .milliseconds(try Self.count(value, member.key))
+            case "hold_postbacks":
+                guard let hold = value.boolValue else { throw ControlError("`hold_postbacks` must be true or false") }
+                self.holdPostbacks = hold
             case "reset_stats": break
             default: throw ControlError("unknown setting `\(member.key)`")
             }
@@ -103,6 +109,7 @@ extension FaultPlan {
             "duplicate_postbacks": .number(self.duplicatePostbacks),
             "duplicate_postback_fraction": .number(JSONValue.lexeme(of: self.duplicatePostbackFraction)),
             "postback_delay_ms": .number(self.postbackDelay.milliseconds),
+            "hold_postbacks": .bool(self.holdPostbacks),
         ]
     }
 

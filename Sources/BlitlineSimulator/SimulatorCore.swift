@@ -107,6 +107,9 @@ final class SimulatorCore: Sendable {
         if delay > .zero {
             guard (try? await Task.sleep(for: delay)) != nil else { return }
         }
+        while self.faults.withLock({ $0.holdPostbacks }) {
+            guard (try? await Task.sleep(for: .milliseconds(20))) != nil else { return }
+        }
         if duplicate {
             self.count { $0.postbacksDuplicated += 1 }
             async let first = self.postbackSender.deliver(job, results: results)

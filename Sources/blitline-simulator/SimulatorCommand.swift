@@ -23,7 +23,8 @@ struct SimulatorCommand: AsyncParsableCommand {
               optional: fail_submits, fail_submit_fraction, fail_submit_status,
               retry_after_seconds, submit_latency_ms, hang_submits, hang_ms,
               drop_postbacks, drop_postback_fraction, duplicate_postbacks,
-              duplicate_postback_fraction, postback_delay_ms, reset_stats.
+              duplicate_postback_fraction, postback_delay_ms, hold_postbacks
+              (true: no postback goes out until false), reset_stats.
               Answers {"faults":{...}}, the plan in force (also GET /_control).
             GET /_control/stats  Counters: submit_requests, submit_faults,
               jobs_accepted, jobs_rejected, jobs_completed, jobs_failed,

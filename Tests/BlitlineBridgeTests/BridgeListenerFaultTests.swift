@@ -28,7 +28,9 @@ import TestSupport
             simulator.postbackRetryDelays = [.seconds(1), .seconds(2), .seconds(4), .seconds(8), .seconds(8), .seconds(30)]
         }) { h in
             let bridge = try await h.startBridge()
-            try await h.simulator.control(["postback_delay_ms": 5000])
+            // The results wait until the alarm is in force: set after a delay instead, it came
+            // after them when the broker's tools were slow (both cores busy: ten 200s, no alarm seen).
+            try await h.simulator.control(["hold_postbacks": true])
             let requests = (0..<10).map { TestRequest.thumbnails("alarm-\($0)", index: $0) }
             try await h.publish(requests)
             #expect(
@@ -37,6 +39,7 @@ import TestSupport
 
             try await TestEnvironment.controlBroker("ctl", "set_vm_memory_high_watermark", "0.0000001")
             try await withUndo({ _ = try? await TestEnvironment.controlBroker("ctl", "set_vm_memory_high_watermark", "0.4") }) { () throws in
+                try await h.simulator.control(["hold_postbacks": false])
                 // Every first attempt lands in the alarm and waits out the listener's deadline.
                 let refused = await eventually(timeout: .seconds(40)) {
                     Self.answered(bridge).filter { $0.status == 503 }.count >= 10
@@ -69,7 +72,6 @@ import TestSupport
                     return stats["postbacks_acknowledged"] + stats["postbacks_given_up"] == requests.count
                 }, "postbacks still being retried\n\(h.diagnostics())")
             #expect(await h.waitUntilSettled(timeout: .seconds(30)), "requests still held\n\(h.diagnostics())")
-            try await h.simulator.control(["postback_delay_ms": 0])
             try await h.barrier()
             let byRequest = Dictionary(grouping: h.events.events, by: { $0.subject ?? "?" })
             for request in requests {

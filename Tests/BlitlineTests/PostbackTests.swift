@@ -112,6 +112,23 @@ struct PostbackTests {
         }
     }
 
+    @Test("hold_postbacks keeps every postback in until it is cleared, then they all go")
+    func holdAndRelease() async throws {
+        let receiver = PostbackReceiver()
+        try await receiver.serve { url in
+            try await withSimulator { client, port in
+                try await control(port, #"{"hold_postbacks":true}"#)
+                for _ in 0..<3 { _ = await client.submit(job(#","postback_url":"\#(url)""#)) }
+                #expect(await statsOnceSettled(port, ["jobs_completed": 3]) != nil)
+                try await Task.sleep(for: .milliseconds(300))
+                #expect(receiver.requests.isEmpty, "a postback went out while held")
+                try await control(port, #"{"hold_postbacks":false}"#)
+                try await receiver.waitFor(3)
+                #expect(receiver.requests.count == 3)
+            }
+        }
+    }
+
     @Test("injected faults: a dropped postback never arrives, a duplicated one arrives twice")
     func dropAndDuplicate() async throws {
         let receiver = PostbackReceiver()
