@@ -11,18 +11,15 @@ func runBacklog(_ options: Options, outcomes count: Int) async throws {
     let connection = try await AMQPConnection.connect(try AMQPEndpoints(urls: options.url).configurations[0])
     let channel = try await connection.openChannel()
     try await channel.enableConfirms()
-    print("bridge-bench --backlog: \(count) outcomes in the stream, 1000 deadlines due; machine: "
-        + "\(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB")
+    print("bridge-bench --backlog: \(count) outcomes in the stream, 1000 deadlines due; " + machine)
 
-    let logs = NSTemporaryDirectory() + run
-    try FileManager.default.createDirectory(atPath: logs, withIntermediateDirectories: true)
+    let logs = try logFolder(run)
     let bridgePort = freePort()
     // No Blitline is needed: the bridge only decides deadlines here.
     var environment = environmentForBridge(
         options, jobsQueue: jobsQueue, exchange: exchange, simulatorPort: freePort(), bridgePort: bridgePort)
     environment["LOG_LEVEL"] = "info"
-    let declaring = try start(options.bin + "/blitline-bridge", [], environment: environment, log: logs + "/declare.log")
-    try await waitUntilReady(bridgePort)
+    let declaring = try await startBridge(options, environment: environment, port: bridgePort, log: logs + "/declare.log")
     declaring.terminate()
     declaring.waitUntilExit()
     try await channel.declareQueue(failures, durable: true, arguments: ["x-queue-type": .string("quorum")])
@@ -54,9 +51,8 @@ func runBacklog(_ options: Options, outcomes count: Int) async throws {
     }
 
     started = ContinuousClock.now
-    let bridge = try start(options.bin + "/blitline-bridge", [], environment: environment, log: logs + "/bridge.log")
+    let bridge = try await startBridge(options, environment: environment, port: bridgePort, log: logs + "/bridge.log")
     defer { bridge.terminate() }
-    try await waitUntilReady(bridgePort)
     let ready = ContinuousClock.now - started
     var missing = 0
     var wrong = 0

@@ -11,16 +11,14 @@ func runListenerFloor(_ options: Options, seconds duration: Int) async throws {
     let run = "floor\(ProcessInfo.processInfo.processIdentifier)"
     let connections = options.postbackConnections, rate = options.rate ?? 2000
     print("bridge-bench --listener-floor: \(rate) requests/s over \(connections) keep-alive connections for \(duration) s; "
-        + "machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB")
-    let logs = NSTemporaryDirectory() + run
-    try FileManager.default.createDirectory(atPath: logs, withIntermediateDirectories: true)
+        + machine)
+    let logs = try logFolder(run)
     let bridgePort = freePort()
     // No Blitline: no request is published, so the bridge never calls it.
     let environment = environmentForBridge(
         options, jobsQueue: "\(run).jobs", exchange: "\(run).events", simulatorPort: freePort(), bridgePort: bridgePort)
-    let bridge = try start(options.bin + "/blitline-bridge", [], environment: environment, log: logs + "/bridge.log")
+    let bridge = try await startBridge(options, environment: environment, port: bridgePort, log: logs + "/bridge.log")
     defer { bridge.terminate() }
-    try await waitUntilReady(bridgePort)
 
     let answered = Counter(), unexpected = Counter()
     let started = ContinuousClock.now

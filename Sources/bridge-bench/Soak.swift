@@ -18,10 +18,9 @@ func runSoak(_ options: Options, seconds duration: Int) async throws {
     try await channel.declareQueue(eventsQueue, durable: true, arguments: ["x-queue-type": .string("quorum")])
     try await channel.bindQueue(eventsQueue, exchange: exchange, routingKey: "job.#")
     print("bridge-bench --soak: \(rate) requests/s for \(duration) s, JOB_TIMEOUT 60s, 1% of postbacks dropped; "
-        + "machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB")
+        + machine)
 
-    let logs = NSTemporaryDirectory() + run
-    try FileManager.default.createDirectory(atPath: logs, withIntermediateDirectories: true)
+    let logs = try logFolder(run)
     let simulatorPort = freePort(), bridgePort = freePort()
     let simulator = try start(
         options.bin + "/blitline-simulator",
@@ -30,9 +29,8 @@ func runSoak(_ options: Options, seconds duration: Int) async throws {
     var environment = environmentForBridge(
         options, jobsQueue: jobsQueue, exchange: exchange, simulatorPort: simulatorPort, bridgePort: bridgePort)
     environment["JOB_TIMEOUT"] = "60s"
-    let bridge = try start(options.bin + "/blitline-bridge", [], environment: environment, log: logs + "/bridge.log")
+    let bridge = try await startBridge(options, environment: environment, port: bridgePort, log: logs + "/bridge.log")
     defer { bridge.terminate() }
-    try await waitUntilReady(bridgePort)
     _ = httpPost("http://127.0.0.1:\(simulatorPort)/_control", #"{"drop_postback_fraction":0.01}"#)
 
     let events = Counter()

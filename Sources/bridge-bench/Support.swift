@@ -197,6 +197,23 @@ func brokerCPUSeconds(_ pids: [Int32]) -> Double? {
     pids.isEmpty ? nil : pids.map { cpuSeconds($0) }.reduce(0, +)
 }
 
+/// "machine: 2 cores, 23 GiB", which each mode's first line ends with.
+let machine = "machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB"
+
+/// A new folder for run `run`'s logs, in the temporary directory.
+func logFolder(_ run: String) throws -> String {
+    let logs = NSTemporaryDirectory() + run
+    try FileManager.default.createDirectory(atPath: logs, withIntermediateDirectories: true)
+    return logs
+}
+
+/// Starts the bridge of `options.bin`, its output in `log`, and waits until it is ready on `port`.
+func startBridge(_ options: Options, environment: [String: String], port: Int, log: String) async throws -> Process {
+    let bridge = try start(options.bin + "/blitline-bridge", [], environment: environment, log: log)
+    try await waitUntilReady(port)
+    return bridge
+}
+
 /// Waits until the bridge answers 200 on `/readyz`.
 func waitUntilReady(_ port: Int) async throws {
     for _ in 0..<300 {

@@ -42,10 +42,9 @@ let queueKind: AMQPTable = options.queueType == "quorum" ? ["x-queue-type": .str
 try await channel.declareExchange(exchange, type: "topic", durable: true)
 try await channel.declareQueue(eventsQueue, durable: true, arguments: queueKind)
 try await channel.bindQueue(eventsQueue, exchange: exchange, routingKey: "job.#")
-print("bridge-bench: \(options.count) requests, prefetch \(options.prefetch), \(options.queueType) queues, \(nodes.configurations.count) broker node(s), postbacks over \(options.freshPostbackConnections ? "a fresh connection each" : "up to \(options.postbackConnections) keep-alive connections"); machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.physicalMemory >> 30) GiB")
+print("bridge-bench: \(options.count) requests, prefetch \(options.prefetch), \(options.queueType) queues, \(nodes.configurations.count) broker node(s), postbacks over \(options.freshPostbackConnections ? "a fresh connection each" : "up to \(options.postbackConnections) keep-alive connections"); " + machine)
 
-let logs = NSTemporaryDirectory() + run
-try FileManager.default.createDirectory(atPath: logs, withIntermediateDirectories: true)
+let logs = try logFolder(run)
 let simulatorPort = freePort(), bridgePort = freePort()
 let simulator = try start(
     options.bin + "/blitline-simulator",
@@ -56,8 +55,7 @@ let bridgeEnvironment = environmentForBridge(
     options, jobsQueue: jobsQueue, exchange: exchange, simulatorPort: simulatorPort, bridgePort: bridgePort)
 // The bridge declares its topology (the jobs queue's arguments are its own), then stops; the
 // requests are published while no one consumes them.
-let declaring = try start(options.bin + "/blitline-bridge", [], environment: bridgeEnvironment, log: logs + "/declare.log")
-try await waitUntilReady(bridgePort)
+let declaring = try await startBridge(options, environment: bridgeEnvironment, port: bridgePort, log: logs + "/declare.log")
 declaring.terminate()
 declaring.waitUntilExit()
 

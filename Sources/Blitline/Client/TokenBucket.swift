@@ -4,22 +4,30 @@
 /// closer together than one interval once the burst is spent.
 package struct TokenBucket: Sendable {
     private let interval: Duration
-    private var tolerance: Duration
+    private let tolerance: Duration
     /// The instant at which the bucket would be full again ("theoretical arrival time").
     private var fullAt: ContinuousClock.Instant?
 
     /// Creates a bucket. `ratePerSecond` must be positive; `burst` is at least 1.
     package init(ratePerSecond: Double, burst: Int) {
-        precondition(ratePerSecond > 0, "a rate must be positive")
-        self.interval = .nanoseconds(Int64((1_000_000_000 / ratePerSecond).rounded(.up)))
-        self.tolerance = self.interval * (max(burst, 1) - 1)
+        let interval = Self.interval(ratePerSecond)
+        self.init(interval: interval, tolerance: interval * (max(burst, 1) - 1))
     }
 
     /// Creates a bucket of one token that lets a caller act up to `earliness` before its turn: a
     /// server's view of a client paced at the rate, whose requests arrive unevenly spaced.
     package init(ratePerSecond: Double, earliness: Duration) {
-        self.init(ratePerSecond: ratePerSecond, burst: 1)
-        self.tolerance = max(earliness, .zero)
+        self.init(interval: Self.interval(ratePerSecond), tolerance: max(earliness, .zero))
+    }
+
+    private init(interval: Duration, tolerance: Duration) {
+        self.interval = interval
+        self.tolerance = tolerance
+    }
+
+    private static func interval(_ ratePerSecond: Double) -> Duration {
+        precondition(ratePerSecond > 0, "a rate must be positive")
+        return .nanoseconds(Int64((1_000_000_000 / ratePerSecond).rounded(.up)))
     }
 
     /// Takes a token and returns when it may be used: `now` when one is available.
