@@ -270,6 +270,77 @@ import TestSupport
         }
     }
 
+    /// A client may send requests ahead of their answers (HTTP/1.1 pipelining): each is answered
+    /// in turn, a postback's answer before those of the requests sent after it, however long its
+    /// handling takes.
+    @Test func requestsSentAheadAreAnsweredInTurn() async throws {
+        let receiver = FakeReceiver(reply: PostbackReply(status: 202, message: "event confirmed"), delay: .milliseconds(200))
+        try await withListenerPort(receiver: receiver) { port in
+            let (response, closed) = try await onOwnThread {
+                try Self.rawExchange(port: port,
+                    "POST /postback/first HTTP/1.1\r\nHost: bridge\r\nContent-Length: 2\r\n\r\n{}"
+                    + "GET /healthz HTTP/1.1\r\nHost: bridge\r\n\r\n"
+                    + "POST /postback/second HTTP/1.1\r\nHost: bridge\r\nContent-Length: 3\r\n\r\n[1]"
+                    + "GET /nope HTTP/1.1\r\nHost: bridge\r\nConnection: close\r\n\r\n")
+            }
+            // Each answer's status line; a body ends without a line break, so a line may follow it.
+            let statusLines = response.components(separatedBy: "HTTP/1.1 ").dropFirst().map { "HTTP/1.1 " + $0.prefix { $0 != "\r\n" } }
+            #expect(statusLines == ["HTTP/1.1 202 Accepted", "HTTP/1.1 200 OK", "HTTP/1.1 202 Accepted", "HTTP/1.1 404 Not Found"],
+                "\(response)")
+            #expect(response.hasSuffix("\r\n\r\nnot found"), "\(response)")
+            #expect(closed, "the connection stayed open after the answer to Connection: close")
+        }
+        #expect(receiver.calls.map(\.token) == ["first", "second"])
+        #expect(receiver.calls.map(\.body) == [Array("{}".utf8), Array("[1]".utf8)])
+    }
+
+    /// A request the HTTP/1 decoder cannot read is answered 400 and its connection closed.
+    @Test func anUnreadableRequestIs400AndClosed() async throws {
+        try await withListenerPort { port in
+            for request in ["GET /healthz HTTP/1.1\r\nHost bridge\r\n\r\n", "\u{1}\u{2} / HTTP/1.1\r\n\r\n",
+                            "POST /postback/t HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}"] {
+                let (response, closed) = try await onOwnThread { try Self.rawExchange(port: port, request) }
+                #expect(response.hasPrefix("HTTP/1.1 400 Bad Request\r\n"), "\(request.debugDescription): \(response)")
+                #expect(response.lowercased().contains("connection: close"), "\(response)")
+                #expect(closed, "the connection stayed open after \(request.debugDescription)")
+            }
+        }
+    }
+
+    /// On a graceful shutdown an idle keep-alive connection is closed at once, and one with a
+    /// postback in hand gets its answer, marked `Connection: close`, then is closed.
+    @Test func aGracefulShutdownClosesIdleConnectionsAtOnceAndOthersAfterTheirAnswer() async throws {
+        let receiver = FakeReceiver(delay: .seconds(2))
+        let (ports, portContinuation) = AsyncStream.makeStream(of: Int.self)
+        let listener = Self.makeListener(receiver: receiver, ready: Flag(), ports: portContinuation)
+        let group = ServiceGroup(configuration: .init(services: [listener], logger: Self.quiet))
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            let port = try #require(await ports.first { _ in true })
+            let idle = try #require(Ports.connectedSocket(port))
+            defer { close(idle) }
+            async let inHand = onOwnThread {
+                try Self.rawExchange(port: port, "POST /postback/slow HTTP/1.1\r\nHost: bridge\r\nContent-Length: 2\r\n\r\n{}")
+            }
+            try #require(await eventually(timeout: .seconds(10)) { !receiver.calls.isEmpty }, "the postback never reached the handler")
+            await group.triggerGracefulShutdown()
+            let idleRead = try await onOwnThread { () -> Int in
+                var timeout = timeval(tv_sec: 3, tv_usec: 0)
+                setsockopt(idle, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+                var byte: UInt8 = 0
+                return read(idle, &byte, 1)
+            }
+            #expect(idleRead == 0, "the idle connection was not closed")
+            #expect(receiver.endedCount == 0, "the idle connection was closed only after the postback's handling ended")
+            let (response, closed) = try await inHand
+            #expect(response.hasPrefix("HTTP/1.1 200 OK\r\n"), "\(response)")
+            #expect(response.lowercased().contains("connection: close"), "\(response)")
+            #expect(response.hasSuffix("\r\n\r\npublished"), "\(response)")
+            #expect(closed, "the connection with the postback in hand stayed open after its answer")
+            try await tasks.next()
+        }
+    }
+
     @Test func readyzFollowsIsReady() async throws {
         let ready = Flag()
         try await withListener(ready: ready) { base async throws in

@@ -5,8 +5,8 @@ import NIOCore
 /// in the kernel's accept queue until one closes), quiesces them on a graceful shutdown and cuts
 /// them when told to.
 ///
-/// Quiescing, each connection is sent `ChannelShouldQuiesceEvent`, on which SwiftNIO's HTTP/1
-/// pipelining handler closes it after the answer in hand, or at once when idle. The gate outlives
+/// Quiescing, each connection is sent `ChannelShouldQuiesceEvent`, on which its
+/// ``HTTPConnectionHandler`` closes it after the answer in hand, or at once when idle. The gate outlives
 /// the server socket it closes: it is called on the socket's event loop, not through its pipeline.
 final class ConnectionGate: ChannelDuplexHandler {
     typealias InboundIn = any Channel

@@ -6,13 +6,19 @@ import NIOHTTP1
 /// socket: a request goes from its bytes to its answer without leaving the loop, except for a
 /// verified postback's handling, which runs in one task that prefers the loop too.
 ///
-/// Sits after SwiftNIO's HTTP/1 codec with pipelining assistance (one request at a time; a
-/// graceful shutdown closes the connection once the answer in hand is written) and after the
-/// ``RequestDeadlineHandler``. The token of a postback is checked at its head, before a byte of
-/// its body is read; a refusal is answered at once and the connection closed.
-final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelInboundHandler, RemovableChannelHandler {
+/// Sits after SwiftNIO's HTTP/1 request decoder and the ``RequestDeadlineHandler``, and writes
+/// each answer itself, status line, headers and body in one buffer: SwiftNIO's response encoder,
+/// pipelining and error handlers cost each request about 12 µs of CPU (README, Benchmarks, "An
+/// answer written in one buffer"). So this handler does their work: one request at a time (the
+/// parts of requests a client sends ahead wait, and the socket is not read, until the answer in
+/// hand is written), 400 and a close for a request the decoder cannot read, and on a graceful
+/// shutdown a close once the answer in hand is written. The token of a postback is checked at its
+/// head, before a byte of its body is read; a refusal is answered at once and the connection
+/// closed.
+final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundOut = HTTPServerResponsePart
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
     private let listener: HTTPListener
     private let receiver: Receiver
@@ -26,6 +32,12 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelInboundHa
     private var worker: Task<Void, Never>?
     /// The client has closed its side; the postback in hand is the last.
     private var inputClosed = false
+    /// A graceful shutdown asked for the connection to close after the answer in hand.
+    private var quiescing = false
+    /// Parts of requests sent ahead of the answer in hand, taken in turn once it is written.
+    private var waitingParts: [HTTPServerRequestPart] = []
+    /// The channel asked to read while a postback was in hand; it reads once it is answered.
+    private var readHeld = false
     /// Where the postbacks' handling runs: this connection's event loop, made an executor once.
     private var executor: EventLoopExecutor?
 
@@ -57,7 +69,26 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelInboundHa
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
+        let part = unwrapInboundIn(data)
+        if case .handling = state {
+            waitingParts.append(part)
+        } else {
+            take(part, context)
+        }
+    }
+
+    /// Holds reading while a postback is in hand: the requests a client sends ahead wait in its
+    /// socket, not in memory.
+    func read(context: ChannelHandlerContext) {
+        if case .handling = state {
+            readHeld = true
+        } else {
+            context.read()
+        }
+    }
+
+    private func take(_ part: HTTPServerRequestPart, _ context: ChannelHandlerContext) {
+        switch part {
         case .head(let head):
             received(head, context)
         case .body(let buffer):
@@ -82,6 +113,9 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelInboundHa
     /// A client that closes its side (the connection is allowed to half-close) sends nothing
     /// more: an idle connection, or one whose body will never end, is closed at once rather than
     /// held until `LISTEN_HEADER_TIMEOUT`; a postback in hand is answered first.
+    ///
+    /// On a graceful shutdown (``ConnectionGate``) the connection closes once the answer owed is
+    /// written, at once when none is.
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case .inputClosed? = event as? ChannelEvent {
             if case .handling = state {
@@ -89,8 +123,26 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelInboundHa
             } else {
                 context.close(promise: nil)
             }
+        } else if event is ChannelShouldQuiesceEvent {
+            switch state {
+            case .readingPostback, .handling: quiescing = true
+            case .waitingForHead, .droppingBody: context.close(promise: nil)
+            }
         }
         context.fireUserInboundEventTriggered(event)
+    }
+
+    /// A request the decoder cannot read is answered 400 (unless a postback's answer is owed)
+    /// and the connection closed: the decoder reads nothing more from it.
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard error is HTTPParserError else { return context.fireErrorCaught(error) }
+        if case .handling = state {
+            context.close(promise: nil)
+        } else {
+            let written = context.eventLoop.makePromise(of: Void.self)
+            context.writeAndFlush(wrapOutboundOut(Self.badRequest), promise: written)
+            written.futureResult.whenComplete { [channel = context.channel] _ in channel.close(promise: nil) }
+        }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -127,7 +179,7 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelInboundHa
         default:
             return answer(.text(.notFound, "not found"), to: head, context)
         }
-        // HEAD as GET: SwiftNIO's encoder leaves the body out.
+        // HEAD as GET, the body left out.
         let isGET = head.method == .GET || head.method == .HEAD
         answer(isGET ? answerForGET : HTTPAnswer.methodNotAllowed, to: head, context)
     }
@@ -228,6 +280,7 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelInboundHa
         worker = nil
         state = .waitingForHead
         answerPostback(reply, version: version, keepAlive: keepAlive && !inputClosed, started: started, context)
+        resume(context)
     }
 
     private func timedOut(_ number: UInt64, _ context: ChannelHandlerContext) {
@@ -238,6 +291,23 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelInboundHa
         listener.onShed(.timedOut)
         let answer = HTTPAnswer.text(.serviceUnavailable, "the postback could not be handled in time; retry")
         answerPostback(answer, version: version, keepAlive: keepAlive && !inputClosed, started: started, context)
+        resume(context)
+    }
+
+    /// After a postback's answer: the parts that waited for it, in turn (another postback among
+    /// them waits again), then the read that was held.
+    private func resume(_ context: ChannelHandlerContext) {
+        var next = 0
+        while next < waitingParts.count {
+            if case .handling = state { break }
+            take(waitingParts[next], context)
+            next += 1
+        }
+        waitingParts.removeFirst(next)
+        if readHeld, waitingParts.isEmpty {
+            readHeld = false
+            context.read()
+        }
     }
 
     /// Answers a postback and logs its status and duration at debug (never its token or body).
@@ -263,30 +333,39 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelInboundHa
     private var busy: HTTPAnswer { .text(.serviceUnavailable, "too many postback bytes in hand; retry later") }
 
     private func answer(_ answer: HTTPAnswer, to head: HTTPRequestHead, _ context: ChannelHandlerContext) {
-        self.answer(answer, version: head.version, keepAlive: head.isKeepAlive, context)
+        self.answer(answer, version: head.version, keepAlive: head.isKeepAlive, withBody: head.method != .HEAD, context)
     }
 
-    /// Writes `answer`; without `keepAlive` it carries `Connection: close` and the connection
-    /// closes once it is written, unread bytes and all. An HTTP/1.0 client, whose connections
-    /// close unless both sides say otherwise, is told `Connection: keep-alive` when it asked.
-    private func answer(_ answer: HTTPAnswer, version: HTTPVersion, keepAlive: Bool, _ context: ChannelHandlerContext) {
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(3)
-        headers.add(name: "content-type", value: answer.contentType)
-        headers.add(name: "content-length", value: String(answer.body.utf8.count))
+    /// Writes `answer` as one buffer; without `keepAlive` (or once the listener is shutting
+    /// down) it carries `Connection: close` and the connection closes once it is written, unread
+    /// bytes and all. An HTTP/1.0 client, whose connections close unless both sides say
+    /// otherwise, is told `Connection: keep-alive` when it asked.
+    private func answer(
+        _ answer: HTTPAnswer, version: HTTPVersion, keepAlive: Bool, withBody: Bool = true, _ context: ChannelHandlerContext
+    ) {
+        let keepAlive = keepAlive && !quiescing
+        let body = answer.body.utf8
+        var buffer = context.channel.allocator.buffer(capacity: 128 + answer.contentType.utf8.count + body.count)
+        buffer.writeString("HTTP/\(version.major).\(version.minor) \(answer.status.code) \(answer.status.reasonPhrase)\r\n")
+        buffer.writeString("content-type: \(answer.contentType)\r\ncontent-length: \(body.count)\r\n")
         if !keepAlive {
-            headers.add(name: "connection", value: "close")
+            buffer.writeString("connection: close\r\n")
         } else if version == .http1_0 {
-            headers.add(name: "connection", value: "keep-alive")
+            buffer.writeString("connection: keep-alive\r\n")
         }
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: version, status: answer.status, headers: headers))), promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: answer.body)))), promise: nil)
+        buffer.writeString("\r\n")
+        if withBody { buffer.writeString(answer.body) }
         guard !keepAlive else {
-            return context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            return context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
         }
         let written = context.eventLoop.makePromise(of: Void.self)
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: written)
+        context.writeAndFlush(wrapOutboundOut(buffer), promise: written)
         written.futureResult.whenComplete { [channel = context.channel] _ in channel.close(promise: nil) }
+    }
+
+    /// What a request the decoder cannot read is answered, as SwiftNIO's error handler did.
+    private static var badRequest: ByteBuffer {
+        ByteBuffer(string: "HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n")
     }
 }
 

@@ -214,8 +214,8 @@ extension HTTPListener {
         public var description: String { "cannot listen on \(address): \(reason)" }
     }
 
-    /// How each accepted connection is set up: SwiftNIO's HTTP/1 codec with pipelining
-    /// assistance, the ``RequestDeadlineHandler`` and an ``HTTPConnectionHandler``.
+    /// How each accepted connection is set up: SwiftNIO's HTTP/1 request decoder, the
+    /// ``RequestDeadlineHandler`` and an ``HTTPConnectionHandler``, which writes the answers.
     struct Connections<Receiver: PostbackReceiving>: Sendable {
         let listener: HTTPListener
         let receiver: Receiver
@@ -228,9 +228,7 @@ extension HTTPListener {
                 // Heads up to 80 KiB and 1,000 fields; the answers' headers are the listener's own.
                 var decoderLimits = NIOHTTPDecoderLimitConfiguration()
                 decoderLimits.maxHeaderFieldCount = 1000
-                try pipeline.configureHTTPServerPipeline(
-                    withPipeliningAssistance: true, withErrorHandling: true, withOutboundHeaderValidation: false,
-                    withEncoderConfiguration: .init(), withDecoderLimitConfiguration: decoderLimits)
+                try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(limitConfiguration: decoderLimits)))
                 try pipeline.addHandler(RequestDeadlineHandler(deadlines: deadlines))
                 try pipeline.addHandler(
                     HTTPConnectionHandler(listener: listener, receiver: receiver, servesPostbacks: servesPostbacks))

@@ -1,13 +1,14 @@
 import NIOCore
 import NIOHTTP1
 
-/// Carries out ``RequestDeadlines`` on one HTTP/1 connection: sits after the HTTP codec, watches
-/// request heads, ends and answers, and closes the connection when its client is too slow.
+/// Carries out ``RequestDeadlines`` on one HTTP/1 connection: sits after the request decoder,
+/// watches request heads and ends and the answers (each write is one whole answer, see
+/// ``HTTPConnectionHandler``), and closes the connection when its client is too slow.
 final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
-    typealias OutboundIn = HTTPServerResponsePart
-    typealias OutboundOut = HTTPServerResponsePart
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
     private var deadlines: RequestDeadlines
     /// When the connection is cut, moved twice per request; none while the client owes nothing.
@@ -46,9 +47,7 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if case .end = unwrapOutboundIn(data) {
-            perform(deadlines.answerWritten(), context)
-        }
+        perform(deadlines.answerWritten(), context)
         context.write(data, promise: promise)
     }
 
