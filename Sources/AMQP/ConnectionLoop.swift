@@ -320,7 +320,7 @@ final class ConnectionLoop: @unchecked Sendable {
     /// Holds the frames written while corked in the kernel, and sends what it holds when uncorked:
     /// the three frames of each of a pass's publishes, and its acks, leave in a few full TCP
     /// segments instead of one push each. Fewer segments cost this process and the broker less
-    /// per message (measured with `bridge-bench`, README "Benchmarks"). A failure to set it changes
+    /// per message (measured with `bridge-bench`, deploy/BENCHMARKS.md). A failure to set it changes
     /// nothing but that.
     private func setCorked(_ corked: Bool) {
         guard corked != isCorked, let state else { return }

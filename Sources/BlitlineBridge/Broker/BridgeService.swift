@@ -33,7 +33,7 @@ struct BridgeService: Service, CustomStringConvertible {
     /// How long the publishing connection lets a few publishes wait for more while postbacks and
     /// requests keep coming (`AMQPConnection.Configuration.publishGathering`): events, records and
     /// deadline messages that leave together cost the broker and the bridge far less per job
-    /// (README, "Benchmarks"); each postback's answer waits that much longer.
+    /// (deploy/BENCHMARKS.md); each postback's answer waits that much longer.
     static let publishGathering: Duration = .milliseconds(1)
 
     /// A session that lasted this long was healthy: the reconnect backoff starts afresh after it.

@@ -125,7 +125,7 @@ struct EventPublisher: Sendable {
 
     /// How long a busy bridge lets a deadline message gather jobs (at most 100) before it goes.
     /// Measured with `deploy/bench.sh --fresh-postback-connections`: 20 → 48 jobs a message, a
-    /// sixth less broker CPU per job (README, "Benchmarks").
+    /// sixth less broker CPU per job (deploy/BENCHMARKS.md).
     static let deadlineLinger: Duration = .milliseconds(5)
 
     private static func publishDeadlines(_ jobs: [PendingJob], on channel: PublishChannel, queue: String) async throws {

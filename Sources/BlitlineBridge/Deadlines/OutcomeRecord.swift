@@ -21,7 +21,7 @@ enum OutcomeRecord {
     /// quiet bridge writes each at once). Each record is a stream message that costs the broker
     /// far more than its bytes: with keep-alive postbacks at about 4,000 a second, records went
     /// from about 20 events each to about 78, at the price of the postback's answer (never its
-    /// event) going out up to 10 ms later (README, "Benchmarks").
+    /// event) going out up to 10 ms later (deploy/BENCHMARKS.md).
     static let linger: Duration = .milliseconds(10)
 
     struct Message {

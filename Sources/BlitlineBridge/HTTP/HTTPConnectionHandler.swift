@@ -8,7 +8,7 @@ import NIOHTTP1
 ///
 /// Sits after SwiftNIO's HTTP/1 request decoder and the ``RequestDeadlineHandler``, and writes
 /// each answer itself, status line, headers and body in one buffer: SwiftNIO's response encoder,
-/// pipelining and error handlers cost each request about 12 µs of CPU (README, Benchmarks, "An
+/// pipelining and error handlers cost each request about 12 µs of CPU (deploy/BENCHMARKS.md, "An
 /// answer written in one buffer"). So this handler does their work: one request at a time (the
 /// parts of requests a client sends ahead wait, and the socket is not read, until the answer in
 /// hand is written), 400 and a close for a request the decoder cannot read, and on a graceful
