@@ -139,9 +139,7 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
         if case .handling = state {
             context.close(promise: nil)
         } else {
-            let written = context.eventLoop.makePromise(of: Void.self)
-            context.writeAndFlush(wrapOutboundOut(Self.badRequest), promise: written)
-            written.futureResult.whenComplete { [channel = context.channel] _ in channel.close(promise: nil) }
+            writeThenClose(Self.badRequest, context)
         }
     }
 
@@ -355,12 +353,18 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
         }
         buffer.writeString("\r\n")
         if withBody { buffer.writeString(answer.body) }
-        guard !keepAlive else {
-            return context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+        if keepAlive {
+            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+        } else {
+            writeThenClose(buffer, context)
         }
-        let written = context.eventLoop.makePromise(of: Void.self)
-        context.writeAndFlush(wrapOutboundOut(buffer), promise: written)
-        written.futureResult.whenComplete { [channel = context.channel] _ in channel.close(promise: nil) }
+    }
+
+    /// Writes a last answer and closes the connection once it is written, unread bytes and all.
+    private func writeThenClose(_ buffer: ByteBuffer, _ context: ChannelHandlerContext) {
+        context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { [channel = context.channel] _ in
+            channel.close(promise: nil)
+        }
     }
 
     /// What a request the decoder cannot read is answered, as SwiftNIO's error handler did.
