@@ -25,6 +25,58 @@ import Testing
         }
     }
 
+    /// RFC 4231's test cases 1 and 6 (a key shorter than a block, and one longer, hashed first),
+    /// and a key of exactly a block: the signature is standard HMAC-SHA256.
+    @Test(arguments: [
+        ([UInt8](repeating: 0x0B, count: 20), "Hi There", "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"),
+        ([UInt8](repeating: 0xAA, count: 131), "Test Using Larger Than Block-Size Key - Hash Key First",
+         "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"),
+        (Array("k".utf8) + [UInt8](repeating: UInt8(ascii: "k"), count: 63), "exactly a block of key",
+         "d4229b87e09c5dba84a00e3679ece32b5de4bb58a64d28afe3800adb898c6920"),
+    ])
+    func theSignatureIsHMACSHA256(key: [UInt8], message: String, expected: String) {
+        let keyed = KeyedSHA256(key: key)
+        let code = keyed.code(Array(message.utf8.prefix(3)), Array(message.utf8.dropFirst(3)))
+        let hex = code.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+        #expect(hex == expected)
+        #expect(keyed.isCode(Array(code), of: [], Array(message.utf8)))
+        var altered = Array(code)
+        altered[31] ^= 1
+        #expect(!keyed.isCode(altered, of: [], Array(message.utf8)))
+        #expect(!keyed.isCode(Array(code.prefix(31)), of: [], Array(message.utf8)))
+    }
+
+    /// A token signed before this release (its HMAC computed independently, with Python's `hmac`)
+    /// still verifies: jobs in flight across an upgrade can post back.
+    @Test func aTokenSignedByAnEarlierReleaseVerifies() throws {
+        let token = "2.eyJyIjoici0xIiwiYyI6ImMtMSIsInQiOiJxIiwicyI6MTgwMDAwMDAwMDAwMCwiZSI6MTgwMDA5MDAwMDAwMH0"
+            + ".qJWnnmA8CCXuT00FohT4WMX-VtXf-o52DsFZcjf8t_E"
+        let keys = PostbackToken.Keys(secrets: ["another-secret", Self.secret])
+        let verified = try PostbackToken(verifying: token[...], keys: keys, now: 1_800_000_000_000)
+        #expect(verified.context == Self.context)
+        #expect(verified.expiresAt == 1_800_090_000_000)
+        var same = PostbackToken(context: Self.context, submittedAt: 1_800_000_000_000)
+        same.expiresAt = 1_800_090_000_000
+        #expect(same.signed(with: PostbackToken.Keys(secrets: [Self.secret])) == token)
+    }
+
+    /// The postback route read off a path: the token after `{prefix}/postback/`, nothing else.
+    @Test func thePostbackRouteIsThePrefixThenPostbackThenOneSegment() {
+        func token(_ path: String, _ prefix: String = "/hooks") -> String? {
+            HTTPConnectionHandler<PostbackHandler>.token(path[...], prefix: prefix).map(String.init)
+        }
+        #expect(token("/hooks/postback/2.eyJy.c2ln") == "2.eyJy.c2ln")
+        #expect(token("/postback/t", "") == "t")
+        #expect(token("/hooks/postback") == "")
+        #expect(token("/hooks/postback/") == "")
+        #expect(token("/hooks/postback/a/b") == nil)
+        #expect(token("/hooks/postbacks/t") == nil)
+        #expect(token("/hook/postback/t") == nil)
+        #expect(token("/hooks/Postback/t") == nil)
+        #expect(token("/hooks/postback/caf\u{E9}") == "caf\u{E9}")
+        #expect(token("/hooks\u{301}/postback/t") == nil)
+    }
+
     /// The expiry is signed in: a verifier with a shorter `JOB_TIMEOUT` still honours it.
     @Test func theExpiryIsTheSignersAndCannotBeAltered() throws {
         let signer = PostbackToken.Keys(secrets: [Self.secret], jobTimeout: .seconds(7200))

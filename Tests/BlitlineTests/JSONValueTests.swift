@@ -44,6 +44,46 @@ struct JSONValueTests {
         #expect(try JSONValue(parsing: #""raw café 😀""#).stringValue == "raw café 😀")
     }
 
+    @Test("a document written by JSONWriter has its commas, nulls and escapes where they belong")
+    func writer() throws {
+        var json = JSONWriter(reservingCapacity: 16)
+        json.beginObject()
+        json.member("s", "a\"b\n")
+        json.member("none", nil)
+        json.member("n", number: -42)
+        json.member("no number", number: nil)
+        json.key("empty")
+        json.beginObject()
+        json.endObject()
+        json.key("list")
+        json.beginArray()
+        json.beginObject()
+        json.member("i", number: 1)
+        json.endObject()
+        json.strings(["x", "y"])
+        json.strings([])
+        json.value(.bool(true))
+        json.endArray()
+        json.key("last")
+        json.value(.object([.init(key: "k", value: .null)]))
+        json.endObject()
+        let text = String(decoding: json.bytes, as: UTF8.self)
+        #expect(text == #"{"s":"a\"b\n","none":null,"n":-42,"no number":null,"empty":{},"list":[{"i":1},["x","y"],[],true],"last":{"k":null}}"#)
+        #expect(try JSONValue(parsing: json.bytes)["list"]?.arrayValue?.count == 4)
+    }
+
+    @Test("a form body escapes every byte outside the unreserved set and decodes back to its fields")
+    func formEncoding() throws {
+        let job = Array(#"{"src":"https://x.test/a b.jpg?q=1&r=2","n":"é~_-."}"#.utf8) + [0, 0xFF]
+        let body = FormEncoding.encode([("json", job), ("e=&", [])])
+        #expect(String(decoding: body, as: UTF8.self).hasPrefix("json=%7B%22src%22%3A%22https%3A%2F%2Fx.test%2Fa%20b.jpg%3Fq%3D1%26r%3D2%22"))
+        #expect(String(decoding: body, as: UTF8.self).hasSuffix("%C3%A9~_-.%22%7D%00%FF&e%3D%26="))
+        let fields = try #require(FormEncoding.decode(body))
+        #expect(fields.map(\.name) == ["json", "e=&"])
+        #expect(fields.map(\.value) == [job, []])
+        #expect(FormEncoding.encode([]).isEmpty)
+    }
+
     @Test("malformed documents throw", arguments: [
         "", " ", "{", "[1,]", "{\"a\":}", "01", "1.", "-", "1e", "\"abc", "\"\\x\"", "tru", "nul", "[1 2]",
         "{\"a\" 1}", "\"\\ud800\"", "1 2", "{'a':1}", "\u{01}",

@@ -43,7 +43,7 @@ extension JSONValue {
     }
 
     /// Copies the runs of bytes that need no escaping whole, and escapes the rest.
-    private static func writeString(_ string: String, to output: inout [UInt8]) {
+    static func writeString(_ string: String, to output: inout [UInt8]) {
         output.append(UInt8(ascii: "\""))
         var string = string
         string.withUTF8 { bytes in

@@ -2,16 +2,18 @@
 /// postbacks use it.
 package enum FormEncoding {
     /// Encodes fields as `name=value&…`, every byte outside the unreserved set percent-encoded.
+    /// Written into a buffer of the largest size the fields can take, with no capacity check per
+    /// byte: submit bodies are large.
     package static func encode(_ fields: [(name: String, value: [UInt8])]) -> [UInt8] {
-        var output: [UInt8] = []
-        output.reserveCapacity(fields.reduce(0) { $0 + $1.name.utf8.count + $1.value.count * 2 + 2 })
-        for (index, field) in fields.enumerated() {
-            if index > 0 { output.append(UInt8(ascii: "&")) }
-            self.appendEscaped(field.name.utf8, to: &output)
-            output.append(UInt8(ascii: "="))
-            self.appendEscaped(field.value, to: &output)
+        let capacity = fields.reduce(0) { $0 + 3 * ($1.name.utf8.count + $1.value.count) + 2 }
+        return [UInt8](unsafeUninitializedCapacity: capacity) { output, count in
+            for (index, field) in fields.enumerated() {
+                if index > 0 { self.put(UInt8(ascii: "&"), into: output, at: &count) }
+                self.escape(Array(field.name.utf8), into: output, at: &count)
+                self.put(UInt8(ascii: "="), into: output, at: &count)
+                self.escape(field.value, into: output, at: &count)
+            }
         }
-        return output
     }
 
     /// Decodes a form body into its fields in order; `+` means a space. Returns `nil` when a
@@ -39,21 +41,35 @@ package enum FormEncoding {
         return contentType.lowercased().hasPrefix("application/x-www-form-urlencoded")
     }
 
-    private static func appendEscaped(_ bytes: some Sequence<UInt8>, to output: inout [UInt8]) {
-        let hex = Array("0123456789ABCDEF".utf8)
+    private static func escape(_ bytes: [UInt8], into output: UnsafeMutableBufferPointer<UInt8>, at count: inout Int) {
         for byte in bytes {
-            switch byte {
-            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
-                UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "."),
-                UInt8(ascii: "_"), UInt8(ascii: "~"):
-                output.append(byte)
-            default:
-                output.append(UInt8(ascii: "%"))
-                output.append(hex[Int(byte >> 4)])
-                output.append(hex[Int(byte & 0x0F)])
+            if self.isUnreserved[Int(byte)] {
+                self.put(byte, into: output, at: &count)
+            } else {
+                self.put(UInt8(ascii: "%"), into: output, at: &count)
+                self.put(self.hexDigits[Int(byte >> 4)], into: output, at: &count)
+                self.put(self.hexDigits[Int(byte & 0x0F)], into: output, at: &count)
             }
         }
     }
+
+    private static func put(_ byte: UInt8, into output: UnsafeMutableBufferPointer<UInt8>, at count: inout Int) {
+        output.initializeElement(at: count, to: byte)
+        count += 1
+    }
+
+    /// The bytes written as they are: letters, digits and `-._~`.
+    private static let isUnreserved: [Bool] = (0...255).map { byte in
+        switch UInt8(byte) {
+        case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
+            UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "."),
+            UInt8(ascii: "_"), UInt8(ascii: "~"):
+            true
+        default: false
+        }
+    }
+
+    private static let hexDigits = Array("0123456789ABCDEF".utf8)
 
     /// Concrete (not generic) so that it compiles to a tight loop: submit bodies are large.
     private static func unescape(_ bytes: ArraySlice<UInt8>) -> [UInt8]? {

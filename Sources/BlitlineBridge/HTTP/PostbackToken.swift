@@ -43,15 +43,13 @@ struct PostbackToken: Sendable, Hashable {
     /// The keys made from `POSTBACK_SECRET` (the first signs, any verifies) and how long a token
     /// stays valid after submission.
     struct Keys: Sendable {
-        let keys: [SymmetricKey]
-        /// An HMAC keyed with each key, copied for each token: the key's own hashing is done once.
-        let macs: [HMAC<SHA256>]
+        /// HMAC-SHA256 keyed with each secret, in the order of `POSTBACK_SECRET`.
+        let keys: [KeyedSHA256]
         /// From submission to expiry: `JOB_TIMEOUT` plus ``PostbackToken/graceAfterJobTimeout``.
         let validity: Duration
 
         init(secrets: [String], jobTimeout: Duration = BridgeConfiguration().jobTimeout) {
-            keys = secrets.map { SymmetricKey(data: Array($0.utf8)) }
-            macs = keys.map { HMAC(key: $0) }
+            keys = secrets.map { KeyedSHA256(key: Array($0.utf8)) }
             validity = jobTimeout + PostbackToken.graceAfterJobTimeout
         }
 
@@ -71,7 +69,7 @@ struct PostbackToken: Sendable, Hashable {
         var token = self
         token.expiresAt = version == 1 ? nil : expiresAt ?? submittedAt + keys.validityMilliseconds
         let payload = token.payloadJSON.jsonBytes
-        let mac = Self.authenticationCode(keys.macs[0], domain: version == 1 ? [] : Self.versionTwoDomain, payload: payload)
+        let mac = keys.keys[0].code(version == 1 ? [] : Self.versionTwoDomain, payload)
         // Written in one buffer, made a string once.
         var text: [UInt8] = []
         text.reserveCapacity(
@@ -107,11 +105,10 @@ struct PostbackToken: Sendable, Hashable {
             (version, encodedPayload, encodedMAC) = (1, token[..<first], token[afterFirst...])
         }
         guard encodedPayload.utf8.count < 16_384, let payload = Base64URL.decode(encodedPayload),
-            let mac = Base64URL.decode(encodedMAC), mac.count == 32
+            let mac = Base64URL.decode(encodedMAC), mac.count == SHA256.byteCount
         else { throw .malformed }
         let domain = version == 2 ? Self.versionTwoDomain : []
-        // `==` between a MAC and bytes compares in constant time.
-        let signedByUs = keys.macs.contains { Self.authenticationCode($0, domain: domain, payload: payload) == mac }
+        let signedByUs = keys.keys.contains { $0.isCode(mac, of: domain, payload) }
         guard signedByUs else { throw .badSignature }
         guard let json = try? JSONValue(parsing: payload), let requestID = json["r"]?.stringValue,
             let submittedAt = json["s"]?.intValue
@@ -140,15 +137,6 @@ struct PostbackToken: Sendable, Hashable {
     /// Prefixed to the payload under a version 2 MAC, so that no other use of the secret, and no
     /// version 1 token, can be passed off as one.
     private static let versionTwoDomain = Array("blitline-bridge/2.".utf8)
-
-    private static func authenticationCode(
-        _ keyed: HMAC<SHA256>, domain: [UInt8], payload: [UInt8]
-    ) -> HMAC<SHA256>.MAC {
-        var hmac = keyed
-        hmac.update(data: domain)
-        hmac.update(data: payload)
-        return hmac.finalize()
-    }
 
     private var payloadJSON: JSONValue {
         var members: [JSONValue.Member] = []
