@@ -192,6 +192,54 @@ import TestSupport
         }
     }
 
+    @Test func deadlinesRefusedPastJobTimeoutNeverMakeBlitlineRunTheJobsAgain() async throws {
+        try await BridgeHarness.run("refused-deadlines") { h in
+            var settings = try h.settings()
+            settings.jobTimeout = "3s"
+            let bridge = try await h.startBridge(settings)
+            let probe = ReadinessProbe(bridge)
+            // The broker refuses every deadline (a policy makes the deadlines queue full), as it did
+            // for over 36 s after a cluster lost the node leading that queue (README).
+            let deadlines = Topology(
+                jobsQueue: h.jobsQueue, eventsExchange: h.eventsExchange, jobTimeout: .seconds(3), timeoutGrace: .seconds(1),
+                queueType: TestEnvironment.queueType
+            ).deadlinesQueue
+            let policy = "refuse-" + h.jobsQueue
+            _ = try await TestEnvironment.brokerCtl(
+                "set_policy", policy, "^" + NSRegularExpression.escapedPattern(for: deadlines) + "$",
+                #"{"max-length":0,"overflow":"reject-publish"}"#, "--apply-to", "queues", "--priority", "10")
+            // A quorum queue goes over its limit by one message before it refuses: the first
+            // request's deadline gets in, and the broker refuses every one after it.
+            let first = TestRequest.thumbnails("refused-deadline-first", index: 0)
+            let completing = [first] + (1..<4).map { TestRequest.thumbnails("refused-deadline-\($0)", index: $0) }
+            try await h.publish(first)
+            #expect(await h.events.waitForEvents(for: [first.id], timeout: .seconds(30)), "\(h.diagnostics())")
+            try await h.publish(Array(completing.dropFirst()))
+            #expect(
+                await h.events.waitForEvents(for: completing.map(\.id), timeout: .seconds(30)),
+                "no event for \(h.events.missing(completing.map(\.id)))\n\(h.diagnostics())")
+            // One job whose result never comes.
+            try await h.simulator.control(["drop_postbacks": 1])
+            let lost = TestRequest.thumbnails("refused-deadline-lost", index: 9)
+            try await h.publish(lost)
+            let all = completing + [lost]
+            // Each request is put back after 1 s, then 5 s: it comes back past its 3 s deadline.
+            #expect(await h.events.waitForEvents(for: [lost.id], timeout: .seconds(30)), "\(h.diagnostics())")
+            let setbacks = try await bridge.metrics().value("blitline_bridge_request_setbacks_total")
+            #expect(setbacks >= Double(2 * (all.count - 1)), "\(h.diagnostics())")
+            _ = try await TestEnvironment.brokerCtl("clear_policy", policy)
+            #expect(await h.waitUntilSettled(timeout: .seconds(30)), "requests still held\n\(h.diagnostics())")
+            try await h.barrier()
+            expectOneIDEach(all, h)
+            for request in completing { #expect(h.events.events(for: request.id).map(\.status) == ["completed"]) }
+            #expect(h.events.events(for: lost.id).map(\.reason) == ["timeout"])
+            #expect(
+                try await h.simulator.stats()["jobs_accepted"] == all.count + h.sentinelsPublished,
+                "nothing submitted twice")
+            try await expectUndisturbed(bridge, probe, h)
+        }
+    }
+
     @Test func garbageInTheBridgesOwnHeadersIsNotBelieved() async throws {
         try await BridgeHarness.run("garbage-headers") { h in
             let bridge = try await h.startBridge()

@@ -58,7 +58,9 @@ import Testing
                 bridgeHeaders: headers.merging([BridgeHeader.requestID: .string(context.requestID)]))
             putBacks.withLock { $0.append(PutBack(headers: headers, delayStep: delayStep, properties: properties)) }
         }
-        func scheduleDeadline(_ job: PendingJob) async throws { try record("deadline:\(job.jobID)") }
+        func scheduleDeadline(_ job: PendingJob, due: Bool) async throws {
+            try record((due ? "due deadline:" : "deadline:") + job.jobID)
+        }
         func schedulePoll(_ job: PendingJob, pause: Bool) async throws { try record("poll") }
 
         var published: [String] { log.withLock { $0 } }
@@ -121,6 +123,27 @@ import Testing
         #expect(broker.published == ["putBack", "deadline:j1"])
         #expect(back.settlements == ["ack"])
         #expect(blitline.count == 1, "Blitline saw the job once")
+    }
+
+    @Test func aDeadlineRefusedUntilPastItIsDueAtOnceNeverSubmittedAgain() async throws {
+        let blitline = FakeBlitline([.accepted(jobID: "j1", images: [])])
+        let broker = Broker(refusing: ["deadline:j1": Self.nacked])
+        try await processor(blitline).process(Message(), effects: broker)
+        let copy = try #require(broker.lastPutBack)
+
+        // The copy comes back after JOB_TIMEOUT (30 minutes here), then hours later.
+        broker.allow("deadline:j1")
+        for hoursLater in [Int64(0), 1] {
+            var late = processor(blitline)
+            late.clock = .fixed(at: WallClock.system.now() + 1_800_000 + hoursLater * 3_600_000)
+            let back = Message(properties: copy.properties)
+            try await late.process(back, effects: broker)
+            #expect(back.settlements == ["ack"])
+        }
+        // Then its deadline was due at once; an hour later, the outcomes stream may have forgotten
+        // the job, and the request is submitted afresh with a deadline of its own.
+        #expect(broker.published == ["putBack", "due deadline:j1", "deadline:j1"])
+        #expect(blitline.count == 2)
     }
 
     @Test func aRefusedFailureEventIsRepeatedLaterNeverTheDeadLetter() async throws {

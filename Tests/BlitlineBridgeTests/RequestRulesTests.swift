@@ -137,9 +137,13 @@ import Testing
         }
         #expect(accepted("2m-Ir2YMXQ3yec0NV476xag", at: Self.now - 60_000)
             == .schedule(jobID: "2m-Ir2YMXQ3yec0NV476xag", submittedAt: Self.now - 60_000, applicationID: "app"))
-        // From the future, older than its deadline, or not a job id: submitted as any request.
+        // Past its deadline (setbacks outlasted JOB_TIMEOUT), still scheduled, not submitted, while
+        // the outcomes stream keeps the job's outcome (JOB_TIMEOUT plus an hour).
+        #expect(accepted("job", at: Self.now - 1_800_000) == .schedule(jobID: "job", submittedAt: Self.now - 1_800_000, applicationID: "app"))
+        #expect(accepted("job", at: Self.now - 5_399_999) == .schedule(jobID: "job", submittedAt: Self.now - 5_399_999, applicationID: "app"))
+        // From the future, older than the stream's memory, or not a job id: submitted as any request.
         #expect(attempt(of: accepted("job", at: Self.now + 60_000)) == 1)
-        #expect(attempt(of: accepted("job", at: Self.now - 1_800_000)) == 1)
+        #expect(attempt(of: accepted("job", at: Self.now - 5_400_000)) == 1)
         #expect(attempt(of: accepted("a/b", at: Self.now)) == 1)
         #expect(attempt(of: accepted(String(repeating: "j", count: 129), at: Self.now)) == 1)
     }

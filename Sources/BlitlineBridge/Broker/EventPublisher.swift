@@ -119,8 +119,14 @@ struct EventPublisher: Sendable {
     /// next message (their submissions milliseconds apart), which a busy bridge (the message before
     /// held more than one job) lets gather for `deadlineLinger`: it stores one persistent message
     /// per batch of jobs rather than one per job, and each request is acknowledged that much later.
-    func scheduleDeadline(_ job: PendingJob) async throws {
-        try await deadlines.add(job)
+    ///
+    /// A `due` deadline (the job is past it) goes alone, straight into the timeouts queue.
+    func scheduleDeadline(_ job: PendingJob, due: Bool) async throws {
+        if due {
+            try await Self.publishDeadlines([job], on: channel, queue: topology.timeoutsQueue)
+        } else {
+            try await deadlines.add(job)
+        }
     }
 
     /// How long a busy bridge lets a deadline message gather jobs (at most 100) before it goes.

@@ -29,7 +29,9 @@ protocol RequestEffects: Sendable {
     func publish(_ event: JobEvent) async throws
     func deadLetter(_ request: RequestMessage, context: RequestEnvelope, error: String) async throws
     func putBack(_ request: RequestMessage, context: RequestEnvelope, headers: AMQPTable, delayStep: Int?) async throws
-    func scheduleDeadline(_ job: PendingJob) async throws
+    /// The job's deadline, expiring `JOB_TIMEOUT` plus `TIMEOUT_GRACE` after its submission; or,
+    /// when `due`, right away.
+    func scheduleDeadline(_ job: PendingJob, due: Bool) async throws
     func schedulePoll(_ job: PendingJob, pause: Bool) async throws
 }
 

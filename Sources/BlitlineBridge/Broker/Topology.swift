@@ -64,9 +64,12 @@ package struct Topology: Sendable {
         return step
     }
 
+    /// How long the outcomes stream keeps a record at least, beyond `JOB_TIMEOUT`.
+    static let outcomesKeptAfterTimeout: Duration = .seconds(3600)
+
     /// Stream retention: `JOB_TIMEOUT` plus an hour, in whole hours.
     var outcomesRetention: String {
-        let hours = (jobTimeout + .seconds(3600)).components.seconds / 3600 + 1
+        let hours = (jobTimeout + Self.outcomesKeptAfterTimeout).components.seconds / 3600 + 1
         return "\(hours)h"
     }
 

@@ -155,12 +155,16 @@ package struct RequestProcessor: Sendable {
             var pending = PendingJob(
                 context: context, jobID: jobID, submittedAt: submittedAt,
                 deadline: submittedAt + configuration.jobTimeout.milliseconds, applicationKey: "")
+            // Past its deadline, the job's timeout is decided now: the outcomes stream knows
+            // whether a result came in time (a late one is published as such all the same).
+            let due = pending.deadline <= clock.now()
+            if due { logger.warning("the job's deadline passed while the request was put back; deciding its timeout now") }
             if configuration.usesPostbacks {
-                try await effects.scheduleDeadline(pending)
+                try await effects.scheduleDeadline(pending, due: due)
             } else {
                 pending.applicationKey = Self.applicationKey(applicationID ?? "")
                 async let poll: Void = effects.schedulePoll(pending, pause: false)
-                try await effects.scheduleDeadline(pending)
+                try await effects.scheduleDeadline(pending, due: due)
                 try await poll
             }
             return .acknowledge

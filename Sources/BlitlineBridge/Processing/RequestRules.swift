@@ -17,6 +17,11 @@ struct RequestRules: Sendable {
     var maxRedeliveries: Int
     var jobTimeout: Duration
 
+    /// How long after its submission a job id a request carries back (`x-bridge-job-id`) is
+    /// believed: as long as the outcomes stream is sure to keep the job's outcome. Older, the
+    /// request is submitted afresh.
+    var jobIDWindow: Duration { jobTimeout + Topology.outcomesKeptAfterTimeout }
+
     /// A request message as it arrived.
     struct Arrival: Sendable {
         var body: [UInt8]
@@ -34,7 +39,8 @@ struct RequestRules: Sendable {
         case countRedelivery(Int)
         /// Submit the job (the `attempt`-th time).
         case submit(BlitlineJob, attempt: Int)
-        /// Blitline accepted the job: make the broker hold its deadline (and polls), then ack.
+        /// Blitline accepted the job: make the broker hold its deadline (and polls), then ack. A
+        /// deadline already past (setbacks outlasted `JOB_TIMEOUT`) is due at once.
         case schedule(jobID: String, submittedAt: Int64, applicationID: String?)
         /// The request cannot succeed: its failure event, the request into the dead-letter queue, ack.
         case fail(JobEvent.Reason, message: String)
@@ -77,9 +83,11 @@ struct RequestRules: Sendable {
         } catch {
             return .fail(.invalidRequest, message: error.message)
         }
+        // A job Blitline accepted before is never submitted again while the outcomes stream can
+        // still say whether it finished: past its deadline, the deadline is due at once.
         if let jobID = headers[BridgeHeader.jobID]?.stringValue, Self.isJobID(jobID),
             let submittedAt = headers.integer(BridgeHeader.submittedAt, in: 0...Int(Int64.max)),
-            Int64(submittedAt) <= now, now - Int64(submittedAt) < jobTimeout.milliseconds
+            Int64(submittedAt) <= now, now - Int64(submittedAt) < jobIDWindow.milliseconds
         {
             return .schedule(
                 jobID: jobID, submittedAt: Int64(submittedAt), applicationID: job.applicationID ?? defaultApplicationID)
