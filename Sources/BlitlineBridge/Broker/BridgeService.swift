@@ -31,8 +31,8 @@ struct BridgeService: Service, CustomStringConvertible {
     /// prefers its connections on it too), so each hand-off wakes one known thread, and the pool's
     /// threads stay asleep. A long step (a large request's JSON parsed) holds the loop meanwhile,
     /// and the HTTP listener's connections on it with it. deploy/BENCHMARKS.md, "The broker's
-    /// work on one event loop": bridge CPU per job 0.89× with keep-alive postbacks, 0.85× with a
-    /// fresh connection per postback.
+    /// work on one event loop": 0.85× of the bridge's CPU per job, with keep-alive postbacks and
+    /// with a fresh connection per postback.
     func run() async throws {
         try await withTaskExecutorPreference(EventLoopExecutor(MultiThreadedEventLoopGroup.singleton.next())) {
             try await withThrowingTaskGroup(of: Void.self) { group in
