@@ -96,18 +96,30 @@ echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(. /et
 outputs=()
 earlier=()
 cleanups+=('rm -f "${outputs[@]}" "${earlier[@]}"')
-for round in $(seq 1 "$rounds"); do
-    [ "$rounds" = 1 ] || echo "--- round $round of $rounds"
-    if [ -n "$against" ]; then
-        echo "--- ${against_revision:-$against}"
-        output=$(mktemp)
-        earlier+=("$output")
-        "$bin/bridge-bench" --url "${AMQP_URL:-${BROKER_URL:-}}" --bin "$against" "${arguments[@]}" | tee "$output"
-        echo "--- this tree"
-    fi
+run_against() {
+    echo "--- ${against_revision:-$against}"
+    output=$(mktemp)
+    earlier+=("$output")
+    "$bin/bridge-bench" --url "${AMQP_URL:-${BROKER_URL:-}}" --bin "$against" "${arguments[@]}" | tee "$output"
+}
+run_tree() {
+    [ -z "$against" ] || echo "--- this tree"
     output=$(mktemp)
     outputs+=("$output")
     "$bin/bridge-bench" --url "${AMQP_URL:-${BROKER_URL:-}}" --bin "$bin" "${arguments[@]}" | tee "$output"
+}
+for round in $(seq 1 "$rounds"); do
+    [ "$rounds" = 1 ] || echo "--- round $round of $rounds"
+    # A/B rounds take turns going first: the machine's drift within a round then favours neither.
+    if [ -z "$against" ]; then
+        run_tree
+    elif [ $((round % 2)) = 1 ]; then
+        run_against
+        run_tree
+    else
+        run_tree
+        run_against
+    fi
 done
 [ "$rounds" = 1 ] && [ -z "$against" ] && exit 0
 
@@ -141,3 +153,33 @@ summaries() {  # summaries TITLE FILE... (every figure's median over those runs)
 }
 [ -z "$against" ] || summaries "--- ${against_revision:-$against}: medians over $rounds rounds (lowest – highest)" "${earlier[@]}"
 summaries "--- ${against:+this tree: }medians over $rounds rounds (lowest – highest)" "${outputs[@]}"
+
+# Each round's pair compared: what drifts between rounds cancels out of a ratio taken within one.
+# The machine's speed drifts within a round too, by a fifth in a minute; the simulator, the same
+# work in both runs of a pair, drifts with it, so the bridge's CPU over the simulator's cancels
+# the machine out of the comparison (unless a change alters what the simulator does, e.g. the
+# submissions' size).
+[ -n "$against" ] || exit 0
+cpu() {  # cpu FILE: "BRIDGE SIMULATOR", the CPU seconds of the bridge and the simulator in the run
+    sed -n 's/^CPU seconds during the run: bridge \([0-9.]*\), simulator \([0-9.]*\),.*/\1 \2/p' "$1"
+}
+compare() {  # compare LABEL AWK-EXPRESSION (of b, s: the bridge's and simulator's seconds in a run)
+    local ratios=() index
+    for index in "${!outputs[@]}"; do
+        ratios+=("$(awk -v other="$(cpu "${earlier[$index]}")" -v tree="$(cpu "${outputs[$index]}")" -v expression="$2" '
+            function figure(run,   f) { split(run, f, " "); return expression == "bridge" ? f[1] : f[1] / f[2] }
+            BEGIN { if (other != "" && tree != "") printf "%.3f", figure(tree) / figure(other) }')")
+    done
+    printf '%s\n' "${ratios[@]}" | sort -g | awk -v label="$1" -v pairs="${ratios[*]}" '
+        { value[NR] = $1 }
+        END {
+            if (NR == 0) exit
+            median = NR % 2 ? value[(NR + 1) / 2] : (value[NR / 2] + value[NR / 2 + 1]) / 2
+            lower = 0
+            for (i = 1; i <= NR; i++) if (value[i] < 1) lower++
+            printf "  %-58s %8.3f  (%s – %s); lower in %d of %d rounds (%s)\n", label, median, value[1], value[NR], lower, NR, pairs
+        }'
+}
+echo "--- this tree ÷ ${against_revision:-$against}, round by round"
+compare "bridge CPU" bridge
+compare "bridge CPU ÷ simulator CPU" normalized
