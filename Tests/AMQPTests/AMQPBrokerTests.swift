@@ -72,6 +72,47 @@ import TestSupport
         }
     }
 
+    /// With frames of 4 KiB, bodies of every size around a frame's edges, published at the same
+    /// moment with properties and headers, arrive whole: the consumer puts a body together from
+    /// as many frames as it takes.
+    @Test func publishesSentTogetherArriveWholeAtEverySizeAroundTheFramesEdges() async throws {
+        try await withCleanup { cleanup in
+            let connection = try await cleanup.connect(frameMax: 4096)
+            #expect(try await connection.frameMax == 4096)
+            let channel = try await connection.openChannel()
+            try await channel.enableConfirms()
+            let queue = try await channel.declareQueue("", exclusive: true, autoDelete: true).name
+
+            // A frame carries 4,088 bytes of body.
+            let sizes = [0, 1, 4087, 4088, 4089, 8176, 8177, 30_000, 65_536, 65_537, 200_000]
+            func body(_ size: Int) -> [UInt8] { (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ size) } }
+            func properties(_ size: Int) -> AMQPProperties {
+                AMQPProperties(
+                    contentType: "application/octet-stream", headers: ["size": .int64(Int64(size)), "note": .string("ä✓")],
+                    deliveryMode: AMQPProperties.persistent, messageID: "\(size)", timestamp: 1_764_370_001)
+            }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for size in sizes {
+                    group.addTask { try await channel.publish(body(size), routingKey: queue, properties: properties(size)) }
+                }
+                try await group.waitForAll()
+            }
+
+            var arrived: [Int] = []
+            for _ in sizes {
+                let delivery = try #require(try await waitForMessage(channel, queue: queue), "a published message never arrived")
+                let size = try #require(delivery.properties.messageID.flatMap { Int($0) })
+                #expect(delivery.properties == properties(size))
+                #expect(delivery.body.count == size)
+                #expect(delivery.body == body(size), "the body of \(size) bytes arrived changed")
+                arrived.append(size)
+                delivery.ack()
+            }
+            #expect(arrived.sorted() == sizes)
+            #expect(connection.closeReason == nil)
+        }
+    }
+
     @Test func tenThousandMessagesArriveOnceEach() async throws {
         try await withCleanup { cleanup in
             let publisher = try await cleanup.connect()

@@ -15,9 +15,10 @@ enum TestBroker {
         }
     }
 
-    static func connect(heartbeat: Int? = nil) async throws -> AMQPConnection {
+    static func connect(heartbeat: Int? = nil, frameMax: Int? = nil) async throws -> AMQPConnection {
         var configuration = try AMQPConnection.Configuration(url: url)
         if let heartbeat { configuration.heartbeat = .seconds(heartbeat) }
+        if let frameMax { configuration.frameMax = frameMax }
         return try await AMQPConnection.connect(configuration)
     }
 
@@ -52,8 +53,8 @@ final class Cleanup: Sendable {
     }
 
     /// A connection to the test broker, closed when the test ends.
-    func connect(heartbeat: Int? = nil) async throws -> AMQPConnection {
-        let connection = try await TestBroker.connect(heartbeat: heartbeat)
+    func connect(heartbeat: Int? = nil, frameMax: Int? = nil) async throws -> AMQPConnection {
+        let connection = try await TestBroker.connect(heartbeat: heartbeat, frameMax: frameMax)
         add { await connection.close() }
         return connection
     }
