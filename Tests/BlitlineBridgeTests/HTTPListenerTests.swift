@@ -197,12 +197,20 @@ import TestSupport
     /// Writes `request` as is, then reads until the server closes the connection; `closed` is
     /// false if the server kept it open for 3 s.
     static func rawExchange(port: Int, _ request: String) throws -> (response: String, closed: Bool) {
+        try rawExchange(port: port, [request])
+    }
+
+    /// ``rawExchange(port:_:)`` with the request sent in `parts`, a tenth of a second apart.
+    static func rawExchange(port: Int, _ parts: [String]) throws -> (response: String, closed: Bool) {
         let descriptor = try #require(Ports.connectedSocket(port))
         defer { close(descriptor) }
         var timeout = timeval(tv_sec: 3, tv_usec: 0)
         setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        let bytes = Array(request.utf8)
-        #expect(write(descriptor, bytes, bytes.count) == bytes.count)
+        for (index, part) in parts.enumerated() {
+            if index > 0 { usleep(100_000) }
+            let bytes = Array(part.utf8)
+            #expect(write(descriptor, bytes, bytes.count) == bytes.count)
+        }
         var received: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 4096)
         while true {
@@ -292,6 +300,24 @@ import TestSupport
         }
         #expect(receiver.calls.map(\.token) == ["first", "second"])
         #expect(receiver.calls.map(\.body) == [Array("{}".utf8), Array("[1]".utf8)])
+    }
+
+    /// Requests sent while a postback is in hand, not with it, wait for its answer too; one the
+    /// decoder cannot read among them is answered 400, in its turn, and the connection closed.
+    @Test func requestsSentWhileAPostbackIsInHandAreAnsweredAfterIt() async throws {
+        let receiver = FakeReceiver(reply: PostbackReply(status: 202, message: "event confirmed"), delay: .milliseconds(400))
+        try await withListenerPort(receiver: receiver) { port in
+            let (response, closed) = try await onOwnThread {
+                try Self.rawExchange(port: port, [
+                    "POST /postback/first HTTP/1.1\r\nHost: bridge\r\nContent-Length: 2\r\n\r\n{}",
+                    "GET /healthz HTTP/1.1\r\nHost: bridge\r\n\r\n\u{1}\u{2} / HTTP/1.1\r\n\r\n",
+                ])
+            }
+            let statusLines = response.components(separatedBy: "HTTP/1.1 ").dropFirst().map { "HTTP/1.1 " + $0.prefix { $0 != "\r\n" } }
+            #expect(statusLines == ["HTTP/1.1 202 Accepted", "HTTP/1.1 200 OK", "HTTP/1.1 400 Bad Request"], "\(response)")
+            #expect(closed, "the connection stayed open after the unreadable request")
+        }
+        #expect(receiver.calls.map(\.token) == ["first"])
     }
 
     /// A request the HTTP/1 decoder cannot read is answered 400 and its connection closed.

@@ -10,8 +10,8 @@ import NIOHTTP1
 /// each answer itself, status line, headers and body in one buffer: SwiftNIO's response encoder,
 /// pipelining and error handlers cost each request about 12 µs of CPU (deploy/BENCHMARKS.md, "An
 /// answer written in one buffer"). So this handler does their work: one request at a time (the
-/// parts of requests a client sends ahead wait, and the socket is not read, until the answer in
-/// hand is written), 400 and a close for a request the decoder cannot read, and on a graceful
+/// parts of requests a client sends ahead wait, and once one has come the socket is not read,
+/// until the answer in hand is written), 400 and a close for a request the decoder cannot read, and on a graceful
 /// shutdown a close once the answer in hand is written. The token of a postback is checked at its
 /// head, before a byte of its body is read; a refusal is answered at once and the connection
 /// closed.
@@ -38,6 +38,8 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
     private var waitingParts: [HTTPServerRequestPart] = []
     /// The channel asked to read while a postback was in hand; it reads once it is answered.
     private var readHeld = false
+    /// The decoder could not read what followed the postback in hand: a 400 is owed after it.
+    private var unreadable = false
     /// Where the postbacks' handling runs: this connection's event loop, made an executor once.
     private var executor: EventLoopExecutor?
 
@@ -70,17 +72,19 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
-        if case .handling = state {
+        if isHandling {
             waitingParts.append(part)
         } else {
             take(part, context)
         }
     }
 
-    /// Holds reading while a postback is in hand: the requests a client sends ahead wait in its
-    /// socket, not in memory.
+    /// Holds reading while a postback is in hand and a request sent ahead already waits: the rest
+    /// of what a client sends ahead waits in its socket, not in memory. The socket stays watched
+    /// until then, since holding a read costs SwiftNIO two `epoll_ctl` calls (one to stop watching,
+    /// one to watch again) and a client that waits for its answer sends nothing meanwhile.
     func read(context: ChannelHandlerContext) {
-        if case .handling = state {
+        if isHandling, !waitingParts.isEmpty {
             readHeld = true
         } else {
             context.read()
@@ -118,7 +122,7 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
     /// written, at once when none is.
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case .inputClosed? = event as? ChannelEvent {
-            if case .handling = state {
+            if isHandling {
                 inputClosed = true
             } else {
                 context.close(promise: nil)
@@ -132,12 +136,13 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
         context.fireUserInboundEventTriggered(event)
     }
 
-    /// A request the decoder cannot read is answered 400 (unless a postback's answer is owed)
-    /// and the connection closed: the decoder reads nothing more from it.
+    /// A request the decoder cannot read is answered 400 and the connection closed: the decoder
+    /// reads nothing more from it. Sent after a postback in hand, it is answered after that
+    /// postback and the requests between them.
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         guard error is HTTPParserError else { return context.fireErrorCaught(error) }
-        if case .handling = state {
-            context.close(promise: nil)
+        if isHandling {
+            unreadable = true
         } else {
             writeThenClose(Self.badRequest, context)
         }
@@ -151,7 +156,7 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
         }
         // A timer left from an answered postback would hold the connection until it fires; one
         // for the postback in hand still cancels its handling at the deadline.
-        if case .handling = state {} else { postbackDeadline.stop() }
+        if !isHandling { postbackDeadline.stop() }
         context.fireChannelInactive()
     }
 
@@ -294,16 +299,22 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
         resume(context)
     }
 
+    private var isHandling: Bool {
+        if case .handling = state { true } else { false }
+    }
+
     /// After a postback's answer: the parts that waited for it, in turn (another postback among
-    /// them waits again), then the read that was held.
+    /// them waits again), then the 400 owed or the read that was held.
     private func resume(_ context: ChannelHandlerContext) {
         var next = 0
-        while next < waitingParts.count {
-            if case .handling = state { break }
+        while next < waitingParts.count, !isHandling {
             take(waitingParts[next], context)
             next += 1
         }
         waitingParts.removeFirst(next)
+        if unreadable, waitingParts.isEmpty, !isHandling {
+            return writeThenClose(Self.badRequest, context)
+        }
         if readHeld, waitingParts.isEmpty {
             readHeld = false
             context.read()
