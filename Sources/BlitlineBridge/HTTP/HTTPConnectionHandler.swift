@@ -11,10 +11,11 @@ import NIOHTTP1
 /// pipelining and error handlers cost each request about 12 µs of CPU (deploy/BENCHMARKS.md, "An
 /// answer written in one buffer"). So this handler does their work: one request at a time (the
 /// parts of requests a client sends ahead wait, and once one has come the socket is not read,
-/// until the answer in hand is written), 400 and a close for a request the decoder cannot read, and on a graceful
-/// shutdown a close once the answer in hand is written. The token of a postback is checked at its
-/// head, before a byte of its body is read; a refusal is answered at once and the connection
-/// closed.
+/// until the answer in hand is written), 400 and a close for a request the decoder cannot read,
+/// and on a graceful shutdown a close once the answer in hand is written. What one readable
+/// event brings while a postback is in hand (SwiftNIO reads up to four buffers of at most 64 KiB)
+/// is all a client can make it hold. The token of a postback is checked at its head, before a byte of its body is read; a
+/// refusal is answered at once and the connection closed.
 final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = ByteBuffer
