@@ -123,15 +123,22 @@ for round in $(seq 1 "$rounds"); do
 done
 [ "$rounds" = 1 ] && [ -z "$against" ] && exit 0
 
-# Each figure over the rounds: median (lowest – highest).
-summary() {  # summary LABEL SED-EXPRESSION (prints the figure's number from a matching line)
-    sed -n "$2" "${files[@]}" | sort -g | awk -v label="$1" '
-        { value[NR] = $1 }
+# Numbers on standard input, one a line: "MEDIAN LOWEST HIGHEST COUNT BELOW-ONE"; nothing for none.
+spread() {
+    sort -g | awk '
+        { value[NR] = $1; if ($1 < 1) below++ }
         END {
             if (NR == 0) exit
             median = NR % 2 ? value[(NR + 1) / 2] : (value[NR / 2] + value[NR / 2 + 1]) / 2
-            printf "  %-58s %8.2f  (%s – %s, %d rounds)\n", label, median, value[1], value[NR], NR
+            print median, value[1], value[NR], NR, below + 0
         }'
+}
+
+# Each figure over the rounds: median (lowest – highest).
+summary() {  # summary LABEL SED-EXPRESSION (prints the figure's number from a matching line)
+    sed -n "$2" "${files[@]}" | spread | while read -r median lowest highest count _; do
+        printf "  %-58s %8.2f  (%s – %s, %d rounds)\n" "$1" "$median" "$lowest" "$highest" "$count"
+    done
 }
 summaries() {  # summaries TITLE FILE... (every figure's median over those runs)
     echo "$1"
@@ -163,23 +170,18 @@ summaries "--- ${against:+this tree: }medians over $rounds rounds (lowest – hi
 cpu() {  # cpu FILE: "BRIDGE SIMULATOR", the CPU seconds of the bridge and the simulator in the run
     sed -n 's/^CPU seconds during the run: bridge \([0-9.]*\), simulator \([0-9.]*\),.*/\1 \2/p' "$1"
 }
-compare() {  # compare LABEL AWK-EXPRESSION (of b, s: the bridge's and simulator's seconds in a run)
+compare() {  # compare LABEL FIGURE (bridge: the bridge's seconds; over-simulator: over the simulator's)
     local ratios=() index
     for index in "${!outputs[@]}"; do
-        ratios+=("$(awk -v other="$(cpu "${earlier[$index]}")" -v tree="$(cpu "${outputs[$index]}")" -v expression="$2" '
-            function figure(run,   f) { split(run, f, " "); return expression == "bridge" ? f[1] : f[1] / f[2] }
-            BEGIN { if (other != "" && tree != "") printf "%.3f", figure(tree) / figure(other) }')")
+        ratios+=("$(awk -v other="$(cpu "${earlier[$index]}")" -v tree="$(cpu "${outputs[$index]}")" -v figure="$2" '
+            function seconds(run,   f) { split(run, f, " "); return figure == "bridge" ? f[1] : f[1] / f[2] }
+            BEGIN { if (other != "" && tree != "") printf "%.3f", seconds(tree) / seconds(other) }')")
     done
-    printf '%s\n' "${ratios[@]}" | sort -g | awk -v label="$1" -v pairs="${ratios[*]}" '
-        { value[NR] = $1 }
-        END {
-            if (NR == 0) exit
-            median = NR % 2 ? value[(NR + 1) / 2] : (value[NR / 2] + value[NR / 2 + 1]) / 2
-            lower = 0
-            for (i = 1; i <= NR; i++) if (value[i] < 1) lower++
-            printf "  %-58s %8.3f  (%s – %s); lower in %d of %d rounds (%s)\n", label, median, value[1], value[NR], lower, NR, pairs
-        }'
+    printf '%s\n' "${ratios[@]}" | spread | while read -r median lowest highest count lower; do
+        printf "  %-58s %8.3f  (%s – %s); lower in %d of %d rounds (%s)\n" \
+            "$1" "$median" "$lowest" "$highest" "$lower" "$count" "${ratios[*]}"
+    done
 }
 echo "--- this tree ÷ ${against_revision:-$against}, round by round"
 compare "bridge CPU" bridge
-compare "bridge CPU ÷ simulator CPU" normalized
+compare "bridge CPU ÷ simulator CPU" over-simulator

@@ -14,8 +14,8 @@ import NIOHTTP1
 /// until the answer in hand is written), 400 and a close for a request the decoder cannot read,
 /// and on a graceful shutdown a close once the answer in hand is written. What one readable
 /// event brings while a postback is in hand (SwiftNIO reads up to four buffers of at most 64 KiB)
-/// is all a client can make it hold. The token of a postback is checked at its head, before a byte of its body is read; a
-/// refusal is answered at once and the connection closed.
+/// is all a client can make it hold. The token of a postback is checked at its head, before a
+/// byte of its body is read; a refusal is answered at once and the connection closed.
 final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = ByteBuffer
