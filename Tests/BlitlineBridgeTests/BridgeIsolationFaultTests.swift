@@ -244,11 +244,13 @@ import TestSupport
         try await BridgeHarness.run("garbage-headers") { h in
             let bridge = try await h.startBridge()
             let probe = ReadinessProbe(bridge)
-            // Each first submit fails (HTTP 500), so the attempt header is read to retry.
+            // Each first submit fails (HTTP 500), so the attempt header is read to retry. Every
+            // submit fails until each request has been put back once: the bridge may send the six
+            // in any number of batches, so a count of failed HTTP requests would not say which.
             let values: [AMQPFieldValue] = [
                 .int64(Int64.min), .int64(Int64.max), .int32(-1), .int32(0), .string("nine"), .uint64(UInt64.max),
             ]
-            try await h.simulator.control(["fail_submits": .number(values.count)])
+            try await h.simulator.control(["fail_submit_fraction": 1])
             var requests: [TestRequest] = []
             for (index, value) in values.enumerated() {
                 var request = TestRequest.thumbnails("garbage-attempt-\(index)", index: index)
@@ -258,9 +260,21 @@ import TestSupport
                 ]
                 requests.append(request)
             }
-            let outcomes = try await h.outcomes(of: requests, timeout: .seconds(40))
+            try await h.publish(requests)
+            #expect(
+                await eventually(timeout: .seconds(20)) {
+                    let retries = try? await bridge.metrics().value("blitline_bridge_submit_retries_total")
+                    return (retries ?? 0) >= Double(requests.count)
+                }, "the first submits were not all retried\n\(h.diagnostics())")
+            try await h.simulator.control(["fail_submit_fraction": 0])
+            // A request that believed its header would be out of attempts (`submit_failed`).
+            #expect(
+                await h.events.waitForEvents(for: requests.map(\.id), timeout: .seconds(30)),
+                "no event for \(h.events.missing(requests.map(\.id)))\n\(h.diagnostics())")
+            try await h.barrier()
+            expectOneIDEach(requests, h)
             for request in requests {
-                let event = outcomes.single(request)
+                let event = h.events.events(for: request.id).first
                 #expect(event?.status == "completed", "\(event?.errors ?? [])")
             }
             #expect(try await h.simulator.stats()["jobs_accepted"] == requests.count + h.sentinelsPublished)
