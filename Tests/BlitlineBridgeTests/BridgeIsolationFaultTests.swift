@@ -267,12 +267,12 @@ import TestSupport
                     return (retries ?? 0) >= Double(requests.count)
                 }, "the first submits were not all retried\n\(h.diagnostics())")
             try await h.simulator.control(["fail_submit_fraction": 0])
-            // A request that believed its header would be out of attempts (`submit_failed`).
             #expect(
                 await h.events.waitForEvents(for: requests.map(\.id), timeout: .seconds(30)),
                 "no event for \(h.events.missing(requests.map(\.id)))\n\(h.diagnostics())")
             try await h.barrier()
             expectOneIDEach(requests, h)
+            // A request that believed its header would have run out of attempts (`submit_failed`).
             for request in requests {
                 let event = h.events.events(for: request.id).first
                 #expect(event?.status == "completed", "\(event?.errors ?? [])")
