@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Blitline
 import Logging
+import NIOPosix
 import ServiceLifecycle
 import Tracing
 
@@ -45,17 +46,24 @@ public struct BridgeApp: Sendable {
         // With nothing to record them (`OTEL_EXPORTER_OTLP_ENDPOINT` unset), the client's span for
         // each submit was 2 % of the samples of Swift's pool in the bridge, for nothing.
         if InstrumentationSystem.tracer is NoOpTracer { httpConfiguration.tracing.tracer = nil }
-        let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfiguration)
+        // `EVENT_LOOPS` threads for the listener, the client and the bridge's work. With one, a
+        // postback, the event it becomes and the submissions it releases never wait for another
+        // thread to wake: 0.88 – 0.95× of the CPU per job of two loops (deploy/BENCHMARKS.md,
+        // "One event loop").
+        let loops = MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoops)
+        let httpClient = HTTPClient(eventLoopGroupProvider: .shared(loops), configuration: httpConfiguration)
         do {
-            try await run(client: BlitlineClient(httpClient: httpClient, configuration: blitline, logger: logger))
+            try await run(client: BlitlineClient(httpClient: httpClient, configuration: blitline, logger: logger), loops: loops)
         } catch {
             try? await httpClient.shutdown()
+            try? await loops.shutdownGracefully()
             throw error
         }
         try await httpClient.shutdown()
+        try await loops.shutdownGracefully()
     }
 
-    private func run(client: BlitlineClient) async throws {
+    private func run(client: BlitlineClient, loops: MultiThreadedEventLoopGroup) async throws {
         let metrics = BridgeMetrics()
         let topology = configuration.topology
         let session = BrokerSession()
@@ -81,7 +89,7 @@ public struct BridgeApp: Sendable {
             polls: PollProcessor(
                 client: client, rateLimiter: PollRateLimiter(ratePerSecond: configuration.pollRate * PollProcessor.rateMargin),
                 metrics: metrics, logger: logger),
-            metrics: metrics, logger: logger)
+            eventLoop: loops.next(), metrics: metrics, logger: logger)
         let listener = HTTPListener(
             host: configuration.listenHost, port: configuration.listenPort,
             probeHost: configuration.healthHost, probePort: configuration.healthPort,
@@ -89,7 +97,8 @@ public struct BridgeApp: Sendable {
             receiver: PostbackHandler(
                 keys: postbackKeys, session: session, metrics: metrics, logger: logger),
             isReady: { session.isReady }, metricsText: metricsText, limits: configuration.listenerLimits,
-            logger: logger, onRunning: onListening, onShed: { metrics.postback($0 == .overloaded ? .overloaded : .timedOut) })
+            eventLoops: loops, logger: logger, onRunning: onListening,
+            onShed: { metrics.postback($0 == .overloaded ? .overloaded : .timedOut) })
 
         var group = ServiceGroupConfiguration(
             services: backgroundServices.map { .init(service: $0) } + [

@@ -20,6 +20,7 @@ import Testing
         ("EVENTS_EXCHANGE", "--events-exchange", "blitline.events"),
         ("EVENT_SOURCE", "--event-source", "blitline-bridge"),
         ("PREFETCH", "--prefetch", "64"),
+        ("EVENT_LOOPS", "--event-loops", "1"),
         ("SUBMIT_MAX_ATTEMPTS", "--submit-max-attempts", "5"),
         ("MAX_REDELIVERIES", "--max-redeliveries", "5"),
         ("QUEUE_TYPE", "--queue-type", "quorum"),
@@ -113,6 +114,7 @@ import Testing
             "JOBS_QUEUE": "images.jobs",
             "EVENTS_EXCHANGE": "images.events",
             "PREFETCH": "256",
+            "EVENT_LOOPS": "4",
             "SUBMIT_MAX_ATTEMPTS": "3",
             "JOB_TIMEOUT": "10m",
             "POLL_RATE": "2.5",
@@ -135,6 +137,7 @@ import Testing
         #expect(configuration.jobsQueue == "images.jobs")
         #expect(configuration.eventsExchange == "images.events")
         #expect(configuration.prefetch == 256)
+        #expect(configuration.eventLoops == 4)
         #expect(configuration.submitMaxAttempts == 3)
         #expect(configuration.jobTimeout == .seconds(600))
         #expect(configuration.pollRate == 2.5)
@@ -212,6 +215,8 @@ import Testing
         ("PREFETCH", "65536", "from 1 to 65535"),
         ("PREFETCH", "-1", "from 1 to 65535"),
         ("PREFETCH", "many", "from 1 to 65535"),
+        ("EVENT_LOOPS", "0", "from 1 to 256"),
+        ("EVENT_LOOPS", "257", "from 1 to 256"),
         ("SUBMIT_MAX_ATTEMPTS", "0", "from 1 to 1000"),
         ("SUBMIT_MAX_ATTEMPTS", "2.5", "from 1 to 1000"),
         ("SUBMIT_MAX_ATTEMPTS", "9223372036854775807", "from 1 to 1000"),

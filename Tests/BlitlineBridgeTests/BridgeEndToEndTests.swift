@@ -46,6 +46,26 @@ extension BridgeProcessTests {
             }
         }
 
+        /// One event loop is the default; with more, postbacks arrive on loops other than the one
+        /// the requests are handled on, and each request still ends in one event.
+        @Test func withMoreEventLoopsEveryRequestStillCompletesOnce() async throws {
+            try await BridgeHarness.run("event-loops") { h in
+                var settings = try h.settings()
+                settings.extra["EVENT_LOOPS"] = "3"
+                let bridge = try await h.startBridge(settings)
+                let requests = (0..<60).map { TestRequest.thumbnails("loops-\($0)", index: $0) }
+                let outcomes = try await h.outcomes(of: requests)
+                outcomes.expectEachCompleted(requests)
+                #expect(try await bridge.metrics().value("blitline_bridge_postbacks_total", ["outcome": "accepted"]) >= 60)
+                #expect(try await h.depth(of: h.deadQueue) == 0)
+                // SwiftNIO names the threads of a group of event loops `NIO-ELT-{group}-#{loop}`.
+                let threads = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(bridge.pid)/task").map {
+                    (try? String(contentsOfFile: "/proc/\(bridge.pid)/task/\($0)/comm", encoding: .utf8)) ?? ""
+                }
+                #expect(threads.filter { $0.hasPrefix("NIO-ELT-") }.count == 3, "\(threads)")
+            }
+        }
+
         @Test func invalidRequestsFailAndAreDeadLetteredWithoutStoppingTheWork() async throws {
             try await BridgeHarness.run("invalid") { h in
                 var settings = try h.settings()

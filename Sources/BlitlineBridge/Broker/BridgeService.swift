@@ -2,7 +2,7 @@ import AMQP
 import AsyncSupport
 import Blitline
 import Logging
-import NIOPosix
+import NIOCore
 import ServiceLifecycle
 
 /// The bridge's work against the broker: keeps two connections (one consuming, one publishing),
@@ -18,6 +18,8 @@ struct BridgeService: Service, CustomStringConvertible {
     let requests: RequestProcessor
     let timeouts: TimeoutProcessor
     let polls: PollProcessor
+    /// Where the sessions' work runs (see ``run()``).
+    let eventLoop: any EventLoop
     let metrics: BridgeMetrics
     let logger: Logger
 
@@ -25,16 +27,15 @@ struct BridgeService: Service, CustomStringConvertible {
     var description: String { "BridgeService(jobs: \(topology.jobsQueue), events: \(topology.eventsExchange))" }
 
     /// Runs the sessions and the submitter. All their work (each request's handling, the
-    /// submissions, deadlines, polls and the outcomes stream's reader) prefers one of SwiftNIO's
-    /// event loops as its task executor, not Swift's global pool: a wait that the AMQP
-    /// connections' threads or the HTTP client end resumes on that loop (the HTTP client
-    /// prefers its connections on it too), so each hand-off wakes one known thread, and the pool's
-    /// threads stay asleep. A long step (a large request's JSON parsed) holds the loop meanwhile,
-    /// and the HTTP listener's connections on it with it. deploy/BENCHMARKS.md, "The broker's
-    /// work on one event loop": 0.85× of the bridge's CPU per job, with keep-alive postbacks and
-    /// with a fresh connection per postback.
+    /// submissions, deadlines, polls and the outcomes stream's reader) prefers ``eventLoop`` as its
+    /// task executor, not Swift's global pool: a wait that the AMQP connections' threads or the
+    /// HTTP client end resumes on that loop (the HTTP client prefers its connections on it too),
+    /// so each hand-off wakes one known thread, and the pool's threads stay asleep. A long step (a
+    /// large request's JSON parsed) holds the loop meanwhile, and the HTTP listener's connections
+    /// on it with it. deploy/BENCHMARKS.md, "The broker's work on one event loop": 0.85× of the
+    /// bridge's CPU per job, with keep-alive postbacks and with a fresh connection per postback.
     func run() async throws {
-        try await withTaskExecutorPreference(EventLoopExecutor(MultiThreadedEventLoopGroup.singleton.next())) {
+        try await withTaskExecutorPreference(EventLoopExecutor(eventLoop)) {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { await submitter.run() }
                 defer { submitter.finish() }

@@ -367,6 +367,16 @@ extension BridgeConfiguration {
             }
         ),
         Setting(
+            variable: "EVENT_LOOPS", placeholder: "<count>",
+            meaning: "Threads for the HTTP listener, the Blitline client and the work on requests and "
+                + "postbacks; one costs least per job, more spread the listener's connections over more cores",
+            form: "use a whole number from 1 to 256",
+            defaultValue: { String($0.eventLoops) },
+            parse: { configuration, value, setting throws(ConfigurationError) in
+                configuration.eventLoops = try integer(value, setting, in: 1...256)
+            }
+        ),
+        Setting(
             variable: "SUBMIT_MAX_ATTEMPTS", placeholder: "<count>",
             meaning: "Tries per request against Blitline's submit endpoint on transient failures",
             form: "use a whole number from 1 to 1000",

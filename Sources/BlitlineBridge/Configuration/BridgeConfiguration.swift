@@ -54,6 +54,11 @@ public struct BridgeConfiguration: Sendable {
     public var maxRequestBytes = 1_048_576
     /// The longest a graceful shutdown may take.
     public var shutdownTimeout: Duration = .seconds(25)
+    /// SwiftNIO event loops (threads) for the HTTP listener, the Blitline client and the work on
+    /// requests and postbacks. One keeps a job's steps on one thread, which costs least per job
+    /// (README, "Configuration"); more spread the listener's connections and the client's over
+    /// more cores.
+    public var eventLoops = 1
     public var logLevel: Logger.Level = .info
     /// A separate listener for `/healthz`, `/readyz` and `/metrics`, so that probes never queue
     /// behind postbacks; `nil` serves them on the main listener only.

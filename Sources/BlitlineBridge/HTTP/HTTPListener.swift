@@ -37,6 +37,7 @@ public struct HTTPListener: Service {
     let isReady: @Sendable () -> Bool
     let metricsText: @Sendable () -> String
     let limits: Limits
+    let eventLoops: any EventLoopGroup
     let logger: Logger
     let onRunning: @Sendable (Int) async -> Void
     let onProbesRunning: @Sendable (Int) async -> Void
@@ -60,6 +61,8 @@ public struct HTTPListener: Service {
     ///   - isReady: Whether `/readyz` answers 200.
     ///   - metricsText: The body of `/metrics`.
     ///   - limits: What clients may have; see ``Limits``.
+    ///   - eventLoops: Where the connections are accepted, read, answered and their postbacks
+    ///     handled.
     ///   - logger: Receives the server's own lines and one debug line per postback (without body
     ///     or token).
     ///   - onRunning: Called with the bound port once connections are accepted.
@@ -76,6 +79,7 @@ public struct HTTPListener: Service {
         isReady: @escaping @Sendable () -> Bool,
         metricsText: @escaping @Sendable () -> String,
         limits: Limits = Limits(),
+        eventLoops: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         logger: Logger,
         onRunning: @escaping @Sendable (Int) async -> Void = { _ in },
         onProbesRunning: @escaping @Sendable (Int) async -> Void = { _ in },
@@ -90,6 +94,7 @@ public struct HTTPListener: Service {
         self.isReady = isReady
         self.metricsText = metricsText
         self.limits = limits
+        self.eventLoops = eventLoops
         self.logger = logger
         self.onRunning = onRunning
         self.onProbesRunning = onProbesRunning
@@ -130,7 +135,7 @@ public struct HTTPListener: Service {
             deadlines: RequestDeadlines(headerTimeout: limits.headerTimeout, bodyTimeout: limits.bodyTimeout))
         let server: any Channel
         do {
-            server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            server = try await ServerBootstrap(group: eventLoops)
                 .serverChannelOption(.backlog, value: 256)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .serverChannelInitializer { channel in
