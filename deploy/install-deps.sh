@@ -2,7 +2,7 @@
 # Installs the Debian packages the project builds and tests with, when they are missing.
 set -euo pipefail
 needed=()
-for package in rabbitmq-server librabbitmq-dev pkg-config "$@"; do
+for package in rabbitmq-server librabbitmq-dev libmimalloc-dev pkg-config "$@"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || needed+=("$package")
 done
 [ ${#needed[@]} -eq 0 ] && exit 0

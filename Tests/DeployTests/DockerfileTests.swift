@@ -89,7 +89,7 @@ struct Dockerfile {
 
     @Test func buildsBothExecutablesWithTheStaticStandardLibrary() throws {
         let runs = dockerfile.all("RUN", stage: 0)
-        #expect(runs.contains { $0.contains("librabbitmq-dev") && $0.contains("pkg-config") })
+        #expect(runs.contains { $0.contains("librabbitmq-dev") && $0.contains("libmimalloc-dev") && $0.contains("pkg-config") })
         let commands = runs.flatMap { $0.split(separator: "&&") }.map { $0.split(separator: " ") }
         let manifest = try DeployFolder.text("Package.swift")
         for product in ["blitline-bridge", "blitline-simulator"] {
@@ -116,10 +116,11 @@ struct Dockerfile {
         #expect(ignored.contains(".git"))
     }
 
-    @Test func runtimeHasLibrabbitmqAndBothExecutables() throws {
+    @Test func runtimeHasTheLibrariesAndBothExecutables() throws {
         let runtime = dockerfile.lastStage
         let runs = dockerfile.all("RUN", stage: runtime).joined(separator: "\n")
-        for package in ["librabbitmq4", "ca-certificates", "curl"] {
+        // The bridge is linked against librabbitmq and mimalloc (Package.swift).
+        for package in ["librabbitmq4", "libmimalloc2.0", "ca-certificates", "curl"] {
             #expect(runs.contains(package), "runtime stage installs no \(package)")
         }
         let copies = dockerfile.all("COPY", stage: runtime).filter { $0.hasPrefix("--from=") }
