@@ -1,5 +1,6 @@
 import AMQP
 import Foundation
+import Synchronization
 
 struct Options {
     var url = ProcessInfo.processInfo.environment["AMQP_URL"] ?? "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -45,10 +46,15 @@ struct Options {
     }
 }
 
+/// Stops every process `start` launched, which `exit` would leave running, and exits with 1.
 func fail(_ message: String) -> Never {
     FileHandle.standardError.write(Data("bridge-bench: \(message)\n".utf8))
+    for process in launched.withLock({ $0 }) where process.isRunning { process.terminate() }
     exit(1)
 }
+
+/// The processes `start` launched (bridges, simulators), for `fail` to stop.
+private let launched = Mutex<[Process]>([])
 
 func seconds(_ duration: Duration) -> Double {
     Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
@@ -87,6 +93,7 @@ func start(_ executable: String, _ arguments: [String], environment: [String: St
     process.standardError = handle
     process.standardOutput = handle
     try process.run()
+    launched.withLock { $0.append(process) }
     return process
 }
 
@@ -210,17 +217,17 @@ func logFolder(_ run: String) throws -> String {
 /// Starts the bridge of `options.bin`, its output in `log`, and waits until it is ready on `port`.
 func startBridge(_ options: Options, environment: [String: String], port: Int, log: String) async throws -> Process {
     let bridge = try start(options.bin + "/blitline-bridge", [], environment: environment, log: log)
-    try await waitUntilReady(port)
+    try await waitUntilReady(port, log: log)
     return bridge
 }
 
 /// Waits until the bridge answers 200 on `/readyz`.
-func waitUntilReady(_ port: Int) async throws {
+func waitUntilReady(_ port: Int, log: String) async throws {
     for _ in 0..<300 {
         if httpGet("http://127.0.0.1:\(port)/readyz") != nil { return }
         try await Task.sleep(for: .milliseconds(100))
     }
-    fail("the bridge did not become ready; see its log")
+    fail("the bridge did not become ready in 30 s; see \(log)")
 }
 
 func job(_ index: Int) -> [UInt8] {
