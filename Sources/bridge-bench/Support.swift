@@ -46,7 +46,8 @@ struct Options {
     }
 }
 
-/// Stops every process `start` launched, which `exit` would leave running, and exits with 1.
+/// Prints `message`, stops the processes `start` launched (`exit` would leave them running) and
+/// exits with 1.
 func fail(_ message: String) -> Never {
     FileHandle.standardError.write(Data("bridge-bench: \(message)\n".utf8))
     for process in launched.withLock({ $0 }) where process.isRunning { process.terminate() }
