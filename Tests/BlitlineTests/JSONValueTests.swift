@@ -33,6 +33,22 @@ struct JSONValueTests {
         #expect(value.jsonString == text)
     }
 
+    @Test("strings long enough to live on the heap keep their values through the parser's stacks")
+    func longStringsAmongSiblings() throws {
+        // Members and elements are moved off the parser's stacks, not copied: each string must
+        // belong to its object alone, intact, after its siblings and the stacks are gone.
+        let items = (0..<50).map { #"{"identifier-of-the-image-\#($0)":"https://bucket.example.com/images/\#($0).jpg","n":[\#($0),"\#(String(repeating: "x", count: $0))"]}"# }
+        let text = "[" + items.joined(separator: ",") + "]"
+        let value = try JSONValue(parsing: text)
+        let elements = try #require(value.arrayValue)
+        #expect(elements.count == 50)
+        for (index, element) in elements.enumerated() {
+            #expect(element["identifier-of-the-image-\(index)"]?.stringValue == "https://bucket.example.com/images/\(index).jpg")
+            #expect(element["n"]?[1]?.stringValue == String(repeating: "x", count: index))
+        }
+        #expect(value.jsonString == text)
+    }
+
     @Test("strings are written with exactly the escapes JSON needs, and read back, ASCII or not")
     func stringEscapes() throws {
         let string = "a\"b\\c\n\r\t\u{01}\u{1F}/ é😀 end"

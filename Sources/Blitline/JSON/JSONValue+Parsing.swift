@@ -38,8 +38,8 @@ struct JSONParser {
     private let bytes: UnsafeBufferPointer<UInt8>
     private(set) var offset = 0
     /// The members and elements of the objects and arrays being parsed, innermost last: each is
-    /// copied out once, at its final size, rather than grown an allocation at a time, and the
-    /// stacks keep their storage from one object or array to the next (``copyOut(_:from:)``).
+    /// moved out once, at its final size, rather than grown an allocation at a time, and the
+    /// stacks keep their storage from one object or array to the next (``moveOut(_:from:vacant:)``).
     private var members: [JSONValue.Member] = []
     private var elements: [JSONValue] = []
     /// What each stack reserves when first used: a postback's or a job's objects rarely hold more.
@@ -113,7 +113,7 @@ struct JSONParser {
             case UInt8(ascii: ","): self.offset += 1
             case UInt8(ascii: "}"):
                 self.offset += 1
-                return .object(Self.copyOut(&members, from: base))
+                return .object(Self.moveOut(&members, from: base, vacant: Self.vacantMember))
             default: throw .unexpectedByte(at: self.offset)
             }
         }
@@ -138,21 +138,35 @@ struct JSONParser {
             case UInt8(ascii: ","): self.offset += 1
             case UInt8(ascii: "]"):
                 self.offset += 1
-                return .array(Self.copyOut(&elements, from: base))
+                return .array(Self.moveOut(&elements, from: base, vacant: .null))
             default: throw .unexpectedByte(at: self.offset)
             }
         }
     }
 
-    /// Takes the top of a stack, from `base` on, into an array of its own. Copied through a
-    /// buffer pointer: `Array(stack[0...])` would share the stack's storage, and the stack, no
-    /// longer its storage's only owner, would allocate afresh and grow again from nothing for the
-    /// next object or array.
-    private static func copyOut<Element>(_ stack: inout [Element], from base: Int) -> [Element] {
-        let top = stack.withUnsafeBufferPointer { Array(UnsafeBufferPointer(rebasing: $0[base...])) }
+    /// Takes the top of a stack, from `base` on, into an array of its own, at its size.
+    ///
+    /// The elements are moved, not copied: a copy would retain each string, array and object
+    /// once more and the stack release it again. The slots they leave hold `vacant`, which owns
+    /// no storage, until the stack drops them. (`Array(stack[base...])` would also share the
+    /// stack's storage when the object is all the stack holds, and the stack would then allocate
+    /// afresh and grow again from nothing for the next object or array.)
+    private static func moveOut<Element>(_ stack: inout [Element], from base: Int, vacant: Element) -> [Element] {
+        let count = stack.count - base
+        let top = stack.withUnsafeMutableBufferPointer { stack in
+            let source = stack.baseAddress! + base
+            return [Element](unsafeUninitializedCapacity: count) { buffer, initialized in
+                buffer.baseAddress!.moveInitialize(from: source, count: count)
+                source.initialize(repeating: vacant, count: count)
+                initialized = count
+            }
+        }
         stack.removeSubrange(base...)
         return top
     }
+
+    /// What a member's slot on the stack holds once the member is moved out: no storage to release.
+    private static let vacantMember = JSONValue.Member(key: "", value: .null)
 
     private mutating func parseNumber() throws(JSONParsingError) -> String {
         let start = self.offset

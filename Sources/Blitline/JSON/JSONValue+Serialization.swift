@@ -23,20 +23,25 @@ extension JSONValue {
         case .bool(let bool): output.append(contentsOf: (bool ? "true" : "false").utf8)
         case .number(let lexeme): output.append(contentsOf: lexeme.utf8)
         case .string(let string): Self.writeString(string, to: &output)
+        // Elements and members are read where they lie, not copied out (and retained) one by one.
         case .array(let elements):
             output.append(UInt8(ascii: "["))
-            for (index, element) in elements.enumerated() {
-                if index > 0 { output.append(UInt8(ascii: ",")) }
-                element.write(to: &output)
+            elements.withUnsafeBufferPointer { elements in
+                for index in elements.indices {
+                    if index > 0 { output.append(UInt8(ascii: ",")) }
+                    elements[index].write(to: &output)
+                }
             }
             output.append(UInt8(ascii: "]"))
         case .object(let members):
             output.append(UInt8(ascii: "{"))
-            for (index, member) in members.enumerated() {
-                if index > 0 { output.append(UInt8(ascii: ",")) }
-                Self.writeString(member.key, to: &output)
-                output.append(UInt8(ascii: ":"))
-                member.value.write(to: &output)
+            members.withUnsafeBufferPointer { members in
+                for index in members.indices {
+                    if index > 0 { output.append(UInt8(ascii: ",")) }
+                    Self.writeString(members[index].key, to: &output)
+                    output.append(UInt8(ascii: ":"))
+                    members[index].value.write(to: &output)
+                }
             }
             output.append(UInt8(ascii: "}"))
         }
@@ -45,19 +50,25 @@ extension JSONValue {
     /// Copies the runs of bytes that need no escaping whole, and escapes the rest.
     static func writeString(_ string: String, to output: inout [UInt8]) {
         output.append(UInt8(ascii: "\""))
-        var string = string
-        string.withUTF8 { bytes in
-            var run = 0
-            for index in bytes.indices {
-                let byte = bytes[index]
-                guard byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") else { continue }
-                output.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[run..<index]))
-                appendEscaped(byte, to: &output)
-                run = index + 1
-            }
-            output.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[run...]))
+        // Read in place: a native string lends its bytes without the copy that `withUTF8`, a
+        // mutating method, would take (and retain) first.
+        if string.utf8.withContiguousStorageIfAvailable({ appendEscaping($0, to: &output) }) == nil {
+            var string = string
+            string.withUTF8 { appendEscaping($0, to: &output) }
         }
         output.append(UInt8(ascii: "\""))
+    }
+
+    private static func appendEscaping(_ bytes: UnsafeBufferPointer<UInt8>, to output: inout [UInt8]) {
+        var run = 0
+        for index in bytes.indices {
+            let byte = bytes[index]
+            guard byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") else { continue }
+            output.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[run..<index]))
+            appendEscaped(byte, to: &output)
+            run = index + 1
+        }
+        output.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[run...]))
     }
 
     private static func appendEscaped(_ byte: UInt8, to output: inout [UInt8]) {
