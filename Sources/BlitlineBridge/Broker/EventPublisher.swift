@@ -6,7 +6,10 @@ import Blitline
 ///
 /// A call that fails with an error for which `RequestSettlement.isSetback` holds concerns its
 /// message alone; any other error means the session is over.
-struct EventPublisher: Sendable {
+///
+/// A class: each postback takes the session's publisher, and a copy would retain every name of
+/// the topology.
+final class EventPublisher: Sendable {
     let channel: PublishChannel
     let topology: Topology
     /// Deadlines scheduled at about the same moment share a message (`scheduleDeadline`); a busy

@@ -42,10 +42,24 @@ public struct HTTPListener: Service {
     let onRunning: @Sendable (Int) async -> Void
     let onProbesRunning: @Sendable (Int) async -> Void
     let onShed: @Sendable (Shed) -> Void
-    /// Postback body bytes held, over all connections.
-    let bufferedBytes: Allowance
-    /// Postbacks being handled, including those answered at the deadline whose work goes on.
-    let pendingPostbacks: Allowance
+    /// What postbacks in hand hold, over all connections.
+    let allowances: PostbackAllowances
+
+    /// Postback body bytes held and postbacks being handled, including those answered at the
+    /// deadline whose work goes on. A postback's task holds these, not a copy of the listener.
+    struct PostbackAllowances: Sendable {
+        let bufferedBytes: Allowance
+        let pendingPostbacks: Allowance
+
+        /// Gives back a postback's place among those in hand and the body bytes it `held`.
+        func release(postbackHolding held: Int) {
+            bufferedBytes.giveBack(held)
+            pendingPostbacks.giveBack(1)
+        }
+    }
+
+    var bufferedBytes: Allowance { allowances.bufferedBytes }
+    var pendingPostbacks: Allowance { allowances.pendingPostbacks }
 
     /// Creates a listener; nothing is bound until ``run()``.
     ///
@@ -99,8 +113,9 @@ public struct HTTPListener: Service {
         self.onRunning = onRunning
         self.onProbesRunning = onProbesRunning
         self.onShed = onShed
-        self.bufferedBytes = Allowance(limit: limits.maxBufferedBytes)
-        self.pendingPostbacks = Allowance(limit: limits.maxPendingPostbacks)
+        self.allowances = PostbackAllowances(
+            bufferedBytes: Allowance(limit: limits.maxBufferedBytes),
+            pendingPostbacks: Allowance(limit: limits.maxPendingPostbacks))
     }
 
     /// Serves until graceful shutdown (or cancellation), then returns once the requests in hand
@@ -175,8 +190,7 @@ public struct HTTPListener: Service {
 
     /// Gives back a postback's place among those in hand and the body bytes it `held`.
     func release(postbackHolding held: Int) {
-        bufferedBytes.giveBack(held)
-        pendingPostbacks.giveBack(1)
+        allowances.release(postbackHolding: held)
     }
 
     /// How long a cancelled listener lets the requests in hand finish before cutting them.

@@ -2,7 +2,10 @@ import Metrics
 
 /// The bridge's metrics (README, "Metrics"). Labels are few and bounded: outcomes, event types
 /// and reasons, never ids.
-struct BridgeMetrics: Sendable {
+///
+/// A class: the handlers of requests and postbacks hold it, and a copy of them would otherwise
+/// retain each of its two dozen metrics.
+final class BridgeMetrics: Sendable {
     let requestsReceived = Counter(label: "blitline_bridge_requests_received_total")
     let requestsInFlight = Meter(label: "blitline_bridge_requests_in_flight")
     /// Long polls open at once (polling mode); at `POLL_CONCURRENCY` the rate is no longer spent.
