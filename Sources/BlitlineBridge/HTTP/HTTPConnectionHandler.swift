@@ -50,14 +50,14 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
         case droppingBody
         case readingPostback(Postback)
         /// The receiver has postback `number`, its body read in full.
-        case handling(number: UInt64, version: HTTPVersion, keepAlive: Bool, started: ContinuousClock.Instant)
+        case handling(number: UInt64, version: HTTPVersion, keepAlive: Bool, started: NIODeadline)
     }
 
     private struct Postback: Sendable {
         let token: Receiver.VerifiedToken
         let version: HTTPVersion
         let keepAlive: Bool
-        let headArrived: ContinuousClock.Instant
+        let headArrived: NIODeadline
         let contentType: String?
         var body: [UInt8]
         /// Taken from the listener's ``HTTPListener/bufferedBytes``, given back when the
@@ -71,6 +71,7 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
         self.servesPostbacks = servesPostbacks
     }
 
+    @_specialize(where Receiver == PostbackHandler)
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
         if isHandling {
@@ -84,6 +85,7 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
     /// of what a client sends ahead waits in its socket, not in memory. The socket stays watched
     /// until then, since holding a read costs SwiftNIO two `epoll_ctl` calls (one to stop watching,
     /// one to watch again) and a client that waits for its answer sends nothing meanwhile.
+    @_specialize(where Receiver == PostbackHandler)
     func read(context: ChannelHandlerContext) {
         if isHandling, !waitingParts.isEmpty {
             readHeld = true
@@ -206,7 +208,7 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
     /// The token first, then the declared length and the allowances; the body is read only
     /// after all of them pass.
     private func receivedPostback(_ head: HTTPRequestHead, token: Substring, _ context: ChannelHandlerContext) {
-        let headArrived = ContinuousClock.now
+        let headArrived = NIODeadline.now()
         let verified: Receiver.VerifiedToken
         let refuse = { (answer: HTTPAnswer) in
             self.answerPostback(answer, version: head.version, keepAlive: false, started: headArrived, context)
@@ -255,29 +257,29 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
     /// of its reply and the deadline's 503 is the answer. The allowances are given back when the
     /// handling really ends, which may be after the 503.
     private func handle(_ postback: Postback, _ context: ChannelHandlerContext) {
-        let left = listener.limits.postbackDeadline - (ContinuousClock.now - postback.headArrived)
+        let deadline = postback.headArrived + TimeAmount(listener.limits.postbackDeadline)
         postbacksHandled += 1
         let number = postbacksHandled
         state = .handling(number: number, version: postback.version, keepAlive: postback.keepAlive, started: postback.headArrived)
-        guard left > .zero else {
+        guard deadline > .now() else {
             listener.release(postbackHolding: postback.held)
             return timedOut(number, context)
         }
         let loop = context.eventLoop
         let bound = NIOLoopBound((handler: self, context: context), eventLoop: loop)
         let receiver = self.receiver
-        let listener = self.listener
+        let allowances = listener.allowances
         let executor = self.executor ?? EventLoopExecutor(loop)
         self.executor = executor
         worker = Task(executorPreference: executor) { [postback] in
             let reply = await receiver.receivePostback(postback.token, body: postback.body, contentType: postback.contentType)
-            listener.release(postbackHolding: postback.held)
+            allowances.release(postbackHolding: postback.held)
             let answer: @Sendable () -> Void = {
                 bound.value.handler.handled(number, HTTPAnswer(reply), bound.value.context)
             }
             if loop.inEventLoop { answer() } else { loop.execute(answer) }
         }
-        postbackDeadline.set(.now() + TimeAmount(left), on: loop) { self.timedOut(number, context) }
+        postbackDeadline.set(deadline, on: loop) { self.timedOut(number, context) }
     }
 
     private func handled(_ number: UInt64, _ reply: HTTPAnswer, _ context: ChannelHandlerContext) {
@@ -324,7 +326,7 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
 
     /// Answers a postback and logs its status and duration at debug (never its token or body).
     private func answerPostback(
-        _ answer: HTTPAnswer, version: HTTPVersion, keepAlive: Bool, started: ContinuousClock.Instant,
+        _ answer: HTTPAnswer, version: HTTPVersion, keepAlive: Bool, started: NIODeadline,
         _ context: ChannelHandlerContext
     ) {
         self.answer(answer, version: version, keepAlive: keepAlive, context)
@@ -332,7 +334,7 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
             "postback answered",
             metadata: [
                 "http.status": "\(answer.status.code)",
-                "duration_ms": "\((ContinuousClock.now - started) / .milliseconds(1))",
+                "duration_ms": "\((NIODeadline.now() - started).nanoseconds / 1_000_000)",
             ])
     }
 
