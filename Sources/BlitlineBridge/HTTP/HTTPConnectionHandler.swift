@@ -334,7 +334,7 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
             "postback answered",
             metadata: [
                 "http.status": "\(answer.status.code)",
-                "duration_ms": "\((NIODeadline.now() - started).nanoseconds / 1_000_000)",
+                "duration_ms": "\(Double((NIODeadline.now() - started).nanoseconds) / 1_000_000)",
             ])
     }
 
