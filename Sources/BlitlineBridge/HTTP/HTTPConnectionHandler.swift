@@ -71,6 +71,9 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
         self.servesPostbacks = servesPostbacks
     }
 
+    // SwiftNIO calls a handler through its protocol, which reaches generic code; the entry
+    // points jump to their specialization for the bridge's receiver instead, where the state is
+    // copied without value witnesses.
     @_specialize(where Receiver == PostbackHandler)
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
