@@ -23,25 +23,20 @@ extension JSONValue {
         case .bool(let bool): output.append(contentsOf: (bool ? "true" : "false").utf8)
         case .number(let lexeme): output.append(contentsOf: lexeme.utf8)
         case .string(let string): Self.writeString(string, to: &output)
-        // Elements and members are read where they lie, not copied out (and retained) one by one.
         case .array(let elements):
             output.append(UInt8(ascii: "["))
-            elements.withUnsafeBufferPointer { elements in
-                for index in elements.indices {
-                    if index > 0 { output.append(UInt8(ascii: ",")) }
-                    elements[index].write(to: &output)
-                }
+            for (index, element) in elements.enumerated() {
+                if index > 0 { output.append(UInt8(ascii: ",")) }
+                element.write(to: &output)
             }
             output.append(UInt8(ascii: "]"))
         case .object(let members):
             output.append(UInt8(ascii: "{"))
-            members.withUnsafeBufferPointer { members in
-                for index in members.indices {
-                    if index > 0 { output.append(UInt8(ascii: ",")) }
-                    Self.writeString(members[index].key, to: &output)
-                    output.append(UInt8(ascii: ":"))
-                    members[index].value.write(to: &output)
-                }
+            for (index, member) in members.enumerated() {
+                if index > 0 { output.append(UInt8(ascii: ",")) }
+                Self.writeString(member.key, to: &output)
+                output.append(UInt8(ascii: ":"))
+                member.value.write(to: &output)
             }
             output.append(UInt8(ascii: "}"))
         }
