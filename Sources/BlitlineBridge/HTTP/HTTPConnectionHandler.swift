@@ -60,8 +60,8 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
         let headArrived: NIODeadline
         let contentType: String?
         var body: [UInt8]
-        /// Taken from the listener's ``HTTPListener/bufferedBytes``, given back when the
-        /// postback's handling ends.
+        /// Taken from the listener's buffered bytes (``HTTPListener/PostbackAllowances``), given
+        /// back when the postback's handling ends.
         var held: Int
     }
 
@@ -105,7 +105,7 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
             guard case .readingPostback(var postback) = state else { return }
             state = .droppingBody  // the array stays uniquely referenced while it grows
             if let refusal = append(buffer, to: &postback) {
-                listener.release(postbackHolding: postback.held)
+                listener.allowances.release(postbackHolding: postback.held)
                 if refusal.status == .serviceUnavailable { listener.onShed(.overloaded) }
                 answerPostback(refusal, version: postback.version, keepAlive: false, started: postback.headArrived, context)
             } else {
@@ -157,7 +157,7 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
     func channelInactive(context: ChannelHandlerContext) {
         // A client that leaves in the middle of its body gives back what it held.
         if case .readingPostback(let postback) = state {
-            listener.release(postbackHolding: postback.held)
+            listener.allowances.release(postbackHolding: postback.held)
             state = .droppingBody
         }
         // A timer left from an answered postback would hold the connection until it fires; one
@@ -227,12 +227,12 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
         if let declaredLength, declaredLength > limits.maxPostbackBytes {
             return refuse(tooLarge)
         }
-        guard listener.pendingPostbacks.take(1) else {
+        guard listener.allowances.pendingPostbacks.take(1) else {
             listener.onShed(.overloaded)
             return refuse(.text(.serviceUnavailable, "too many postbacks in hand; retry later"))
         }
-        if let declaredLength, !listener.bufferedBytes.take(declaredLength) {
-            listener.release(postbackHolding: 0)
+        if let declaredLength, !listener.allowances.bufferedBytes.take(declaredLength) {
+            listener.allowances.release(postbackHolding: 0)
             listener.onShed(.overloaded)
             return refuse(busy)
         }
@@ -249,7 +249,7 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
         let count = postback.body.count + buffer.readableBytes
         guard count <= listener.limits.maxPostbackBytes else { return tooLarge }
         if count > postback.held {
-            guard listener.bufferedBytes.take(count - postback.held) else { return busy }
+            guard listener.allowances.bufferedBytes.take(count - postback.held) else { return busy }
             postback.held = count
         }
         postback.body.append(contentsOf: buffer.readableBytesView)
@@ -265,7 +265,7 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
         let number = postbacksHandled
         state = .handling(number: number, version: postback.version, keepAlive: postback.keepAlive, started: postback.headArrived)
         guard deadline > .now() else {
-            listener.release(postbackHolding: postback.held)
+            listener.allowances.release(postbackHolding: postback.held)
             return timedOut(number, context)
         }
         let loop = context.eventLoop

@@ -58,9 +58,6 @@ public struct HTTPListener: Service {
         }
     }
 
-    var bufferedBytes: Allowance { allowances.bufferedBytes }
-    var pendingPostbacks: Allowance { allowances.pendingPostbacks }
-
     /// Creates a listener; nothing is bound until ``run()``.
     ///
     /// - Parameters:
@@ -186,11 +183,6 @@ public struct HTTPListener: Service {
             quiesce()
             loop.scheduleTask(in: TimeAmount(Self.cancellationGrace)) { gate.value.cutAll() }
         }
-    }
-
-    /// Gives back a postback's place among those in hand and the body bytes it `held`.
-    func release(postbackHolding held: Int) {
-        allowances.release(postbackHolding: held)
     }
 
     /// How long a cancelled listener lets the requests in hand finish before cutting them.
