@@ -54,14 +54,22 @@ public final class WaitingLine<State: Sendable, Element: Sendable, Value: Sendab
     /// Answers at once with `cancelled` if the task is cancelled, or with `decide`'s answer when it
     /// has one; otherwise parks `element` at the end of the line, calls `parked` (outside the
     /// lock), and waits until the owner answers it or the task is cancelled.
+    ///
+    /// An answer at once takes no continuation and no cancellation handler (each request the
+    /// bridge handles asks `Budget` once). So `decide` may be asked twice, the second time just
+    /// before parking: it must change the state only when it answers.
     public func wait(
         _ element: Element, cancelled: Value, decide: (inout State, Line) -> Value? = { _, _ in nil },
         parked: () -> Void = {}
     ) async -> Value {
-        let id = lock.withLock { locked in
+        let first = lock.withLock { locked -> (answer: Value?, id: Int) in
+            if Task.isCancelled { return (cancelled, 0) }
+            if let answer = decide(&locked.state, locked.line) { return (answer, 0) }
             locked.line.nextID += 1
-            return locked.line.nextID
+            return (nil, locked.line.nextID)
         }
+        if let answer = first.answer { return answer }
+        let id = first.id
         return await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
                 let answer = lock.withLock { locked -> Value? in
