@@ -8,44 +8,55 @@ import Synchronization
 /// This is the one subtle part of parking tasks on continuations, written once: a task cancelled
 /// before it would park, while it is parked, or just as its owner takes it out, is answered
 /// exactly once and never left behind.
+///
+/// Inlinable, so that each owner's code is specialized for its types: used unspecialized from
+/// another module, every copy of a `Waiter` went through value witnesses and a look-up of the
+/// type's metadata in the runtime's cache, about 25 look-ups per request the bridge handles
+/// (deploy/BENCHMARKS.md, "Where a job's CPU goes, counted").
 public final class WaitingLine<State: Sendable, Element: Sendable, Value: Sendable>: Sendable {
     /// A parked task: what it waits with, and its answer, given once, outside the lock.
     public struct Waiter: Sendable {
         public let element: Element
-        fileprivate let id: Int
-        fileprivate let continuation: CheckedContinuation<Value, Never>
+        @usableFromInline let id: Int
+        @usableFromInline let continuation: CheckedContinuation<Value, Never>
 
-        public func resume(returning value: Value) {
+        @usableFromInline init(element: Element, id: Int, continuation: CheckedContinuation<Value, Never>) {
+            self.element = element
+            self.id = id
+            self.continuation = continuation
+        }
+
+        @inlinable public func resume(returning value: Value) {
             continuation.resume(returning: value)
         }
     }
 
     /// The parked tasks in arrival order, as the owner sees them under the lock.
     public struct Line: Sendable {
-        fileprivate var waiters: Deque<Waiter> = []
-        fileprivate var nextID = 0
+        @usableFromInline var waiters: Deque<Waiter> = []
+        @usableFromInline var nextID = 0
 
-        public var isEmpty: Bool { waiters.isEmpty }
-        public var count: Int { waiters.count }
+        @inlinable public var isEmpty: Bool { waiters.isEmpty }
+        @inlinable public var count: Int { waiters.count }
 
         /// The element of the `position`th waiter from the front.
-        public subscript(position: Int) -> Element { waiters[position].element }
+        @inlinable public subscript(position: Int) -> Element { waiters[position].element }
 
         /// Takes the first `count` waiters out of the line, for the owner to answer.
-        public mutating func removeFirst(_ count: Int) -> [Waiter] {
+        @inlinable public mutating func removeFirst(_ count: Int) -> [Waiter] {
             let taken = Array(waiters.prefix(count))
             waiters.removeFirst(count)
             return taken
         }
 
         /// Takes every waiter out of the line, for the owner to answer.
-        public mutating func removeAll() -> [Waiter] {
+        @inlinable public mutating func removeAll() -> [Waiter] {
             defer { waiters.removeAll() }
             return Array(waiters)
         }
     }
 
-    private let lock: Mutex<(state: State, line: Line)>
+    @usableFromInline let lock: Mutex<(state: State, line: Line)>
 
     public init(_ state: State) {
         lock = Mutex((state, Line()))
@@ -58,7 +69,7 @@ public final class WaitingLine<State: Sendable, Element: Sendable, Value: Sendab
     /// An answer at once takes no continuation and no cancellation handler (each request the
     /// bridge handles asks `Budget` once). So `decide` may be asked twice, the second time just
     /// before parking: it must change the state only when it answers.
-    public func wait(
+    @inlinable public func wait(
         _ element: Element, cancelled: Value, decide: (inout State, Line) -> Value? = { _, _ in nil },
         parked: () -> Void = {}
     ) async -> Value {
@@ -95,7 +106,7 @@ public final class WaitingLine<State: Sendable, Element: Sendable, Value: Sendab
 
     /// Runs `body` with the state and the line under the lock. Whoever `body` takes out of the line
     /// must be answered, after `withLock` returns.
-    public func withLock<Result: Sendable>(_ body: (inout State, inout Line) -> Result) -> Result {
+    @inlinable public func withLock<Result: Sendable>(_ body: (inout State, inout Line) -> Result) -> Result {
         lock.withLock { locked in body(&locked.state, &locked.line) }
     }
 }
