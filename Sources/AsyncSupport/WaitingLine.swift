@@ -11,8 +11,8 @@ import Synchronization
 ///
 /// Inlinable, so that each owner's code is specialized for its types: used unspecialized from
 /// another module, every copy of a `Waiter` went through value witnesses and a look-up of the
-/// type's metadata in the runtime's cache, about 25 look-ups per request the bridge handles
-/// (deploy/BENCHMARKS.md, "Where a job's CPU goes, counted").
+/// type's metadata in the runtime's cache, about 15 look-ups per request the bridge handles
+/// (deploy/BENCHMARKS.md, "Fewer look-ups of type metadata").
 public final class WaitingLine<State: Sendable, Element: Sendable, Value: Sendable>: Sendable {
     /// A parked task: what it waits with, and its answer, given once, outside the lock.
     public struct Waiter: Sendable {
