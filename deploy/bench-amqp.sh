@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ -z "${AMQP_URL:-}" ] && [ -z "${BROKER_URL:-}" ]; then
-    # A node of its own, so that it runs beside the tests' and the demo's (README, "The two commands").
+    # A node of its own, to run beside the tests' and the demo's (README, "The two commands").
     export BROKER_NODE=${BROKER_NODE:-blitline-bridge-bench-amqp} BROKER_PORT=${BROKER_PORT:-5687} \
         BROKER_DIST_PORT=${BROKER_DIST_PORT:-25687} BROKER_EPMD_PORT=${BROKER_EPMD_PORT:-4387}
     exec deploy/with-broker.sh "$0" "$@"

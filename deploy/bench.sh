@@ -62,7 +62,7 @@ if [ "$cluster" = 1 ] && [ -z "${CLUSTER_DIR:-}" ]; then
     AMQP_URL=$(deploy/rabbitmq-cluster.sh url)
     export AMQP_URL
 elif [ -z "${AMQP_URL:-}" ] && [ -z "${BROKER_URL:-}" ]; then
-    # A node of its own, so that it runs beside the tests' and the demo's (README, "The two commands").
+    # A node of its own, to run beside the tests' and the demo's (README, "The two commands").
     export BROKER_NODE=${BROKER_NODE:-blitline-bridge-bench} BROKER_PORT=${BROKER_PORT:-5686} \
         BROKER_DIST_PORT=${BROKER_DIST_PORT:-25686} BROKER_EPMD_PORT=${BROKER_EPMD_PORT:-4386}
     exec deploy/with-broker.sh "$0" --rounds "$rounds" ${against:+--against "$against"} \
