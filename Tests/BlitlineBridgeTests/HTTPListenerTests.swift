@@ -320,15 +320,27 @@ import TestSupport
         #expect(receiver.calls.map(\.token) == ["first"])
     }
 
-    /// A request the HTTP/1 decoder cannot read is answered 400 and its connection closed.
-    @Test func anUnreadableRequestIs400AndClosed() async throws {
+    /// A request the listener cannot read, or could read two ways, is answered 400 (431, 501 or
+    /// 505 where those say more), with what is wrong, and its connection closed.
+    @Test func anUnreadableRequestIsRefusedAndClosed() async throws {
+        let requests = [
+            ("GET /healthz HTTP/1.1\r\nHost bridge\r\n\r\n", "400 Bad Request", "malformed header field"),
+            ("\u{1}\u{2} / HTTP/1.1\r\n\r\n", "400 Bad Request", "malformed request line"),
+            ("POST /postback/t HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}", "400 Bad Request", "Content-Length"),
+            ("POST /postback/t HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "400 Bad Request",
+             "Content-Length with Transfer-Encoding"),
+            ("POST /postback/t HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", "501 Not Implemented", "only chunked"),
+            ("GET /healthz HTTP/1.2\r\n\r\n", "505 HTTP Version Not Supported", "HTTP/1.0 and HTTP/1.1 only"),
+            ("GET /healthz HTTP/1.1\r\n" + String(repeating: "X: a\r\n", count: 1001) + "\r\n", "431 Request Header Fields Too Large",
+             "more than 1000 header fields"),
+        ]
         try await withListenerPort { port in
-            for request in ["GET /healthz HTTP/1.1\r\nHost bridge\r\n\r\n", "\u{1}\u{2} / HTTP/1.1\r\n\r\n",
-                            "POST /postback/t HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}"] {
+            for (request, status, reason) in requests {
                 let (response, closed) = try await onOwnThread { try Self.rawExchange(port: port, request) }
-                #expect(response.hasPrefix("HTTP/1.1 400 Bad Request\r\n"), "\(request.debugDescription): \(response)")
+                #expect(response.hasPrefix("HTTP/1.1 \(status)\r\n"), "\(request.prefix(80).debugDescription): \(response)")
+                #expect(response.contains(reason), "\(response)")
                 #expect(response.lowercased().contains("connection: close"), "\(response)")
-                #expect(closed, "the connection stayed open after \(request.debugDescription)")
+                #expect(closed, "the connection stayed open after \(request.prefix(80).debugDescription)")
             }
         }
     }

@@ -2,22 +2,25 @@ import AsyncSupport
 import NIOCore
 import NIOHTTP1
 
-/// One connection of the ``HTTPListener``, answered on the event loop that reads and writes its
-/// socket: a request goes from its bytes to its answer without leaving the loop, except for a
-/// verified postback's handling, which runs in one task that prefers the loop too.
+/// One connection of the ``HTTPListener``, the only handler on it: reads its requests with an
+/// ``HTTPRequestParser``, keeps its ``RequestDeadlines`` and writes each answer itself, status
+/// line, headers and body in one buffer. A request goes from its bytes to its answer without
+/// leaving the connection's event loop, except for a verified postback's handling, which runs in
+/// one task that prefers the loop too. SwiftNIO's HTTP/1 decoder, response encoder, pipelining
+/// and error handlers cost each request several times what this does (deploy/BENCHMARKS.md, "An
+/// answer written in one buffer" and "A request parser of the listener's own").
 ///
-/// Sits after SwiftNIO's HTTP/1 request decoder and the ``RequestDeadlineHandler``, and writes
-/// each answer itself, status line, headers and body in one buffer: SwiftNIO's response encoder,
-/// pipelining and error handlers cost each request about 12 µs of CPU (deploy/BENCHMARKS.md, "An
-/// answer written in one buffer"). So this handler does their work: one request at a time (the
-/// parts of requests a client sends ahead wait, and once one has come the socket is not read,
-/// until the answer in hand is written), 400 and a close for a request the decoder cannot read,
-/// and on a graceful shutdown a close once the answer in hand is written. What one readable
-/// event brings while a postback is in hand (SwiftNIO reads up to four buffers of at most 64 KiB)
-/// is all a client can make it hold. The token of a postback is checked at its head, before a
-/// byte of its body is read; a refusal is answered at once and the connection closed.
+/// One request at a time: the bytes of requests a client sends ahead wait unread while a
+/// postback is in hand, and once some have come the socket is not read until the answer in hand
+/// is written, so what one readable event brings (SwiftNIO reads up to four buffers of at most 64
+/// KiB) is all a client can make it hold. A request the parser cannot read is answered 400 (431
+/// for a head too large, 501 for a transfer coding other than chunked, 505 for a version other
+/// than HTTP/1.0 and 1.1) in its turn, and the connection closed. On a graceful shutdown the
+/// connection closes once the answer in hand is written. The token of a postback is checked at its
+/// head, before a byte of its body is read; a refusal is answered at once and the connection
+/// closed.
 final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
@@ -25,6 +28,16 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
     private let receiver: Receiver
     private let servesPostbacks: Bool
     private var state = State.waitingForHead
+    private var parser = HTTPRequestParser()
+    /// What the client sent that is not parsed yet, such as requests sent ahead of the answer in
+    /// hand; `nil` when that is nothing, so that an idle connection holds no buffer.
+    private var unread: ByteBuffer?
+    private var deadlines: RequestDeadlines
+    /// When the connection is cut, moved twice per request; none while the client owes nothing.
+    private let cutOff = LoopDeadline()
+    private var deadlinesStarted = false
+    /// The last answer is written or being written: nothing more is read or answered.
+    private var closing = false
     /// Tells a postback's reply or deadline from those of the connection's earlier postbacks.
     private var postbacksHandled: UInt64 = 0
     /// The deadline of the postback in hand, after which it is answered 503.
@@ -35,12 +48,8 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
     private var inputClosed = false
     /// A graceful shutdown asked for the connection to close after the answer in hand.
     private var quiescing = false
-    /// Parts of requests sent ahead of the answer in hand, taken in turn once it is written.
-    private var waitingParts: [HTTPServerRequestPart] = []
     /// The channel asked to read while a postback was in hand; it reads once it is answered.
     private var readHeld = false
-    /// The decoder could not read what followed the postback in hand: a 400 is owed after it.
-    private var unreadable = false
     /// Where the postbacks' handling runs: this connection's event loop, made an executor once.
     private var executor: EventLoopExecutor?
 
@@ -65,10 +74,24 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
         var held: Int
     }
 
-    init(listener: HTTPListener, receiver: Receiver, servesPostbacks: Bool) {
+    init(listener: HTTPListener, receiver: Receiver, servesPostbacks: Bool, deadlines: RequestDeadlines) {
         self.listener = listener
         self.receiver = receiver
         self.servesPostbacks = servesPostbacks
+        self.deadlines = deadlines
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { startDeadlines(context) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        cutOff.stop()
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        startDeadlines(context)
+        context.fireChannelActive()
     }
 
     // SwiftNIO calls a handler through its protocol, which reaches generic code; the entry
@@ -76,12 +99,15 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
     // copied without value witnesses.
     @_specialize(where Receiver == PostbackHandler)
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let part = unwrapInboundIn(data)
-        if isHandling {
-            waitingParts.append(part)
+        // After the last answer what comes is dropped, so a client cannot fill memory meanwhile.
+        guard !closing else { return }
+        var bytes = unwrapInboundIn(data)
+        if unread == nil {
+            unread = bytes
         } else {
-            take(part, context)
+            unread!.writeBuffer(&bytes)
         }
+        readRequests(context)
     }
 
     /// Holds reading while a postback is in hand and a request sent ahead already waits: the rest
@@ -90,16 +116,34 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
     /// one to watch again) and a client that waits for its answer sends nothing meanwhile.
     @_specialize(where Receiver == PostbackHandler)
     func read(context: ChannelHandlerContext) {
-        if isHandling, !waitingParts.isEmpty {
+        if isHandling, unread != nil {
             readHeld = true
         } else {
             context.read()
         }
     }
 
-    private func take(_ part: HTTPServerRequestPart, _ context: ChannelHandlerContext) {
+    /// Takes the requests that have come in full, in turn, until a postback is in hand.
+    private func readRequests(_ context: ChannelHandlerContext) {
+        defer { if unread?.readableBytes == 0 { unread = nil } }
+        while !isHandling, !closing, unread != nil {
+            let part: HTTPRequestParser.Part
+            do {
+                guard let next = try parser.next(from: &unread!) else { return }
+                part = next
+            } catch {
+                let failure = error as? HTTPRequestParser.Failure ?? .malformed("request")
+                let answer = HTTPAnswer.text(failure.status, failure.reason)
+                return self.answer(answer, version: .http1_1, keepAlive: false, context)
+            }
+            take(part, context)
+        }
+    }
+
+    private func take(_ part: HTTPRequestParser.Part, _ context: ChannelHandlerContext) {
         switch part {
         case .head(let head):
+            perform(deadlines.headReceived(), context)
             received(head, context)
         case .body(let buffer):
             guard case .readingPostback(var postback) = state else { return }
@@ -112,6 +156,7 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
                 state = .readingPostback(postback)
             }
         case .end:
+            perform(deadlines.bodyEnded(), context)
             switch state {
             case .readingPostback(let postback): handle(postback, context)
             case .droppingBody: state = .waitingForHead
@@ -142,18 +187,6 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
         context.fireUserInboundEventTriggered(event)
     }
 
-    /// A request the decoder cannot read is answered 400 and the connection closed: the decoder
-    /// reads nothing more from it. Sent after a postback in hand, it is answered after that
-    /// postback and the requests between them.
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        guard error is HTTPParserError else { return context.fireErrorCaught(error) }
-        if isHandling {
-            unreadable = true
-        } else {
-            writeThenClose(Self.badRequest, context)
-        }
-    }
-
     func channelInactive(context: ChannelHandlerContext) {
         // A client that leaves in the middle of its body gives back what it held.
         if case .readingPostback(let postback) = state {
@@ -163,21 +196,20 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
         // A timer left from an answered postback would hold the connection until it fires; one
         // for the postback in hand still cancels its handling at the deadline.
         if !isHandling { postbackDeadline.stop() }
+        cutOff.stop()
         context.fireChannelInactive()
     }
 
     // MARK: Routes
 
-    private func received(_ head: HTTPRequestHead, _ context: ChannelHandlerContext) {
-        // Read as bytes: walking a postback's URI by characters cost more than its route.
-        let path = head.uri[..<(head.uri.utf8.firstIndex(of: UInt8(ascii: "?")) ?? head.uri.endIndex)]
+    private func received(_ head: HTTPRequestParser.Head, _ context: ChannelHandlerContext) {
         state = .droppingBody
-        if servesPostbacks, let prefix = listener.postbackPathPrefix, let token = Self.token(path, prefix: prefix) {
-            guard head.method == .POST else { return answer(HTTPAnswer.methodNotAllowed, to: head, context) }
+        if servesPostbacks, let prefix = listener.postbackPathPrefix, let token = Self.token(head.path[...], prefix: prefix) {
+            guard head.method == .post else { return answer(HTTPAnswer.methodNotAllowed, to: head, context) }
             return receivedPostback(head, token: token, context)
         }
         let answerForGET: HTTPAnswer
-        switch path {
+        switch head.path {
         case "/healthz":
             answerForGET = .text(.ok, "ok")
         case "/readyz":
@@ -190,7 +222,7 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
             return answer(.text(.notFound, "not found"), to: head, context)
         }
         // HEAD as GET, the body left out.
-        let isGET = head.method == .GET || head.method == .HEAD
+        let isGET = head.method == .get || head.method == .head
         answer(isGET ? answerForGET : HTTPAnswer.methodNotAllowed, to: head, context)
     }
 
@@ -210,7 +242,7 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
 
     /// The token first, then the declared length and the allowances; the body is read only
     /// after all of them pass.
-    private func receivedPostback(_ head: HTTPRequestHead, token: Substring, _ context: ChannelHandlerContext) {
+    private func receivedPostback(_ head: HTTPRequestParser.Head, token: Substring, _ context: ChannelHandlerContext) {
         let headArrived = NIODeadline.now()
         let verified: Receiver.VerifiedToken
         let refuse = { (answer: HTTPAnswer) in
@@ -223,7 +255,7 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
             verified = token
         }
         let limits = listener.limits
-        let declaredLength = head.headers.first(name: "content-length").flatMap { Int($0) }
+        let declaredLength = head.contentLength
         if let declaredLength, declaredLength > limits.maxPostbackBytes {
             return refuse(tooLarge)
         }
@@ -239,8 +271,8 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
         var body: [UInt8] = []
         body.reserveCapacity(declaredLength ?? 0)
         state = .readingPostback(Postback(
-            token: verified, version: head.version, keepAlive: head.isKeepAlive, headArrived: headArrived,
-            contentType: head.headers.first(name: "content-type"), body: body, held: declaredLength ?? 0))
+            token: verified, version: head.version, keepAlive: head.keepAlive, headArrived: headArrived,
+            contentType: head.contentType, body: body, held: declaredLength ?? 0))
     }
 
     /// Adds a part of the body, taking from the listener's buffered bytes past what is held;
@@ -309,19 +341,11 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
         if case .handling = state { true } else { false }
     }
 
-    /// After a postback's answer: the parts that waited for it, in turn (another postback among
-    /// them waits again), then the 400 owed or the read that was held.
+    /// After a postback's answer: the requests that waited for it, in turn (another postback
+    /// among them waits again), then the read that was held.
     private func resume(_ context: ChannelHandlerContext) {
-        var next = 0
-        while next < waitingParts.count, !isHandling {
-            take(waitingParts[next], context)
-            next += 1
-        }
-        waitingParts.removeFirst(next)
-        if unreadable, waitingParts.isEmpty, !isHandling {
-            return writeThenClose(Self.badRequest, context)
-        }
-        if readHeld, waitingParts.isEmpty {
+        readRequests(context)
+        if readHeld, !isHandling {
             readHeld = false
             context.read()
         }
@@ -349,8 +373,8 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
 
     private var busy: HTTPAnswer { .text(.serviceUnavailable, "too many postback bytes in hand; retry later") }
 
-    private func answer(_ answer: HTTPAnswer, to head: HTTPRequestHead, _ context: ChannelHandlerContext) {
-        self.answer(answer, version: head.version, keepAlive: head.isKeepAlive, withBody: head.method != .HEAD, context)
+    private func answer(_ answer: HTTPAnswer, to head: HTTPRequestParser.Head, _ context: ChannelHandlerContext) {
+        self.answer(answer, version: head.version, keepAlive: head.keepAlive, withBody: head.method != .head, context)
     }
 
     /// Writes `answer` as one buffer; without `keepAlive` (or once the listener is shutting
@@ -372,23 +396,35 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
         }
         buffer.writeString("\r\n")
         if withBody { buffer.writeString(answer.body) }
+        perform(deadlines.answerWritten(), context)
         if keepAlive {
             context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
         } else {
-            writeThenClose(buffer, context)
+            // The last answer: the connection closes once it is written, unread bytes and all.
+            closing = true
+            context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { [channel = context.channel] _ in
+                channel.close(promise: nil)
+            }
         }
     }
 
-    /// Writes a last answer and closes the connection once it is written, unread bytes and all.
-    private func writeThenClose(_ buffer: ByteBuffer, _ context: ChannelHandlerContext) {
-        context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { [channel = context.channel] _ in
-            channel.close(promise: nil)
-        }
+    // MARK: Deadlines
+
+    private func startDeadlines(_ context: ChannelHandlerContext) {
+        guard !deadlinesStarted else { return }
+        deadlinesStarted = true
+        perform(deadlines.connectionOpened(), context)
     }
 
-    /// What a request the decoder cannot read is answered, as SwiftNIO's error handler did.
-    private static var badRequest: ByteBuffer {
-        ByteBuffer(string: "HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n")
+    private func perform(_ action: RequestDeadlines.Action, _ context: ChannelHandlerContext) {
+        switch action {
+        case .keep:
+            return
+        case .disarm:
+            cutOff.clear()
+        case .arm(let delay, _):
+            cutOff.set(.now() + TimeAmount(delay), on: context.eventLoop) { context.close(promise: nil) }
+        }
     }
 }
 

@@ -1,7 +1,6 @@
 import AsyncSupport
 import Logging
 import NIOCore
-import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
 
@@ -225,8 +224,8 @@ extension HTTPListener {
         public var description: String { "cannot listen on \(address): \(reason)" }
     }
 
-    /// How each accepted connection is set up: SwiftNIO's HTTP/1 request decoder, the
-    /// ``RequestDeadlineHandler`` and an ``HTTPConnectionHandler``, which writes the answers.
+    /// How each accepted connection is set up: one ``HTTPConnectionHandler``, which reads its
+    /// requests, keeps its deadlines and writes its answers.
     struct Connections<Receiver: PostbackReceiving>: Sendable {
         let listener: HTTPListener
         let receiver: Receiver
@@ -235,14 +234,9 @@ extension HTTPListener {
 
         @Sendable func setUp(_ channel: any Channel) -> EventLoopFuture<Void> {
             channel.eventLoop.makeCompletedFuture {
-                let pipeline = channel.pipeline.syncOperations
-                // Heads up to 80 KiB and 1,000 fields; the answers' headers are the listener's own.
-                var decoderLimits = NIOHTTPDecoderLimitConfiguration()
-                decoderLimits.maxHeaderFieldCount = 1000
-                try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(limitConfiguration: decoderLimits)))
-                try pipeline.addHandler(RequestDeadlineHandler(deadlines: deadlines))
-                try pipeline.addHandler(
-                    HTTPConnectionHandler(listener: listener, receiver: receiver, servesPostbacks: servesPostbacks))
+                try channel.pipeline.syncOperations.addHandler(
+                    HTTPConnectionHandler(
+                        listener: listener, receiver: receiver, servesPostbacks: servesPostbacks, deadlines: deadlines))
             }
         }
     }

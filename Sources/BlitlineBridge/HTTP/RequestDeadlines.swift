@@ -3,7 +3,8 @@
 /// the head. Past either the connection is cut, however steadily a client trickles bytes: an idle
 /// timer that any byte resets would let a client sending one byte every 25 s stay forever.
 ///
-/// A plain state machine: each event returns what the channel handler must do with its one timer.
+/// A plain state machine: each event returns what the ``HTTPConnectionHandler`` must do with its
+/// one timer.
 struct RequestDeadlines: Sendable {
     /// What the channel handler does after an event.
     enum Action: Equatable, Sendable {
