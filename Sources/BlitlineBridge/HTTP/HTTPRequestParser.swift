@@ -86,7 +86,9 @@ struct HTTPRequestParser {
                 guard let length = try Self.lineLength(in: bytes, limit: Self.maxChunkLineBytes, what: "chunk size") else {
                     return nil
                 }
-                let size = try bytes.withUnsafeReadableBytes { try Self.chunkSize(UnsafeRawBufferPointer(rebasing: $0[..<length])) }
+                let size = try bytes.withUnsafeReadableBytes { line in
+                    try Self.chunkSize(UnsafeRawBufferPointer(rebasing: line[..<length]))
+                }
                 bytes.moveReaderIndex(forwardBy: length + 2)
                 state = size == 0 ? .trailers(read: 0) : .chunk(remaining: size)
             case .chunk(let remaining):
@@ -96,7 +98,9 @@ struct HTTPRequestParser {
                 return .body(bytes.readSlice(length: count)!)
             case .chunkEnd:
                 guard bytes.readableBytes >= 2 else { return nil }
-                guard bytes.readInteger(as: UInt16.self) == Self.crlf else { throw Failure.malformed("chunk: no CRLF after its data") }
+                guard bytes.readInteger(as: UInt16.self) == Self.crlf else {
+                    throw Failure.malformed("chunk: no CRLF after its data")
+                }
                 state = .chunkSize
             case .trailers(let read):
                 // Trailer fields are read past, never used.
@@ -137,7 +141,9 @@ struct HTTPRequestParser {
             return nil
         }
         guard end <= Self.maxHeadBytes else { throw Self.headTooLarge }
-        let (head, framing) = try bytes.withUnsafeReadableBytes { try Self.parseHead(UnsafeRawBufferPointer(rebasing: $0[..<end])) }
+        let (head, framing) = try bytes.withUnsafeReadableBytes { head in
+            try Self.parseHead(UnsafeRawBufferPointer(rebasing: head[..<end]))
+        }
         bytes.moveReaderIndex(forwardBy: end)
         state = framing
         return head
@@ -216,7 +222,9 @@ struct HTTPRequestParser {
                 contentType = String(decoding: value, as: UTF8.self)
             }
         }
-        guard !(chunked && contentLength != nil) else { throw Failure.malformed("framing: Content-Length with Transfer-Encoding") }
+        guard !(chunked && contentLength != nil) else {
+            throw Failure.malformed("framing: Content-Length with Transfer-Encoding")
+        }
         let parsed = Head(
             method: method, path: path, version: version,
             keepAlive: !close && (version.minor == 1 || keepAlive),
@@ -322,7 +330,7 @@ struct HTTPRequestParser {
     }
 
     private static func equalsIgnoringCase(_ bytes: UnsafeRawBufferPointer, _ lowercase: StaticString) -> Bool {
-        bytes.count == lowercase.utf8CodeUnitCount
-            && zip(bytes, UnsafeBufferPointer(start: lowercase.utf8Start, count: lowercase.utf8CodeUnitCount)).allSatisfy(sameIgnoringCase)
+        let lowercase = UnsafeBufferPointer(start: lowercase.utf8Start, count: lowercase.utf8CodeUnitCount)
+        return bytes.count == lowercase.count && zip(bytes, lowercase).allSatisfy(sameIgnoringCase)
     }
 }
