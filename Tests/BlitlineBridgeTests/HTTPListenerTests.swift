@@ -509,6 +509,48 @@ import TestSupport
         #expect(receiver.calls.isEmpty)
     }
 
+    /// A client that sends `Expect: 100-continue` (curl does for bodies over a kilobyte) waits
+    /// for a `100 Continue` before it sends its body: it gets one once the token and the declared
+    /// length pass, then its answer; a refused postback gets its refusal instead, and an HTTP/1.0
+    /// client, which may not expect, no interim answer.
+    @Test func aClientWaitingFor100ContinueIsToldToGoOn() async throws {
+        let receiver = FakeReceiver(reply: PostbackReply(status: 202, message: "event confirmed"))
+        let body = #"{"results":{"job_id":"j1"}}"#
+        @Sendable func head(_ token: String, version: String = "1.1") -> String {
+            "POST /postback/\(token) HTTP/\(version)\r\nHost: bridge\r\nExpect: 100-continue\r\n"
+                + "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n"
+        }
+        try await withListenerPort(receiver: receiver) { port in
+            let (interim, answer) = try await onOwnThread {
+                let descriptor = try #require(Ports.connectedSocket(port))
+                defer { close(descriptor) }
+                var timeout = timeval(tv_sec: 3, tv_usec: 0)
+                setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+                func send(_ text: String) { #expect(write(descriptor, text, text.utf8.count) == text.utf8.count) }
+                func receive() -> String {
+                    var buffer = [UInt8](repeating: 0, count: 4096)
+                    let count = read(descriptor, &buffer, buffer.count)
+                    return count > 0 ? String(decoding: buffer[..<count], as: UTF8.self) : ""
+                }
+                send(head("waits"))
+                let interim = receive()
+                send(body)
+                return (interim, receive())
+            }
+            #expect(interim == "HTTP/1.1 100 Continue\r\n\r\n")
+            #expect(answer.hasPrefix("HTTP/1.1 202 Accepted\r\n") && answer.hasSuffix("event confirmed"), "\(answer)")
+
+            let (refused, closed) = try await onOwnThread { try Self.rawExchange(port: port, head("bad-token")) }
+            #expect(refused.hasPrefix("HTTP/1.1 403 Forbidden\r\n"), "\(refused)")
+            #expect(closed)
+
+            let (old, _) = try await onOwnThread { try Self.rawExchange(port: port, head("old", version: "1.0") + body) }
+            #expect(old.hasPrefix("HTTP/1.0 202 Accepted\r\n"), "\(old)")
+        }
+        #expect(receiver.calls.map(\.token) == ["waits", "old"])
+        #expect(receiver.calls.allSatisfy { $0.body == Array(body.utf8) })
+    }
+
     @Test func aChunkedBodyOverTheLimitIs413() async throws {
         let receiver = FakeReceiver()
         try await withListener(maxBytes: 1024, receiver: receiver) { base async throws in

@@ -17,11 +17,13 @@ import Testing
         var keepAlive: Bool
         var contentLength: Int?
         var contentType: String?
+        var expectsContinue: Bool
         var body: [UInt8]
 
         var description: String {
             "\(method) \(path) 1.\(minorVersion) keepAlive=\(keepAlive) length=\(contentLength.map(String.init) ?? "-") "
-                + "type=\(contentType ?? "-") body=\(String(decoding: body, as: UTF8.self).debugDescription)"
+                + "type=\(contentType ?? "-") continue=\(expectsContinue) "
+                + "body=\(String(decoding: body, as: UTF8.self).debugDescription)"
         }
     }
 
@@ -39,6 +41,9 @@ import Testing
         "POST /postback/t HTTP/1.1\r\ntransfer-encoding: Chunked\r\n\r\n0\r\n\r\n",
         "POST /postback/t HTTP/1.1\r\nX-Bytes: caf\u{e9}\r\nContent-Length: 0\r\n\r\n",
         "DELETE /postback/t HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+        "POST /postback/t HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n{}",
+        "POST /postback/t HTTP/1.1\r\nexpect: x-other ,100-Continue\r\nContent-Length: 2\r\n\r\n{}",
+        "POST /postback/t HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n{}",
     ]
 
     /// Each request, whole and cut into two at every byte, reads as SwiftNIO's decoder reads it.
@@ -152,7 +157,8 @@ import Testing
                 case .head(let head):
                     readings.append(Reading(
                         method: head.method.name, path: head.path, minorVersion: head.version.minor,
-                        keepAlive: head.keepAlive, contentLength: head.contentLength, contentType: head.contentType, body: []))
+                        keepAlive: head.keepAlive, contentLength: head.contentLength, contentType: head.contentType,
+                        expectsContinue: head.expectsContinue, body: []))
                 case .body(let bytes):
                     readings[readings.count - 1].body += bytes.readableBytesView
                 case .end:
@@ -184,7 +190,11 @@ import Testing
                     readings.append(Reading(
                         method: ["GET", "HEAD", "POST"].contains(head.method.rawValue) ? head.method.rawValue : "other",
                         path: String(path), minorVersion: head.version.minor, keepAlive: head.isKeepAlive,
-                        contentLength: value("content-length").flatMap { Int($0) }, contentType: value("content-type"), body: []))
+                        contentLength: value("content-length").flatMap { Int($0) }, contentType: value("content-type"),
+                        // An HTTP/1.0 client's expectation is ignored (RFC 9110, 10.1.1).
+                        expectsContinue: head.version.minor == 1
+                            && head.headers[canonicalForm: "expect"].contains { $0.lowercased() == "100-continue" },
+                        body: []))
                 case .body(let bytes):
                     readings[readings.count - 1].body += bytes.readableBytesView
                 case .end:

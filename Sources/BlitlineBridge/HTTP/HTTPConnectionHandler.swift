@@ -241,7 +241,9 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
     }
 
     /// The token first, then the declared length and the allowances; the body is read only
-    /// after all of them pass.
+    /// after all of them pass. A client that waits for a `100 Continue` before it sends the body
+    /// (`Expect: 100-continue`, as curl does for larger bodies) is sent one then, and is otherwise
+    /// answered without it.
     private func receivedPostback(_ head: HTTPRequestParser.Head, token: Substring, _ context: ChannelHandlerContext) {
         let headArrived = NIODeadline.now()
         let verified: Receiver.VerifiedToken
@@ -273,6 +275,10 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
         state = .readingPostback(Postback(
             token: verified, version: head.version, keepAlive: head.keepAlive, headArrived: headArrived,
             contentType: head.contentType, body: body, held: declaredLength ?? 0))
+        if head.expectsContinue, declaredLength != 0, unread?.readableBytes ?? 0 == 0 {
+            let interim = context.channel.allocator.buffer(staticString: "HTTP/1.1 100 Continue\r\n\r\n")
+            context.writeAndFlush(wrapOutboundOut(interim), promise: nil)
+        }
     }
 
     /// Adds a part of the body, taking from the listener's buffered bytes past what is held;
