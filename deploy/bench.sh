@@ -160,6 +160,8 @@ summaries() {  # summaries TITLE FILE... (every figure's median over those runs)
     summary "postback-to-event p50 (ms)" 's/.*latency: p50 \([0-9.]*\) ms.*/\1/p'
     summary "postback-to-event p99 (ms)" 's/.*latency: p50 .*, p99 \([0-9.]*\) ms.*/\1/p'
     summary "bridge peak RSS (MiB)" 's/^bridge peak RSS: \([0-9.]*\) MiB/\1/p'
+    summary "listener's floor: requests answered per second" 's/^listener floor: .*(\([0-9.]*\)\/s).*/\1/p'
+    summary "listener's floor: bridge CPU per request (µs)" 's/^bridge CPU per request: \([0-9.]*\) µs.*/\1/p'
 }
 [ -z "$against" ] || summaries "--- ${against_revision:-$against}: medians over $rounds rounds (lowest – highest)" "${earlier[@]}"
 summaries "--- ${against:+this tree: }medians over $rounds rounds (lowest – highest)" "${outputs[@]}"
@@ -170,17 +172,22 @@ summaries "--- ${against:+this tree: }medians over $rounds rounds (lowest – hi
 # the machine out of the comparison (unless a change alters what the simulator does, e.g. the
 # submissions' size).
 [ -n "$against" ] || exit 0
-cpu() {  # cpu FILE: "BRIDGE SIMULATOR", the CPU seconds of the bridge and the simulator in the run
-    sed -n 's/^CPU seconds during the run: bridge \([0-9.]*\), simulator \([0-9.]*\),.*/\1 \2/p' "$1"
+cpu() {  # cpu FILE: "BRIDGE SIMULATOR", the CPU seconds of the bridge and the simulator in the run;
+          # for the listener's floor, which runs no simulator, the bridge's CPU per request alone
+    sed -n -e 's/^CPU seconds during the run: bridge \([0-9.]*\), simulator \([0-9.]*\),.*/\1 \2/p' \
+        -e 's/^bridge CPU per request: \([0-9.]*\) µs.*/\1/p' "$1"
 }
 compare() {  # compare LABEL FIGURE (bridge: the bridge's seconds; over-simulator: over the simulator's)
     local ratios=() index
     for index in "${!outputs[@]}"; do
         ratios+=("$(awk -v other="$(cpu "${earlier[$index]}")" -v tree="$(cpu "${outputs[$index]}")" -v figure="$2" '
             function seconds(run,   f) { split(run, f, " "); return figure == "bridge" ? f[1] : f[1] / f[2] }
-            BEGIN { if (other != "" && tree != "") printf "%.3f", seconds(tree) / seconds(other) }')")
+            BEGIN {
+                split(other, o, " ")
+                if (other != "" && tree != "" && (figure == "bridge" || o[2] != "")) printf "%.3f", seconds(tree) / seconds(other)
+            }')")
     done
-    printf '%s\n' "${ratios[@]}" | spread | while read -r median lowest highest count lower; do
+    printf '%s\n' "${ratios[@]}" | { grep . || true; } | spread | while read -r median lowest highest count lower; do
         printf "  %-58s %8.3f  (%s – %s); lower in %d of %d rounds (%s)\n" \
             "$1" "$median" "$lowest" "$highest" "$lower" "$count" "${ratios[*]}"
     done
