@@ -131,19 +131,28 @@ extension BridgeProcessTests {
             }
         }
 
-        /// At `LOG_LEVEL=trace` a job's whole life is logged, the submit body included, and yet
-        /// no line holds its postback token.
+        /// At `LOG_LEVEL=trace` a job's whole life is logged, the submit body included, each line
+        /// naming the request and, once it is submitted, the job; and yet no line holds its
+        /// postback token.
         @Test func noLogLineHoldsAPostbackToken() async throws {
             try await BridgeHarness.run("listener-trace") { h in
                 var settings = try h.settings()
                 settings.extra["LOG_LEVEL"] = "trace"
                 let bridge = try await h.startBridge(settings)
                 let request = TestRequest.thumbnails("traced-0")
-                try await h.outcomes(of: [request]).expectEachCompleted([request])
+                let event = try #require(try await h.outcomes(of: [request]).single(request))
+                #expect(event.status == "completed")
+                let jobID = try #require(event.data?["job_id"]?.stringValue)
 
                 let lines = bridge.logLines
                 #expect(lines.contains { $0.contains("submit body") }, "the submit body is not logged at trace")
                 #expect(lines.contains { $0.contains("postback answered") })
+                let parsed = lines.compactMap { try? JSONValue(parsing: Array($0.utf8)) }
+                for message in ["submitted", "postback published"] {
+                    let line = parsed.first { $0["message"]?.stringValue == message }
+                    #expect(line?["request_id"]?.stringValue == request.id, "\(message): \(line.map { "\($0)" } ?? "no line")")
+                    #expect(line?["job_id"]?.stringValue == jobID, "\(message): \(line.map { "\($0)" } ?? "no line")")
+                }
                 // Every token's payload starts with {"r": (base64url eyJyIjoi), whatever its version.
                 let leaks = lines.filter { $0.contains("eyJyIjoi") || $0.contains("/postback/2.") }
                 #expect(leaks.isEmpty, "log lines with a postback URL or token:\n\(leaks.prefix(3).joined(separator: "\n"))")

@@ -69,14 +69,15 @@ struct TimeoutProcessor: Sendable {
 
     /// Publishes the job's timeout in a span of its own, a child of the request's consumer span.
     private func timeOut(_ job: PendingJob, publisher: EventPublisher) async throws {
-        try await job.context.withSpan("timeout \(job.jobID)", ofKind: .internal, logger: logger) { context, _, logger in
+        try await job.context.withSpan("timeout \(job.jobID)", ofKind: .internal, logger: logger, jobID: job.jobID) {
+            context, _, logger in
             let event = JobEvent.failure(
                 context, reason: .timeout,
                 message: "no result from Blitline within \(DurationText.text(configuration.jobTimeout)) of submission",
                 jobID: job.jobID)
             try await publisher.publish(event)
             metrics.event(event)
-            logger.warning("job timed out", metadata: ["job_id": "\(job.jobID)"])
+            logger.warning("job timed out")
         }
     }
 }

@@ -36,7 +36,7 @@ struct PostbackHandler: PostbackReceiving, CustomStringConvertible {
     func receivePostback(_ verified: PostbackToken, body: [UInt8], contentType: String?) async -> PostbackReply {
         // A child of the request's consumer span, whose context the postback URL carries.
         await verified.context.withSpan("postback", ofKind: .server, logger: logger) { context, span, logger in
-            let reply = await receive(verified, context: context, body: body, contentType: contentType, logger: logger)
+            let reply = await receive(verified, context: context, body: body, contentType: contentType, logger: &logger)
             if span.isRecording {
                 span.attributes["http.response.status_code"] = reply.status
                 if reply.status >= 500 { span.setStatus(SpanStatus(code: .error)) }
@@ -46,7 +46,8 @@ struct PostbackHandler: PostbackReceiving, CustomStringConvertible {
     }
 
     private func receive(
-        _ verified: PostbackToken, context: RequestEnvelope, body: [UInt8], contentType: String?, logger: Logger
+        _ verified: PostbackToken, context: RequestEnvelope, body: [UInt8], contentType: String?,
+        logger: inout Logger
     ) async -> PostbackReply {
         let received = ContinuousClock.now
         let receivedAt = clock.now()
@@ -58,7 +59,6 @@ struct PostbackHandler: PostbackReceiving, CustomStringConvertible {
             logger.notice("refused a postback", metadata: ["error": "\(error)"])
             return PostbackReply(status: 400, message: "\(error)")
         }
-        var logger = logger
         logger[metadataKey: "job_id"] = .string(result.jobID)
         guard let publisher = session.publisher else {
             metrics.postback(.unavailable)

@@ -32,23 +32,31 @@ extension RequestEnvelope {
     }
 
     /// Runs `body` in a span named `name`, a child of this request's trace context, with the
-    /// envelope `body` should carry on (the span's context) and a logger that names the trace.
+    /// envelope `body` should carry on (the span's context) and a logger that names the request,
+    /// its trace and `jobID`.
+    ///
+    /// The logger is the body's own (`inout`): a key it adds later, such as the job id once the
+    /// job is submitted, goes into the same metadata. Each logger that gains a key while another
+    /// shares its metadata copies them (two allocations and a dictionary rebuilt), which a value
+    /// passed on to the body would do for every such key (deploy/BENCHMARKS.md, "A request's
+    /// logger made once").
     func withSpan<Result>(
-        _ name: @autoclosure () -> String, ofKind kind: SpanKind, logger: Logger,
-        _ body: (RequestEnvelope, any Span, Logger) async throws -> Result
+        _ name: @autoclosure () -> String, ofKind kind: SpanKind, logger: Logger, jobID: String? = nil,
+        _ body: (RequestEnvelope, any Span, inout Logger) async throws -> Result
     ) async rethrows -> Result {
         var logger = logger
         logger[metadataKey: "request_id"] = .string(requestID)
+        if let jobID { logger[metadataKey: "job_id"] = .string(jobID) }
         guard Self.isTraced else {
             // Nothing records spans: skip the trace context's round trip through the tracer.
             if let traceID { logger[metadataKey: "trace_id"] = .string(traceID) }
-            return try await body(self, NoOpTracer.NoOpSpan(context: .topLevel), logger)
+            return try await body(self, NoOpTracer.NoOpSpan(context: .topLevel), &logger)
         }
         return try await Tracing.withSpan(name(), context: serviceContext, ofKind: kind) { span in
             span.attributes["blitline_bridge.request_id"] = requestID
             let continued = continued(in: span)
             if let traceID = continued.traceID { logger[metadataKey: "trace_id"] = .string(traceID) }
-            return try await body(continued, span, logger)
+            return try await body(continued, span, &logger)
         }
     }
 

@@ -36,7 +36,8 @@ struct PollProcessor: Sendable {
         }
         // A child of the request's consumer span, whose context the poll message carries; the
         // poll's HTTP request is its child, and its event carries it.
-        try await job.context.withSpan("poll \(job.jobID)", ofKind: .consumer, logger: logger) { context, _, logger in
+        try await job.context.withSpan("poll \(job.jobID)", ofKind: .consumer, logger: logger, jobID: job.jobID) {
+            context, _, logger in
             try await process(delivery, job: job, context: context, publisher: publisher, logger: logger)
         }
     }
@@ -45,8 +46,6 @@ struct PollProcessor: Sendable {
         _ delivery: some RequestMessage, job: PendingJob, context: RequestEnvelope, publisher: EventPublisher,
         logger: Logger
     ) async throws {
-        var logger = logger
-        logger[metadataKey: "job_id"] = .string(job.jobID)
         let (outcome, started) = try await poll(job)
         let step = Self.step(after: outcome, for: job, at: clock.now(), answeredIn: ContinuousClock.now - started)
         do {

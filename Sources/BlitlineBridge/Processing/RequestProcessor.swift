@@ -61,14 +61,14 @@ package struct RequestProcessor: Sendable {
                 span.attributes["messaging.destination.name"] = configuration.jobsQueue
                 span.attributes["messaging.message.id"] = request.properties.messageID
             }
-            try await process(request, context: context, effects: effects, logger: logger)
+            try await process(request, context: context, effects: effects, logger: &logger)
         }
     }
 
     private func process(
-        _ request: some RequestMessage, context: RequestEnvelope, effects: some RequestEffects, logger: Logger
+        _ request: some RequestMessage, context: RequestEnvelope, effects: some RequestEffects,
+        logger: inout Logger
     ) async throws {
-        var logger = logger
         var step = rules.firstStep(for: request, context: context, now: clock.now())
         var setbacks = RequestRules.setbacks(in: request.properties)
         while true {
