@@ -509,7 +509,7 @@ import TestSupport
         #expect(receiver.calls.isEmpty)
     }
 
-    /// A client that sends `Expect: 100-continue` (curl does for bodies over a kilobyte) waits
+    /// A client that sends `Expect: 100-continue` (curl 7.88 does for bodies of 1 MiB or more) waits
     /// for a `100 Continue` before it sends its body: it gets one once the token and the declared
     /// length pass, then its answer; a refused postback gets its refusal instead, and an HTTP/1.0
     /// client, which may not expect, no interim answer.
