@@ -275,7 +275,7 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
         state = .readingPostback(Postback(
             token: verified, version: head.version, keepAlive: head.keepAlive, headArrived: headArrived,
             contentType: head.contentType, body: body, held: declaredLength ?? 0))
-        if head.expectsContinue, declaredLength != 0, unread?.readableBytes ?? 0 == 0 {
+        if head.expectsContinue, declaredLength != 0, (unread?.readableBytes ?? 0) == 0 {
             let interim = context.channel.allocator.buffer(staticString: "HTTP/1.1 100 Continue\r\n\r\n")
             context.writeAndFlush(wrapOutboundOut(interim), promise: nil)
         }

@@ -5,9 +5,8 @@ import NIOHTTP1
 /// head in one piece once it has come in full, then its body as it comes, by `Content-Length` or
 /// chunked. It keeps only what the listener acts on (method, path, version, whether the connection
 /// stays open, the body's declared length and type, whether the client waits for a 100 Continue)
-/// and builds no list of headers: a job takes
-/// about 5 % less of the bridge's CPU than with SwiftNIO's request decoder (deploy/BENCHMARKS.md,
-/// "A request parser of the listener's own").
+/// and builds no list of headers: a job takes about 5 % less of the bridge's CPU than with
+/// SwiftNIO's request decoder (deploy/BENCHMARKS.md, "A request parser of the listener's own").
 ///
 /// Strict wherever a request could be read two ways (RFC 9112, sections 2.2, 5, 6 and 11): lines
 /// end in CRLF; a header line is a token, a colon and a value, so no folded lines and no space
