@@ -183,6 +183,8 @@ import Yams
         let tag = try #require(entry["newTag"]?.string)
         #expect(entry["newTag"]?.isString == true, "quote the tag: YAML reads 1.10 as a number")
         #expect(!tag.isEmpty && tag != "latest", "a tag names one image only if it is a release")
+        // The release this tree builds: the tag and labels stayed at 0.2.13 through three releases.
+        #expect(tag == BridgeVersion.current, "newTag should be this tree's version, \(BridgeVersion.current)")
     }
 
     @Test func everyObjectCarriesTheRecommendedLabelsAndSelectorsOnlyTheStableOnes() throws {
