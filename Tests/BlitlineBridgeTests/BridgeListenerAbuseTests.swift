@@ -140,9 +140,9 @@ extension BridgeProcessTests {
                 settings.extra["LOG_LEVEL"] = "trace"
                 let bridge = try await h.startBridge(settings)
                 let request = TestRequest.thumbnails("traced-0")
-                let event = try #require(try await h.outcomes(of: [request]).single(request))
-                #expect(event.status == "completed")
-                let jobID = try #require(event.data?["job_id"]?.stringValue)
+                let outcomes = try await h.outcomes(of: [request])
+                outcomes.expectEachCompleted([request])
+                let jobID = try #require(outcomes.single(request)?.data?["job_id"]?.stringValue)
 
                 let lines = bridge.logLines
                 #expect(lines.contains { $0.contains("submit body") }, "the submit body is not logged at trace")
