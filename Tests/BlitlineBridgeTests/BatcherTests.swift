@@ -1,3 +1,4 @@
+import NIOPosix
 import Synchronization
 import TestSupport
 import Testing
@@ -6,6 +7,8 @@ import Testing
 
 @Suite struct BatcherTests {
     private struct SendFailed: Error {}
+    /// Whose timers end the lingers, as the bridge's event loop does.
+    private static let loop = MultiThreadedEventLoopGroup.singleton.next()
 
     /// Shared state for the closures under test.
     private final class Shared<Value: Sendable>: Sendable {
@@ -17,7 +20,7 @@ import Testing
 
     @Test func everyItemIsSentOnceAndCallersArriveTogetherShareBatches() async throws {
         let batches = Shared<[[Int]]>([])
-        let batcher = Batcher<Int>(maxBatch: 10) { items in
+        let batcher = Batcher<Int>(maxBatch: 10, timers: Self.loop) { items in
             batches.update { $0.append(items) }
             try await Task.sleep(for: .milliseconds(5))  // the broker's confirm
         }
@@ -32,7 +35,7 @@ import Testing
 
     @Test func aFailedSendFailsEveryCallerInItsBatchAndTheNextBatchStillGoes() async throws {
         let batches = Shared<[[Int]]>([])
-        let batcher = Batcher<Int>(maxBatch: 100) { items in
+        let batcher = Batcher<Int>(maxBatch: 100, timers: Self.loop) { items in
             let first = batches.update { batches in
                 batches.append(items)
                 return batches.count == 1
@@ -62,7 +65,7 @@ import Testing
         let batches = Shared<[[Int]]>([])
         let gate = Shared<CheckedContinuation<Void, Never>?>(nil)
         // A linger no test run would wait out: only a full batch, or a quiet batcher, ends it.
-        let batcher = Batcher<Int>(maxBatch: 3, linger: .seconds(3600)) { items in
+        let batcher = Batcher<Int>(maxBatch: 3, linger: .seconds(3600), timers: Self.loop) { items in
             batches.update { $0.append(items) }
             if items == [1] { await withCheckedContinuation { continuation in gate.update { $0 = continuation } } }
         }
@@ -97,10 +100,39 @@ import Testing
     }
 
     @Test func aBusyBatcherLingeringForAnyItemGathersUnannouncedItemsUntilItIsFull() async throws {
+        // A linger no test run would wait out: only a full batch ends it.
+        let (batcher, batches) = try await busyBatcher(maxBatch: 3, linger: .seconds(3600), lingersForAnyItem: true)
+        // Nothing was announced, and the batch still waits for more, until it is full.
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { try await batcher.add(3) }
+            #expect(await eventually { batcher.waitingCount == 1 })
+            group.addTask { try await batcher.add(4) }
+            #expect(await eventually { batcher.waitingCount == 2 })
+            group.addTask { try await batcher.add(5) }
+        }
+        #expect(batches.current.map { $0.sorted() } == [[0], [1, 2], [3, 4, 5]])
+    }
+
+    @Test func aLingeringBatchGoesWhenItsLingerEndsThoughTheItemItWaitsForNeverComes() async throws {
+        let (batcher, batches) = try await busyBatcher(maxBatch: 10, linger: .milliseconds(50))
+        batcher.expect()  // announced, and never added: only the linger's end sends 3
+        // In a task of its own, so that a linger that never ends fails the test rather than hangs it.
+        let three = Task { try await batcher.add(3) }
+        #expect(await eventually { batches.current.count == 3 }, "the lingering batch never went")
+        #expect(batches.current.map { $0.sorted() } == [[0], [1, 2], [3]])
+        if batches.current.count == 3 { try await three.value }
+    }
+
+    /// A batcher that records its batches, after 0 went alone and was held on its way until 1 and
+    /// 2 waited: they went together, and the batcher is busy.
+    private func busyBatcher(
+        maxBatch: Int, linger: Duration, lingersForAnyItem: Bool = false
+    ) async throws -> (Batcher<Int>, Shared<[[Int]]>) {
         let batches = Shared<[[Int]]>([])
         let gate = Shared<CheckedContinuation<Void, Never>?>(nil)
-        // A linger no test run would wait out: only a full batch ends it.
-        let batcher = Batcher<Int>(maxBatch: 3, linger: .seconds(3600), lingersForAnyItem: true) { items in
+        let batcher = Batcher<Int>(
+            maxBatch: maxBatch, linger: linger, lingersForAnyItem: lingersForAnyItem, timers: Self.loop
+        ) { items in
             batches.update { $0.append(items) }
             if items == [0] { await withCheckedContinuation { continuation in gate.update { $0 = continuation } } }
         }
@@ -112,14 +144,6 @@ import Testing
             #expect(await eventually { batcher.waitingCount == 2 })
             gate.update { $0 }?.resume()  // 1 and 2 go together: the batcher is busy now
         }
-        // Nothing was announced, and the batch still waits for more, until it is full.
-        try await withThrowingDiscardingTaskGroup { group in
-            group.addTask { try await batcher.add(3) }
-            #expect(await eventually { batcher.waitingCount == 1 })
-            group.addTask { try await batcher.add(4) }
-            #expect(await eventually { batcher.waitingCount == 2 })
-            group.addTask { try await batcher.add(5) }
-        }
-        #expect(batches.current.map { $0.sorted() } == [[0], [1, 2], [3, 4, 5]])
+        return (batcher, batches)
     }
 }

@@ -141,7 +141,8 @@ struct BridgeService: Service, CustomStringConvertible {
         consuming: AMQPConnection, publishing: AMQPConnection, node: AMQPConnection.Configuration
     ) async throws {
         try await topology.declare(on: consuming)
-        let publisher = EventPublisher(channel: try await PublishChannel.open(on: publishing), topology: topology)
+        let publisher = EventPublisher(
+            channel: try await PublishChannel.open(on: publishing), topology: topology, timers: eventLoop)
         session.connected(publisher)
         metrics.brokerConnected.record(1)
         logger.info(

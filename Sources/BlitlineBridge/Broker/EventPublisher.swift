@@ -1,5 +1,6 @@
 import AMQP
 import Blitline
+import NIOCore
 
 /// Everything the bridge publishes, on one confirm-mode channel of the publishing connection.
 /// Each call returns once the broker has confirmed; only then may a request be acknowledged.
@@ -19,13 +20,15 @@ final class EventPublisher: Sendable {
     /// bridge lets a record gather for `OutcomeRecord.linger`.
     private let settled: Batcher<String>
 
-    init(channel: PublishChannel, topology: Topology) {
+    /// - Parameter timers: The event loop the bridge's work runs on, whose timers end the batches'
+    ///   lingers.
+    init(channel: PublishChannel, topology: Topology, timers: any EventLoop) {
         self.channel = channel
         self.topology = topology
-        deadlines = Batcher(maxBatch: 100, linger: Self.deadlineLinger, lingersForAnyItem: true) { jobs in
+        deadlines = Batcher(maxBatch: 100, linger: Self.deadlineLinger, lingersForAnyItem: true, timers: timers) { jobs in
             try await Self.publishDeadlines(jobs, on: channel, queue: topology.deadlinesQueue)
         }
-        settled = Batcher(maxBatch: OutcomeRecord.maxRequests, linger: OutcomeRecord.linger) { requestIDs in
+        settled = Batcher(maxBatch: OutcomeRecord.maxRequests, linger: OutcomeRecord.linger, timers: timers) { requestIDs in
             for record in OutcomeRecord.records(settling: requestIDs) {
                 do {
                     try await channel.publish(

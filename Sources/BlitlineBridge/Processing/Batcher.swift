@@ -1,3 +1,4 @@
+import NIOCore
 import Synchronization
 
 /// Sends items in batches: whatever arrives while a batch is on its way travels together in the
@@ -23,9 +24,9 @@ final class Batcher<Item: Sendable>: Sendable {
     private struct State {
         var waiting: [(item: Item, turn: CheckedContinuation<Turn, Never>)] = []
         var leading = false
-        /// The leader waiting out `linger`, woken early when the batch fills, and which linger
-        /// it is (a timer wakes only its own).
-        var lingering: (id: Int, wake: CheckedContinuation<Void, Never>)?
+        /// The leader waiting out `linger`, woken early when the batch fills, which linger it is
+        /// (a timer wakes only its own), and its timer, cancelled when it is woken early.
+        var lingering: (id: Int, wake: CheckedContinuation<Void, Never>, timer: Scheduled<Void>?)?
         var lingers = 0
         /// Whether the last batch sent held more than one item: callers arrive together.
         var busy = false
@@ -37,6 +38,7 @@ final class Batcher<Item: Sendable>: Sendable {
         mutating func lingerEnds(maxBatch: Int, forAnyItem: Bool) -> CheckedContinuation<Void, Never>? {
             guard let lingering, waiting.count >= maxBatch || (expected == 0 && !forAnyItem) else { return nil }
             self.lingering = nil
+            lingering.timer?.cancel()
             return lingering.wake
         }
     }
@@ -44,6 +46,7 @@ final class Batcher<Item: Sendable>: Sendable {
     private let maxBatch: Int
     private let linger: Duration
     private let lingersForAnyItem: Bool
+    private let timers: any EventLoop
     private let send: @Sendable ([Item]) async throws -> Void
     private let state = Mutex(State())
 
@@ -52,14 +55,19 @@ final class Batcher<Item: Sendable>: Sendable {
     ///     it held more than one (a quiet batcher sends each item at once); a full batch goes at once.
     ///   - lingersForAnyItem: Whether a batch lingers for whatever may come; otherwise it lingers
     ///     only while an announced item (`expect`) is still coming.
+    ///   - timers: The event loop whose timers end the lingers: the loop the callers run on, so
+    ///     that a linger wakes no other thread (a `Task.sleep` is a timer of Swift's global pool,
+    ///     and wakes one of its threads to wake the loop; deploy/BENCHMARKS.md, "Lingers timed by
+    ///     the event loop").
     init(
-        maxBatch: Int, linger: Duration = .zero, lingersForAnyItem: Bool = false,
+        maxBatch: Int, linger: Duration = .zero, lingersForAnyItem: Bool = false, timers: any EventLoop,
         send: @escaping @Sendable ([Item]) async throws -> Void
     ) {
         precondition(maxBatch > 0)
         self.maxBatch = maxBatch
         self.linger = linger
         self.lingersForAnyItem = lingersForAnyItem
+        self.timers = timers
         self.send = send
     }
 
@@ -124,18 +132,25 @@ final class Batcher<Item: Sendable>: Sendable {
             let id = state.withLock { state -> Int? in
                 guard state.busy, state.waiting.count < maxBatch, state.expected > 0 || lingersForAnyItem else { return nil }
                 state.lingers += 1
-                state.lingering = (state.lingers, wake)
+                state.lingering = (state.lingers, wake, nil)
                 return state.lingers
             }
             guard let id else { return wake.resume() }
-            Task { [linger] in
-                try? await Task.sleep(for: linger)
-                state.withLock { state -> CheckedContinuation<Void, Never>? in
+            let timer = timers.scheduleTask(in: TimeAmount(linger)) { () -> Void in
+                let wake = self.state.withLock { state -> CheckedContinuation<Void, Never>? in
                     guard let lingering = state.lingering, lingering.id == id else { return nil }
                     state.lingering = nil
                     return lingering.wake
-                }?.resume()
+                }
+                wake?.resume()
             }
+            // Kept for cancelling, unless the linger ended meanwhile (the timer then wakes no one).
+            let ended = state.withLock { state -> Bool in
+                guard state.lingering?.id == id else { return true }
+                state.lingering?.timer = timer
+                return false
+            }
+            if ended { timer.cancel() }
         }
     }
 
