@@ -24,9 +24,9 @@ final class Batcher<Item: Sendable>: Sendable {
     private struct State {
         var waiting: [(item: Item, turn: CheckedContinuation<Turn, Never>)] = []
         var leading = false
-        /// The leader waiting out `linger`, woken early when the batch fills, which linger it is
-        /// (a timer wakes only its own), and its timer, cancelled when it is woken early.
-        var lingering: (id: Int, wake: CheckedContinuation<Void, Never>, timer: Scheduled<Void>?)?
+        /// The leader waiting out `linger`, woken early when the batch fills, and which linger
+        /// it is (a timer wakes only its own).
+        var lingering: (id: Int, wake: CheckedContinuation<Void, Never>)?
         var lingers = 0
         /// Whether the last batch sent held more than one item: callers arrive together.
         var busy = false
@@ -38,7 +38,6 @@ final class Batcher<Item: Sendable>: Sendable {
         mutating func lingerEnds(maxBatch: Int, forAnyItem: Bool) -> CheckedContinuation<Void, Never>? {
             guard let lingering, waiting.count >= maxBatch || (expected == 0 && !forAnyItem) else { return nil }
             self.lingering = nil
-            lingering.timer?.cancel()
             return lingering.wake
         }
     }
@@ -132,11 +131,13 @@ final class Batcher<Item: Sendable>: Sendable {
             let id = state.withLock { state -> Int? in
                 guard state.busy, state.waiting.count < maxBatch, state.expected > 0 || lingersForAnyItem else { return nil }
                 state.lingers += 1
-                state.lingering = (state.lingers, wake, nil)
+                state.lingering = (state.lingers, wake)
                 return state.lingers
             }
             guard let id else { return wake.resume() }
-            let timer = timers.scheduleTask(in: TimeAmount(linger)) { () -> Void in
+            // Not cancelled when the linger ends early: it then finds another linger, or none,
+            // and wakes no one.
+            timers.scheduleTask(in: TimeAmount(linger)) { () -> Void in
                 let wake = self.state.withLock { state -> CheckedContinuation<Void, Never>? in
                     guard let lingering = state.lingering, lingering.id == id else { return nil }
                     state.lingering = nil
@@ -144,13 +145,6 @@ final class Batcher<Item: Sendable>: Sendable {
                 }
                 wake?.resume()
             }
-            // Kept for cancelling, unless the linger ended meanwhile (the timer then wakes no one).
-            let ended = state.withLock { state -> Bool in
-                guard state.lingering?.id == id else { return true }
-                state.lingering?.timer = timer
-                return false
-            }
-            if ended { timer.cancel() }
         }
     }
 
