@@ -55,6 +55,43 @@ private final class Lines: Sendable {
         #expect(json["metadata.message"]?.stringValue == "not the message")
         #expect(json["level"]?.stringValue == "info")
     }
+
+    @Test func keysSetOneByOneAreTheLoggersOwnAndTheLatestValueWins() throws {
+        var (request, lines) = logger()
+        request[metadataKey: "request_id"] = "order-1"
+        var postback = request
+        postback[metadataKey: "job_id"] = "first"
+        postback[metadataKey: "job_id"] = "second"
+        postback[metadataKey: "request_id"] = nil
+        request[metadataKey: "trace_id"] = "trace-1"
+        postback.info("postback")
+        request.info("request")
+        let (postbackLine, requestLine) = (try JSONValue(parsing: lines.all[0]), try JSONValue(parsing: lines.all[1]))
+        #expect(postbackLine["job_id"]?.stringValue == "second")
+        #expect(postbackLine["request_id"] == nil, "a key set to nil is gone")
+        #expect(postbackLine["trace_id"] == nil, "a key set on another copy of the logger is not this one's")
+        #expect(requestLine["request_id"]?.stringValue == "order-1")
+        #expect(requestLine["job_id"] == nil)
+        #expect(postback[metadataKey: "job_id"] == "second")
+        #expect(postback.handler.metadata == ["job_id": "second"])
+    }
+
+    @Test func aKeySetOverAndOverKeepsOneValue() throws {
+        var (logger, lines) = logger()
+        for attempt in 1...100 {
+            logger[metadataKey: "attempt"] = "\(attempt)"
+            logger[metadataKey: "attempt-\(attempt % 3)"] = "\(attempt)"
+        }
+        logger.info("done")
+        let json = try JSONValue(parsing: try #require(lines.all.first))
+        #expect(json["attempt"]?.stringValue == "100")
+        #expect(json["attempt-1"]?.stringValue == "100")
+        #expect(json["attempt-0"]?.stringValue == "99")
+        #expect(logger.handler.metadata.count == 4)
+        logger.handler.metadata = ["only": "this"]
+        #expect(logger[metadataKey: "attempt"] == nil)
+        #expect(logger.handler.metadata == ["only": "this"])
+    }
 }
 
 /// Event times and log lines share one RFC 3339 form: UTC, milliseconds, rounded down.

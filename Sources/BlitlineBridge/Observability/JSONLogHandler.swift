@@ -23,29 +23,72 @@ import Darwin
 public struct JSONLogHandler: LogHandler {
     /// The least severe level written.
     public var logLevel: Logger.Level
-    /// Metadata attached to every line of this handler.
-    public var metadata: Logger.Metadata = [:]
-    /// What never changes as a logger gains metadata, held by reference: the handler stays small
-    /// enough to live inside the logger's existential, so that a request's logger adding its
-    /// `request_id` and `job_id` copies no heap box of the handler.
+    /// What changes rarely, held by reference: the handler stays small enough to live inside the
+    /// logger's existential, so that a request's logger adding its `request_id` and `job_id`
+    /// copies no heap box of the handler.
     private var output: Output
+    /// The keys set one at a time since `metadata` was last set as a whole, newest first.
+    private var added: AddedKey?
 
     private final class Output: Sendable {
         let label: String
         let sink: LineSink
         let metadataProvider: Logger.MetadataProvider?
+        let metadata: Logger.Metadata
 
-        init(label: String, sink: LineSink, metadataProvider: Logger.MetadataProvider?) {
+        init(label: String, sink: LineSink, metadataProvider: Logger.MetadataProvider?, metadata: Logger.Metadata) {
             self.label = label
             self.sink = sink
             self.metadataProvider = metadataProvider
+            self.metadata = metadata
+        }
+    }
+
+    /// One key set on its own: a request's logger gains a few (request_id, job_id, trace_id), and
+    /// a node each costs one small allocation where a dictionary of its own cost a table, the keys'
+    /// hashes and the copy of those it shared (deploy/BENCHMARKS.md, "Logger keys in a list").
+    /// The keys merge only when a line is written.
+    private final class AddedKey: Sendable {
+        let key: String
+        let value: Logger.Metadata.Value?
+        let next: AddedKey?
+        let depth: Int
+
+        init(key: String, value: Logger.Metadata.Value?, next: AddedKey?) {
+            self.key = key
+            self.value = value
+            self.next = next
+            self.depth = (next?.depth ?? 0) + 1
+        }
+    }
+
+    /// A logger whose keys are set over and over would grow its list without end: past this
+    /// many, the list folds into the metadata.
+    private static let maxAddedKeys = 8
+
+    /// Metadata attached to every line of this handler.
+    public var metadata: Logger.Metadata {
+        get {
+            var merged = output.metadata
+            var newestFirst: [AddedKey] = []
+            var node = added
+            while let current = node {
+                newestFirst.append(current)
+                node = current.next
+            }
+            for added in newestFirst.reversed() { merged[added.key] = added.value }
+            return merged
+        }
+        set {
+            output = Output(label: output.label, sink: output.sink, metadataProvider: output.metadataProvider, metadata: newValue)
+            added = nil
         }
     }
 
     /// Contributes metadata (e.g. from the task-local context) to every line.
     public var metadataProvider: Logger.MetadataProvider? {
         get { output.metadataProvider }
-        set { output = Output(label: output.label, sink: output.sink, metadataProvider: newValue) }
+        set { output = Output(label: output.label, sink: output.sink, metadataProvider: newValue, metadata: output.metadata) }
     }
 
     /// Creates a handler that writes to stderr; use with `LoggingSystem.bootstrap`.
@@ -55,17 +98,27 @@ public struct JSONLogHandler: LogHandler {
 
     init(label: String, level: Logger.Level, metadataProvider: Logger.MetadataProvider?, sink: LineSink) {
         self.logLevel = level
-        self.output = Output(label: label, sink: sink, metadataProvider: metadataProvider)
+        self.output = Output(label: label, sink: sink, metadataProvider: metadataProvider, metadata: [:])
     }
 
     /// Gets or sets one metadata value of this handler.
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
+        get {
+            var node = added
+            while let current = node {
+                if current.key == key { return current.value }
+                node = current.next
+            }
+            return output.metadata[key]
+        }
         set {
-            // A request's logger gains a few keys (request_id, job_id): room for them at once,
-            // not a dictionary grown key by key.
-            if metadata.isEmpty, newValue != nil { metadata.reserveCapacity(4) }
-            metadata[key] = newValue
+            if let added, added.depth >= Self.maxAddedKeys {
+                var folded = metadata
+                folded[key] = newValue
+                metadata = folded
+            } else {
+                added = AddedKey(key: key, value: newValue, next: added)
+            }
         }
     }
 
