@@ -5,9 +5,12 @@ import NIOCore
 /// again only when the deadline comes sooner than the timer would fire; firing early, the timer
 /// sets itself for the deadline then in force, and it runs the deadline's action once that has
 /// passed. Used on its loop only.
-final class LoopDeadline {
+///
+/// The timer is a scheduled callback, not a scheduled task: no promise and future are made for it,
+/// and cancelling it fails none (each postback on a fresh connection sets two such timers).
+final class LoopDeadline: NIOScheduledCallbackHandler {
     private var due: (at: NIODeadline, action: () -> Void)?
-    private var timer: (scheduled: Scheduled<Void>, at: NIODeadline)?
+    private var timer: (callback: NIOScheduledCallback, at: NIODeadline)?
 
     /// Runs `action` on `loop` at `at`, unless set again or cleared before.
     func set(_ at: NIODeadline, on loop: any EventLoop, _ action: @escaping () -> Void) {
@@ -24,13 +27,18 @@ final class LoopDeadline {
     /// refers to (a connection that has closed).
     func stop() {
         due = nil
-        timer?.scheduled.cancel()
+        timer?.callback.cancel()
         timer = nil
     }
 
     private func schedule(_ at: NIODeadline, on loop: any EventLoop) {
-        timer?.scheduled.cancel()
-        timer = (loop.assumeIsolated().scheduleTask(deadline: at) { self.fire(on: loop) }, at)
+        timer?.callback.cancel()
+        // Fails only on a loop that has shut down, where nothing would run anyway.
+        timer = (try? loop.assumeIsolated().scheduleCallback(at: at, handler: self)).map { ($0, at) }
+    }
+
+    func handleScheduledCallback(eventLoop: some EventLoop) {
+        fire(on: eventLoop)
     }
 
     private func fire(on loop: any EventLoop) {
