@@ -124,4 +124,37 @@ struct SubmitTests {
             #expect(message.contains("250000"))
         }
     }
+
+    @Test("a reply larger than the client takes is a malformed reply, and the job is sent once")
+    func replyTooLarge() async throws {
+        try await withSimulator(client: { $0.maxReplyBytes = 16 }) { client, port in
+            let outcome = await client.submit(job())
+            guard case .transient(let failure) = outcome else {
+                Issue.record("expected transient, got \(outcome)")
+                return
+            }
+            #expect(failure.kind == .malformedReply)
+            #expect(failure.message.contains("too large"))
+            let requests = try await stats(port)["submit_requests"]
+            #expect(requests == .number(1))
+        }
+    }
+
+    @Test("a submit cancelled while Blitline hangs ends at once as cancelled")
+    func cancelled() async throws {
+        try await withSimulator { $0.faults.hangSubmits = 1 } client: { $0.submitTimeout = .seconds(20) } _: { client, _ in
+            let started = ContinuousClock.now
+            let submit = Task { await client.submit(job()) }
+            try await Task.sleep(for: .milliseconds(300))
+            submit.cancel()
+            let outcome = await submit.value
+            guard case .transient(let failure) = outcome else {
+                Issue.record("expected transient, got \(outcome)")
+                return
+            }
+            #expect(failure.kind == .cancelled)
+            // Well before the submit's timeout, which would have been a `.timeout`.
+            #expect(ContinuousClock.now - started < .seconds(15))
+        }
+    }
 }
