@@ -61,6 +61,56 @@ import Testing
         }
     }
 
+    /// A postback past the listener's deadline cancels its task, which may be leading a batch of
+    /// outcome records: the others' records in that batch still go, and no one else fails.
+    @Test func aCallerCancelledWhileItsBatchIsOnItsWayFailsNoOneElseInIt() async throws {
+        let batches = Shared<[[Int]]>([])
+        let gate = Shared<CheckedContinuation<Void, Never>?>(nil)
+        let batcher = Batcher<Int>(maxBatch: 10, timers: Self.loop) { items in
+            let first = batches.update { batches in
+                batches.append(items)
+                return batches.count == 1
+            }
+            if first {
+                await withCheckedContinuation { continuation in gate.update { $0 = continuation } }
+            } else {
+                // A publish waiting for the broker's confirm throws once its task is cancelled.
+                try await Task.sleep(for: .milliseconds(300))
+            }
+        }
+        let zero = Task { try await batcher.add(0) }  // alone, held on its way
+        #expect(await eventually { gate.current != nil })
+        let callers = (1...4).map { item in Task { try await batcher.add(item) } }
+        #expect(await eventually { batcher.waitingCount == 4 })
+        gate.update { $0 }?.resume()  // 1 – 4 go together, led by the first of them
+        #expect(await eventually { batches.current.count == 2 })
+        try await zero.value
+        let batch = try #require(batches.current.last)
+        #expect(batch.sorted() == [1, 2, 3, 4])
+        callers[batch[0] - 1].cancel()
+        for item in batch {
+            let result = await callers[item - 1].result
+            #expect(throws: Never.self, "item \(item)") { try result.get() }
+        }
+        try await batcher.add(5)  // and the batcher goes on
+        #expect(batches.current.count == 3)
+    }
+
+    /// A session cancelled while its broker confirms nothing (an alarm): the batch on its way and
+    /// those after it fail at once rather than hold their callers.
+    @Test func aStoppedBatcherFailsTheBatchOnItsWayAndEveryOneAfterIt() async throws {
+        let sending = Shared(false)
+        let batcher = Batcher<Int>(maxBatch: 10, timers: Self.loop) { _ in
+            sending.update { $0 = true }
+            try await Task.sleep(for: .seconds(3600))  // a confirm that never comes
+        }
+        let held = Task { try await batcher.add(0) }
+        #expect(await eventually { sending.current })
+        batcher.stop()
+        await #expect(throws: CancellationError.self) { try await held.value }
+        await #expect(throws: CancellationError.self) { try await batcher.add(1) }
+    }
+
     @Test func aBusyBatcherLetsABatchGatherForAnnouncedItemsAndAQuietOneSendsAtOnce() async throws {
         let batches = Shared<[[Int]]>([])
         let gate = Shared<CheckedContinuation<Void, Never>?>(nil)

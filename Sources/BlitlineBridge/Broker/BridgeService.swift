@@ -149,44 +149,51 @@ struct BridgeService: Service, CustomStringConvertible {
             "connected to the broker",
             metadata: ["broker": "\(node)", "mode": "\(configuration.usesPostbacks ? "postback" : "polling")"])
 
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                try await withThrowingDiscardingTaskGroup { consumers in
-                    consumers.addTask {
-                        // A request over MAX_REQUEST_BYTES is never held: its body is dropped as it arrives.
-                        try await consuming.openChannel().handleDeliveries(
-                            from: topology.jobsQueue, prefetch: UInt16(configuration.prefetch),
-                            maxBodyBytes: configuration.maxRequestBytes
-                        ) { try await requests.process($0, effects: publisher) }
-                    }
-                    consumers.addTask {
-                        try await consuming.openChannel().handleDeliveries(from: topology.timeoutsQueue, prefetch: 16) {
-                            try await timeouts.process($0, publisher: publisher)
-                        }
-                    }
-                    if !configuration.usesPostbacks {
+        // Cancelled (a shutdown past its grace), the session ends at once: batches waiting for a
+        // broker that does not confirm (an alarm) fail rather than hold the tasks that sent them.
+        try await withTaskCancellationHandler {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    try await withThrowingDiscardingTaskGroup { consumers in
                         consumers.addTask {
-                            // Each poll in hand is one long poll at most: the HTTP client's pool has room for them all.
+                            // A request over MAX_REQUEST_BYTES is never held: its body is dropped as it arrives.
                             try await consuming.openChannel().handleDeliveries(
-                                from: topology.pollsQueue, prefetch: UInt16(configuration.effectivePollConcurrency)
-                            ) {
-                                try await polls.process($0, publisher: publisher)
+                                from: topology.jobsQueue, prefetch: UInt16(configuration.prefetch),
+                                maxBodyBytes: configuration.maxRequestBytes
+                            ) { try await requests.process($0, effects: publisher) }
+                        }
+                        consumers.addTask {
+                            try await consuming.openChannel().handleDeliveries(
+                                from: topology.timeoutsQueue, prefetch: 16
+                            ) { try await timeouts.process($0, publisher: publisher) }
+                        }
+                        if !configuration.usesPostbacks {
+                            consumers.addTask {
+                                // Each poll in hand is one long poll at most: the HTTP client's pool has
+                                // room for them all.
+                                try await consuming.openChannel().handleDeliveries(
+                                    from: topology.pollsQueue, prefetch: UInt16(configuration.effectivePollConcurrency)
+                                ) {
+                                    try await polls.process($0, publisher: publisher)
+                                }
                             }
                         }
                     }
                 }
+                group.addTask { await readOutcomes(startingAt: node) }
+                group.addTask {
+                    async let _ = watchBlocked(publishing)
+                    let reason = await Self.firstClosed(consuming, publishing)
+                    // Not ready from this moment: nothing in hand can be finished any more.
+                    disconnected()
+                    throw reason
+                }
+                // The consumers return only after a graceful shutdown drained them.
+                try await group.next()
+                group.cancelAll()
             }
-            group.addTask { await readOutcomes(startingAt: node) }
-            group.addTask {
-                async let _ = watchBlocked(publishing)
-                let reason = await Self.firstClosed(consuming, publishing)
-                // Not ready from this moment: nothing in hand can be finished any more.
-                disconnected()
-                throw reason
-            }
-            // The consumers return only after a graceful shutdown drained them.
-            try await group.next()
-            group.cancelAll()
+        } onCancel: {
+            publisher.stop()
         }
     }
 

@@ -44,6 +44,13 @@ final class EventPublisher: Sendable {
         }
     }
 
+    /// Fails the deadline messages and outcome records on their way, and those after them, at
+    /// once: the session is being cancelled (``Batcher/stop()``).
+    func stop() {
+        deadlines.stop()
+        settled.stop()
+    }
+
     /// Publishes an event to the events exchange and, when the request asked, to its `reply_to`;
     /// then, unless it is `late`, records its request as settled in the outcomes stream.
     ///

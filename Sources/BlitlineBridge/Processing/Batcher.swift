@@ -1,3 +1,4 @@
+import AsyncSupport
 import NIOCore
 import Synchronization
 
@@ -5,9 +6,11 @@ import Synchronization
 /// next one. A quiet bridge sends each item at once; a busy one sends few, larger batches, and,
 /// given a `linger`, lets each gather for that long (for the items announced as coming, or for any).
 ///
-/// No task of its own: the caller whose item starts a batch sends it, and hands the next batch to
+/// No task of its own: the caller whose item starts a batch leads it, and hands the next batch to
 /// the first caller still waiting. `add` returns once the batch holding the item was sent, and
-/// throws what sending it threw.
+/// throws what sending it threw. The send itself runs in a task made for it, which the leader's
+/// cancellation (a postback answered 503 at its deadline) does not reach: the batch holds the
+/// other callers' items too.
 ///
 /// `JobSubmitter` batches too, but is not built on this: it keeps several batches in flight at
 /// once (Blitline answers each in seconds, the broker in milliseconds), bounds a batch by bytes as
@@ -15,7 +18,7 @@ import Synchronization
 /// job whose caller was cancelled before it left. Here one batch is on its way at a time, and it
 /// succeeds or fails as a whole, which is what one persistent deadline message does.
 final class Batcher<Item: Sendable>: Sendable {
-    private enum Turn {
+    private enum Turn: Sendable {
         case sent
         case failed(any Error)
         case lead
@@ -32,6 +35,10 @@ final class Batcher<Item: Sendable>: Sendable {
         var busy = false
         /// Items announced (`expect`) and not added yet: a linger ends once none is left.
         var expected = 0
+        /// The batch on its way.
+        var sending: Task<Turn, Never>?
+        /// `stop()` was called: batches fail at once.
+        var stopped = false
 
         /// The lingering leader to wake, if the batch is full or, when it waits for announced
         /// items only, none is still on its way.
@@ -46,6 +53,8 @@ final class Batcher<Item: Sendable>: Sendable {
     private let linger: Duration
     private let lingersForAnyItem: Bool
     private let timers: any EventLoop
+    /// Where the sends run: the callers' loop.
+    private let executor: EventLoopExecutor
     private let send: @Sendable ([Item]) async throws -> Void
     private let state = Mutex(State())
 
@@ -67,6 +76,7 @@ final class Batcher<Item: Sendable>: Sendable {
         self.linger = linger
         self.lingersForAnyItem = lingersForAnyItem
         self.timers = timers
+        self.executor = EventLoopExecutor(timers)
         self.send = send
     }
 
@@ -111,13 +121,21 @@ final class Batcher<Item: Sendable>: Sendable {
             state.busy = batch.count > 1
             return batch
         }
-        let outcome: Turn
-        do {
-            try await send(batch.map(\.item))
-            outcome = .sent
-        } catch {
-            outcome = .failed(error)
+        let items = batch.map(\.item)
+        let sending = state.withLock { state -> Task<Turn, Never>? in
+            guard !state.stopped else { return nil }
+            state.sending = Task(executorPreference: executor) { [send] () -> Turn in
+                do {
+                    try await send(items)
+                    return .sent
+                } catch {
+                    return .failed(error)
+                }
+            }
+            return state.sending
         }
+        let outcome = await sending?.value ?? .failed(CancellationError())
+        state.withLock { $0.sending = nil }
         for entry in batch.dropFirst() { entry.turn.resume(returning: outcome) }
         takeTurn()
         if case .failed(let error) = outcome { throw error }
@@ -146,6 +164,16 @@ final class Batcher<Item: Sendable>: Sendable {
                 wake?.resume()
             }
         }
+    }
+
+    /// Cancels the batch on its way and fails those after it at once, with `CancellationError`:
+    /// for a session that is being cancelled, whose broker may never confirm (an alarm) and whose
+    /// callers would otherwise wait for it.
+    func stop() {
+        state.withLock { state in
+            state.stopped = true
+            return state.sending
+        }?.cancel()
     }
 
     /// Items added and not yet taken into a batch (tests).
