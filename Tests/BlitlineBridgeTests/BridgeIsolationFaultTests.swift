@@ -240,6 +240,38 @@ import TestSupport
         }
     }
 
+    @Test func aRequestWhoseDeadlineAndEveryCopyAreRefusedIsHeldNotSubmittedAgain() async throws {
+        try await BridgeHarness.run("refused-copies") { h in
+            let bridge = try await h.startBridge()
+            let probe = ReadinessProbe(bridge)
+            // The deadlines queue and every retry queue gone, so that the broker returns what is
+            // published to them: a request whose job Blitline accepted can neither schedule its
+            // deadline nor be put back carrying its job id. The message in the jobs queue does not
+            // carry it: handing that back would submit the job again.
+            let broker = try await TestEnvironment.connect()
+            let channel = try await broker.openChannel()
+            for queue in [h.topology.deadlinesQueue] + Topology.retryDelays.indices.map(h.topology.retryQueue) {
+                _ = try await channel.deleteQueue(queue)
+            }
+            let all = (0..<6).map { TestRequest.thumbnails("refused-copies-\($0)", index: $0) }
+            try await h.publish(all)
+            #expect(await h.events.waitForEvents(for: all.map(\.id), timeout: .seconds(30)), "\(h.diagnostics())")
+            try await Task.sleep(for: .seconds(12))  // the copies refused over and over
+            let setbacks = try await bridge.metrics().value("blitline_bridge_request_setbacks_total")
+            #expect(setbacks >= Double(4 * all.count), "\(h.diagnostics())")
+            try await h.topology.declare(on: broker)
+            await broker.close()
+            #expect(await h.waitUntilSettled(timeout: .seconds(30)), "requests still held\n\(h.diagnostics())")
+            try await h.barrier()
+            expectOneIDEach(all, h)
+            for request in all { #expect(h.events.events(for: request.id).map(\.status) == ["completed"]) }
+            #expect(
+                try await h.simulator.stats()["jobs_accepted"] == all.count + h.sentinelsPublished,
+                "nothing submitted twice")
+            try await expectUndisturbed(bridge, probe, h)
+        }
+    }
+
     @Test func garbageInTheBridgesOwnHeadersIsNotBelieved() async throws {
         try await BridgeHarness.run("garbage-headers") { h in
             let bridge = try await h.startBridge()

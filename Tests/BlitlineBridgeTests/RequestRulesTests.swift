@@ -211,8 +211,18 @@ import Testing
         }
     }
 
-    @Test func whenNotEvenACopyCanBePublishedTheRequestIsHandedBack() {
+    @Test func whenNotEvenACopyCanBePublishedTheRequestIsHandedBackOrHeldWithWhatItReached() {
         #expect(rules.afterSetback(of: .retry(delayStep: 1, headers: [:]), setbacks: 0) == .requeueAfterPause)
+        // A copy that carries what the request reached is held and tried again, with the same
+        // delay: the message in the queue lacks what it reached.
+        let accepted: AMQPTable = [BridgeHeader.jobID: .string("job-1"), BridgeHeader.submittedAt: .int64(1)]
+        #expect(
+            rules.afterSetback(of: .retry(delayStep: 0, headers: accepted), setbacks: 1)
+                == .retryAfterPause(delayStep: 0, headers: accepted.merging([BridgeHeader.setbacks: .int32(2)])))
+        let failed: AMQPTable = [BridgeHeader.failure: .string("rejected"), BridgeHeader.error: .string("no")]
+        #expect(
+            rules.afterSetback(of: .retryAfterPause(delayStep: 1, headers: failed), setbacks: 2)
+                == .retryAfterPause(delayStep: 1, headers: failed.merging([BridgeHeader.setbacks: .int32(3)])))
         #expect(rules.afterSetback(of: .countRedelivery(2), setbacks: 0) == .requeueAfterPause)
     }
 

@@ -17,6 +17,11 @@ package struct RequestProcessor: Sendable {
     /// How long a request waits in hand before it is handed back to its queue, when not even a
     /// copy of it could be published.
     static let requeuePause: Duration = .seconds(5)
+    /// How many pauses a request is held for at most while no copy of it can be published (20
+    /// minutes), then handed back as it came all the same: RabbitMQ closes a channel that holds a
+    /// delivery longer than its `consumer_timeout` (30 minutes by default), which would end the
+    /// session and hand back every request in hand.
+    static let maxPauses = 240
     /// The bytes of requests parsed, prepared and submitted at once: thousands of ordinary
     /// requests, sixteen of the largest `MAX_REQUEST_BYTES` allows by default. A request is parsed
     /// into a JSON tree, prepared, encoded and sent several times over; with `PREFETCH` requests
@@ -71,6 +76,7 @@ package struct RequestProcessor: Sendable {
     ) async throws {
         var step = rules.firstStep(for: request, context: context, now: clock.now())
         var setbacks = RequestRules.setbacks(in: request.properties)
+        var pauses = 0
         while true {
             switch step {
             case .submit(let job, let attempt):
@@ -79,7 +85,12 @@ package struct RequestProcessor: Sendable {
                 step = await submit(job, bytes: request.body.count, attempt: attempt, context: context, logger: &logger)
             case .giveBack:
                 return
-            case .requeueAfterPause:
+            case .retryAfterPause(let delayStep, let headers) where pauses < Self.maxPauses:
+                logger.warning("no copy of the request could be published; holding it and trying again later")
+                try await Task.sleep(for: requeuePause)
+                pauses += 1
+                step = .retry(delayStep: delayStep, headers: headers)
+            case .requeueAfterPause, .retryAfterPause:
                 logger.warning("no copy of the request could be published; handing it back to its queue later")
                 try await Task.sleep(for: requeuePause)
                 request.requeue()
@@ -193,7 +204,7 @@ package struct RequestProcessor: Sendable {
             logger.info("request put back for later", metadata: ["retry_in": "\(Topology.retryDelays[delayStep])"])
             try await effects.putBack(request, context: context, headers: headers, delayStep: delayStep)
             return .acknowledge
-        case .submit, .giveBack, .requeueAfterPause:
+        case .submit, .giveBack, .requeueAfterPause, .retryAfterPause:
             preconditionFailure("\(step) is not carried out by publishing")
         }
     }

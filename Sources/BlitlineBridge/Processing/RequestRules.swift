@@ -8,7 +8,8 @@ import Blitline
 /// (again after a transient failure, through a retry queue), then either schedule what finishes it
 /// (deadline, polls) or fail it (event and dead letter). A publish refused for this request alone
 /// (a setback) never ends the session: the request is put back for later with what it reached, so
-/// that a job Blitline accepted is never submitted again.
+/// that a job Blitline accepted is never submitted again; when even that copy is refused, the
+/// request is held and the copy tried again.
 struct RequestRules: Sendable {
     var maxRequestBytes: Int
     var defaultApplicationID: String?
@@ -50,6 +51,10 @@ struct RequestRules: Sendable {
         case giveBack
         /// Not even a copy of it could be published: hand it back to the queue after a pause.
         case requeueAfterPause
+        /// Not even a copy of it could be published, and the copy carries what the request reached
+        /// (a job Blitline accepted, a failure decided), which the message in the queue lacks:
+        /// hold the request, and publish the copy (`retry`) again after a pause.
+        case retryAfterPause(delayStep: Int, headers: AMQPTable)
     }
 
     // MARK: Arrival
@@ -147,6 +152,11 @@ struct RequestRules: Sendable {
             return .retry(
                 delayStep: delayStep,
                 headers: count.merging([BridgeHeader.failure: .string(reason.rawValue), BridgeHeader.error: .string(message)]))
+        case .retry(let held, let headers) where headers[BridgeHeader.jobID] != nil || headers[BridgeHeader.failure] != nil,
+            .retryAfterPause(let held, let headers):
+            // Handed back as it came, the request would be submitted again. The pauses in hand are
+            // its backoff: the copy keeps its delay.
+            return .retryAfterPause(delayStep: held, headers: headers.merging(count))
         case .countRedelivery, .retry, .submit, .giveBack, .requeueAfterPause:
             return .requeueAfterPause
         }
