@@ -20,6 +20,8 @@ final class ChannelState {
     var lowestUnconfirmed: UInt64 = 1
     var pending: [UInt64: PendingPublish] = [:]
     var consumers: [String: ConsumerSink] = [:]
+    /// Stream consumers cancelled here, whose deliveries on their way are left unsettled.
+    var cancelledStreamConsumers: Set<String> = []
     /// Delivery tags handed out on this channel and not yet settled, ascending: the broker numbers
     /// a channel's deliveries (consumed or got) 1, 2, 3…
     private(set) var unsettled: [UInt64] = []

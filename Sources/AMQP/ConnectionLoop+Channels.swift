@@ -137,7 +137,8 @@ extension ConnectionLoop {
         }
         guard let tag else { throw AMQPError(.protocolError, "no consumer tag from basic.consume-ok") }
         let (stream, continuation) = ConsumerSink.Batches.makeStream()
-        try channel(handle).consumers[tag] = ConsumerSink(continuation, maxBodyBytes: maxBodyBytes)
+        try channel(handle).consumers[tag] = ConsumerSink(
+            continuation, maxBodyBytes: maxBodyBytes, isStream: arguments["x-stream-offset"] != nil)
         let loop = self
         continuation.onTermination = { termination in
             if case .cancelled = termination {
@@ -154,6 +155,7 @@ extension ConnectionLoop {
         guard let channel = channels[handle.number], channel.id == handle.id,
             let consumer = channel.consumers.removeValue(forKey: tag)
         else { return }
+        if consumer.isStream { channel.cancelledStreamConsumers.insert(tag) }
         consumer.finish()
         _ = try rpc(handle, "cancelling consumer \(tag)") { state, number in
             amqp_basic_cancel(state, number, arena.bytes(tag))

@@ -65,12 +65,21 @@ extension ConnectionLoop {
         let routingKey = String(amqpBytes: deliver.routing_key)
         let channel = channels[number]
         let consumer = channel?.consumers[consumerTag]
-        // A message for a consumer cancelled meanwhile goes back to the queue: its body is dropped.
+        // A message no consumer takes any more is not kept: its body is dropped.
         let maxBodyBytes: Int? = if let consumer { consumer.maxBodyBytes } else { 0 }
         guard let content = readContent(on: number, maxBodyBytes: maxBodyBytes, reading: "a delivery") else { return }
-        guard let channel, let consumer else {
-            // The consumer was cancelled here while the broker was sending: give the message back.
-            _ = amqp_basic_reject(state, number, deliver.delivery_tag, 1)
+        guard let channel else {
+            // The channel closed after the broker sent this: the broker has taken back what the
+            // channel left unacknowledged, and any method on its number would close the connection (504).
+            return
+        }
+        guard let consumer else {
+            // The consumer was cancelled here while the broker was sending: give the message back,
+            // unless it is a stream's, which refuses basic.reject by closing the connection (540)
+            // and keeps its messages whether or not they are settled.
+            if !channel.cancelledStreamConsumers.contains(consumerTag) {
+                _ = amqp_basic_reject(state, number, deliver.delivery_tag, 1)
+            }
             return
         }
         let first = consumer.append(

@@ -9,10 +9,13 @@ final class ConsumerSink {
     private var pending: [AMQPDelivery] = []
     /// Bodies declared larger are dropped unread (`AMQPDelivery.isBodyDiscarded`); nil: no limit.
     let maxBodyBytes: Int?
+    /// Consuming a stream (started with an `x-stream-offset`): a stream refuses `basic.reject`.
+    let isStream: Bool
 
-    init(_ continuation: Batches.Continuation, maxBodyBytes: Int?) {
+    init(_ continuation: Batches.Continuation, maxBodyBytes: Int?, isStream: Bool) {
         self.continuation = continuation
         self.maxBodyBytes = maxBodyBytes
+        self.isStream = isStream
     }
 
     /// Holds a delivery until `flush`; returns true when it is the first one held.

@@ -1,0 +1,117 @@
+import AMQP
+import Testing
+import TestSupport
+
+/// A consumer with a large prefetch keeps deliveries in flight: the broker goes on sending while a
+/// channel closes or a consumer is cancelled. What arrives then must not cost the connection (and
+/// its other channels, consumers and confirms) or a message.
+@Suite struct AMQPDeliveriesInFlightTests {
+    static let count = 20_000
+    /// Read before the channel closes or the consumer is cancelled.
+    static let read = 300
+
+    /// As the outcomes ledger's backfill does: acks with `multiple` (fresh credit for as many
+    /// more), then closes the channel while those are on their way.
+    @Test(arguments: [QueueKind.classic, .stream])
+    func closingAChannelWithDeliveriesInFlightKeepsTheConnection(_ kind: QueueKind) async throws {
+        try await withCleanup { cleanup in
+            let (admin, queue) = try await Self.queue(of: kind, named: "close-in-flight", cleanup)
+            let connection = try await cleanup.connect()
+            let consuming = try await connection.openChannel()
+            let consumer = try await consuming.consume(queue: queue, prefetch: 1000, arguments: kind.consumeArguments)
+            var deliveries = consumer.makeAsyncIterator()
+            try await Self.readAcking(Self.read, from: &deliveries)
+            try await consuming.close()
+
+            try await Self.expectAlive(connection)
+            if kind == .classic {
+                let expected = UInt32(Self.count - Self.read)
+                var ready: UInt32?
+                #expect(
+                    try await eventually {
+                        ready = try await admin.declareQueue(queue, passive: true).messageCount
+                        return ready == expected
+                    }, "\(String(describing: ready)) ready, \(expected) not acknowledged")
+            }
+        }
+    }
+
+    /// A consumer cancelled with deliveries in flight on a channel that stays open: on a classic
+    /// queue they go back to the queue; on a stream, which refuses `basic.reject`, nothing closes.
+    @Test(arguments: [QueueKind.classic, .stream])
+    func cancellingAConsumerWithDeliveriesInFlightKeepsTheChannel(_ kind: QueueKind) async throws {
+        try await withCleanup { cleanup in
+            let (admin, queue) = try await Self.queue(of: kind, named: "cancel-in-flight", cleanup)
+            let connection = try await cleanup.connect()
+            let consuming = try await connection.openChannel()
+            let consumer = try await consuming.consume(queue: queue, prefetch: 1000, arguments: kind.consumeArguments)
+            var deliveries = consumer.makeAsyncIterator()
+            try await Self.readAcking(Self.read, from: &deliveries)
+            try await consuming.cancel(consumer)
+            // What reached the consumer before the cancel: acknowledged, as an application would.
+            var acknowledged = Self.read
+            while let delivery = try await deliveries.next() {
+                delivery.ack()
+                acknowledged += 1
+            }
+
+            try await Self.expectAlive(connection)
+            #expect(try await consuming.declareQueue(queue, passive: true).name == queue, "the channel closed")
+            if kind == .classic {
+                let expected = UInt32(Self.count - acknowledged)
+                var ready: UInt32?
+                #expect(
+                    try await eventually {
+                        ready = try await admin.declareQueue(queue, passive: true).messageCount
+                        return ready == expected
+                    }, "\(String(describing: ready)) ready, \(expected) not acknowledged")
+            }
+        }
+    }
+
+    enum QueueKind: String, CustomTestStringConvertible, Sendable {
+        case classic, stream
+
+        var testDescription: String { rawValue }
+
+        var consumeArguments: AMQPTable {
+            self == .stream ? ["x-stream-offset": .int64(0)] : [:]
+        }
+    }
+
+    /// A queue of `count` small messages, published and checked on a connection of its own.
+    static func queue(
+        of kind: QueueKind, named name: String, _ cleanup: Cleanup
+    ) async throws -> (admin: AMQPChannel, queue: String) {
+        let admin = try await cleanup.connect().openChannel()
+        let queue = TestBroker.uniqueName("\(name)-\(kind)")
+        try await admin.declareQueue(
+            queue, durable: kind == .stream, arguments: kind == .stream ? ["x-queue-type": .string("stream")] : [:])
+        cleanup.add { _ = try? await admin.deleteQueue(queue) }
+        try await admin.enableConfirms()
+        try await publishAll(admin, count: count, window: 1000, routingKey: queue) { index in
+            (Array("\(index)".utf8), AMQPProperties())
+        }
+        return (admin, queue)
+    }
+
+    /// Reads `count` deliveries, acknowledging with `multiple` every 100 and the last one, as the
+    /// outcomes ledger does.
+    static func readAcking(_ count: Int, from deliveries: inout AMQPConsumer.Iterator) async throws {
+        for index in 1...count {
+            let delivery = try #require(try await deliveries.next())
+            if index % 100 == 0 || index == count { delivery.ack(multiple: true) }
+        }
+    }
+
+    /// The connection is still open a moment later: it has no close reason and a new channel on
+    /// it can declare a queue.
+    static func expectAlive(_ connection: AMQPConnection) async throws {
+        try await Task.sleep(for: .milliseconds(500))
+        let reason = connection.closeReason
+        try #require(reason == nil, "the connection closed: \(String(describing: reason))")
+        let probe = try await connection.openChannel()
+        try await probe.declareQueue("", durable: false, exclusive: true)
+        try await probe.close()
+    }
+}
