@@ -15,24 +15,11 @@ import TestSupport
     @Test(arguments: [QueueKind.classic, .stream])
     func closingAChannelWithDeliveriesInFlightKeepsTheConnection(_ kind: QueueKind) async throws {
         try await withCleanup { cleanup in
-            let (admin, queue) = try await Self.queue(of: kind, named: "close-in-flight", cleanup)
-            let connection = try await cleanup.connect()
-            let consuming = try await connection.openChannel()
-            let consumer = try await consuming.consume(queue: queue, prefetch: 1000, arguments: kind.consumeArguments)
-            var deliveries = consumer.makeAsyncIterator()
-            try await Self.readAcking(Self.read, from: &deliveries)
-            try await consuming.close()
+            let consuming = try await Self.consuming(kind, named: "close-in-flight", cleanup)
+            try await consuming.channel.close()
 
-            try await Self.expectAlive(connection)
-            if kind == .classic {
-                let expected = UInt32(Self.count - Self.read)
-                var ready: UInt32?
-                #expect(
-                    try await eventually {
-                        ready = try await admin.declareQueue(queue, passive: true).messageCount
-                        return ready == expected
-                    }, "\(String(describing: ready)) ready, \(expected) not acknowledged")
-            }
+            try await Self.expectAlive(consuming.connection)
+            try await Self.expectReady(Self.count - Self.read, in: consuming)
         }
     }
 
@@ -41,31 +28,20 @@ import TestSupport
     @Test(arguments: [QueueKind.classic, .stream])
     func cancellingAConsumerWithDeliveriesInFlightKeepsTheChannel(_ kind: QueueKind) async throws {
         try await withCleanup { cleanup in
-            let (admin, queue) = try await Self.queue(of: kind, named: "cancel-in-flight", cleanup)
-            let connection = try await cleanup.connect()
-            let consuming = try await connection.openChannel()
-            let consumer = try await consuming.consume(queue: queue, prefetch: 1000, arguments: kind.consumeArguments)
-            var deliveries = consumer.makeAsyncIterator()
-            try await Self.readAcking(Self.read, from: &deliveries)
-            try await consuming.cancel(consumer)
+            var consuming = try await Self.consuming(kind, named: "cancel-in-flight", cleanup)
+            try await consuming.channel.cancel(consuming.consumer)
             // What reached the consumer before the cancel: acknowledged, as an application would.
             var acknowledged = Self.read
-            while let delivery = try await deliveries.next() {
+            while let delivery = try await consuming.deliveries.next() {
                 delivery.ack()
                 acknowledged += 1
             }
 
-            try await Self.expectAlive(connection)
-            #expect(try await consuming.declareQueue(queue, passive: true).name == queue, "the channel closed")
-            if kind == .classic {
-                let expected = UInt32(Self.count - acknowledged)
-                var ready: UInt32?
-                #expect(
-                    try await eventually {
-                        ready = try await admin.declareQueue(queue, passive: true).messageCount
-                        return ready == expected
-                    }, "\(String(describing: ready)) ready, \(expected) not acknowledged")
-            }
+            try await Self.expectAlive(consuming.connection)
+            #expect(
+                try await consuming.channel.declareQueue(consuming.queue, passive: true).name == consuming.queue,
+                "the channel closed")
+            try await Self.expectReady(Self.count - acknowledged, in: consuming)
         }
     }
 
@@ -93,6 +69,41 @@ import TestSupport
             (Array("\(index)".utf8), AMQPProperties())
         }
         return (admin, queue)
+    }
+
+    /// A queue of `kind` with `count` messages, a consumer on a connection of its own with a
+    /// prefetch of 1000, and `read` of them read and acknowledged.
+    struct Consuming {
+        let kind: QueueKind
+        let admin: AMQPChannel
+        let queue: String
+        let connection: AMQPConnection
+        let channel: AMQPChannel
+        let consumer: AMQPConsumer
+        var deliveries: AMQPConsumer.Iterator
+    }
+
+    static func consuming(_ kind: QueueKind, named name: String, _ cleanup: Cleanup) async throws -> Consuming {
+        let (admin, queue) = try await Self.queue(of: kind, named: name, cleanup)
+        let connection = try await cleanup.connect()
+        let channel = try await connection.openChannel()
+        let consumer = try await channel.consume(queue: queue, prefetch: 1000, arguments: kind.consumeArguments)
+        var deliveries = consumer.makeAsyncIterator()
+        try await Self.readAcking(Self.read, from: &deliveries)
+        return Consuming(
+            kind: kind, admin: admin, queue: queue, connection: connection, channel: channel, consumer: consumer,
+            deliveries: deliveries)
+    }
+
+    /// On a classic queue, every message not acknowledged is back in the queue, ready.
+    static func expectReady(_ notAcknowledged: Int, in consuming: Consuming) async throws {
+        guard consuming.kind == .classic else { return }
+        var ready: UInt32?
+        #expect(
+            try await eventually {
+                ready = try await consuming.admin.declareQueue(consuming.queue, passive: true).messageCount
+                return ready == UInt32(notAcknowledged)
+            }, "\(String(describing: ready)) ready, \(notAcknowledged) not acknowledged")
     }
 
     /// Reads `count` deliveries, acknowledging with `multiple` every 100 and the last one, as the

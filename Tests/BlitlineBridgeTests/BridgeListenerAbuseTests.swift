@@ -53,6 +53,32 @@ extension BridgeProcessTests {
             }
         }
 
+        /// A client that sends requests ahead and never reads the answers: once the answers it
+        /// owes are not taken, the bridge reads no more of its requests, so it holds none of
+        /// them in memory and the client's sends stop.
+        @Test func aClientThatNeverReadsItsAnswersIsNotReadEither() async throws {
+            try await BridgeHarness.run("listener-unread") { h in
+                let bridge = try await h.startBridge()
+                let before = try #require(Self.peakResidentMiB(of: bridge.processID))
+                let socket = try #require(RawConnection(port: bridge.settings.listenPort))
+                defer { socket.close() }
+                // 24 MiB of requests, about a million, whose answers would take 80 MiB.
+                let chunk = Array(String(repeating: "GET /healthz HTTP/1.1\r\n\r\n", count: 2_621).utf8)
+                let times = (24 << 20) / chunk.count
+                let sent = try await onOwnThread { socket.sendWithoutReading(chunk, times: times, timeout: .seconds(2)) }
+                let peak = try #require(Self.peakResidentMiB(of: bridge.processID))
+                print("listener-unread: \(sent >> 10) KiB of \((times * chunk.count) >> 10) KiB sent; bridge peak RSS \(before) → \(peak) MiB")
+                #expect(sent < times * chunk.count, "the bridge read every request while its answers were not taken")
+                #expect(peak < before + 24, "the bridge's peak RSS went from \(before) to \(peak) MiB")
+                // The listener serves everyone else meanwhile.
+                let probe = try #require(RawConnection(port: bridge.settings.listenPort))
+                defer { probe.close() }
+                probe.send("GET /readyz HTTP/1.1\r\nHost: bridge\r\n\r\n")
+                #expect(probe.receive(until: "ready", timeout: .seconds(5)).hasPrefix("HTTP/1.1 200"))
+                #expect(bridge.isRunning)
+            }
+        }
+
         /// 300 connections that send their head a byte every 2 s: probes on fresh connections
         /// answer within 1 s, a job published meanwhile completes, and every slow connection is
         /// cut by `LISTEN_HEADER_TIMEOUT`.

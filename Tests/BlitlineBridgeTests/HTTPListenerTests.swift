@@ -345,6 +345,20 @@ import TestSupport
         }
     }
 
+    /// A request answered at its head (a probe, 404, 405) whose body then cannot be read keeps
+    /// its one answer: the connection closes, with no second answer a pipelining client would
+    /// take for its next request's.
+    @Test func aRequestAnsweredAtItsHeadWhoseBodyIsUnreadableGetsOneAnswer() async throws {
+        try await withListenerPort { port in
+            for path in ["/healthz", "/nowhere"] {
+                let request = "GET \(path) HTTP/1.1\r\nHost: bridge\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+                let (response, closed) = try await onOwnThread { try Self.rawExchange(port: port, request) }
+                #expect(response.components(separatedBy: "HTTP/1.1 ").count - 1 == 1, "\(path): \(response)")
+                #expect(closed, "the connection stayed open after \(path)'s unreadable body")
+            }
+        }
+    }
+
     /// On a graceful shutdown an idle keep-alive connection is closed at once, and one with a
     /// postback in hand gets its answer, marked `Connection: close`, then is closed.
     @Test func aGracefulShutdownClosesIdleConnectionsAtOnceAndOthersAfterTheirAnswer() async throws {

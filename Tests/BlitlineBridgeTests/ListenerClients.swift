@@ -68,6 +68,21 @@ final class RawConnection: Sendable {
         return String(decoding: received, as: UTF8.self)
     }
 
+    /// Sends `chunk` up to `times` times and reads nothing, each send waiting at most `timeout`
+    /// for room; returns the bytes sent before the server stopped taking them (or all).
+    func sendWithoutReading(_ chunk: [UInt8], times: Int, timeout: Duration) -> Int {
+        var limit = timeval(tv_sec: Int(timeout.components.seconds), tv_usec: 0)
+        setsockopt(descriptor, SOL_SOCKET, SO_SNDTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+        var sent = 0
+        for _ in 0..<times {
+            let count = chunk.withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard count > 0 else { break }
+            sent += count
+            guard count == chunk.count else { break }
+        }
+        return sent
+    }
+
     func close() { Glibc.close(descriptor) }
 }
 

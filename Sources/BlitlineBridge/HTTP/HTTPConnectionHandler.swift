@@ -132,6 +132,10 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
                 guard let next = try parser.next(from: &unread!) else { return }
                 part = next
             } catch {
+                if case .droppingBody = state {
+                    // Answered at its head: a second answer would be taken for the next request's.
+                    return closeAfterWrites(nil, context)
+                }
                 let failure = error as? HTTPRequestParser.Failure ?? .malformed("request")
                 let answer = HTTPAnswer.text(failure.status, failure.reason)
                 return self.answer(answer, version: .http1_1, keepAlive: false, context)
@@ -406,11 +410,17 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
         if keepAlive {
             context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
         } else {
-            // The last answer: the connection closes once it is written, unread bytes and all.
-            closing = true
-            context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { [channel = context.channel] _ in
-                channel.close(promise: nil)
-            }
+            closeAfterWrites(buffer, context)
+        }
+    }
+
+    /// Writes `last` (if any), then closes the connection once everything is written, unread
+    /// bytes and all.
+    private func closeAfterWrites(_ last: ByteBuffer?, _ context: ChannelHandlerContext) {
+        closing = true
+        let last = last ?? context.channel.allocator.buffer(capacity: 0)
+        context.writeAndFlush(wrapOutboundOut(last)).whenComplete { [channel = context.channel] _ in
+            channel.close(promise: nil)
         }
     }
 
