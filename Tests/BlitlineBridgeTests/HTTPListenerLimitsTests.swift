@@ -322,6 +322,25 @@ extension HTTPListenerTests {
         #expect(receiver.calls.map(\.token) == ["half"])
     }
 
+    /// Requests a client sent behind a postback before it closed its side are answered in turn,
+    /// then the connection closes.
+    @Test func requestsSentBehindAPostbackBeforeTheClientClosesItsSideAreAnsweredThenClosed() async throws {
+        let receiver = FakeReceiver(delay: .milliseconds(300))
+        try await withListenerPort(receiver: receiver) { port in
+            let connection = try #require(RawConnection(port: port))
+            defer { connection.close() }
+            connection.send(
+                "POST /postback/first HTTP/1.1\r\nHost: bridge\r\nContent-Length: 2\r\n\r\n{}"
+                    + "GET /healthz HTTP/1.1\r\nHost: bridge\r\n\r\n"
+                    + "POST /postback/second HTTP/1.1\r\nHost: bridge\r\nContent-Length: 2\r\n\r\n{}")
+            shutdown(connection.descriptor, Int32(SHUT_WR))
+            let (answers, closed) = try await onOwnThread { connection.readUntilClosed(timeout: .seconds(5)) }
+            #expect(answers.components(separatedBy: "HTTP/1.1 200 OK").count - 1 == 3, "\(answers)")
+            #expect(closed)
+        }
+        #expect(receiver.calls.map(\.token) == ["first", "second"])
+    }
+
     /// Cancelled (the bridge's `SHUTDOWN_TIMEOUT` passed), the listener stops accepting, cuts a
     /// postback whose handling does not end a second later, and returns, long before the
     /// postback's own 8 s deadline.

@@ -171,7 +171,8 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
 
     /// A client that closes its side (the connection is allowed to half-close) sends nothing
     /// more: an idle connection, or one whose body will never end, is closed at once rather than
-    /// held until `LISTEN_HEADER_TIMEOUT`; a postback in hand is answered first.
+    /// held until `LISTEN_HEADER_TIMEOUT`; a postback in hand is answered first, and the requests
+    /// sent behind it after it.
     ///
     /// On a graceful shutdown (``ConnectionGate``) the connection closes once the answer owed is
     /// written, at once when none is.
@@ -332,7 +333,7 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
         postbackDeadline.clear()
         worker = nil
         state = .waitingForHead
-        answerPostback(reply, version: version, keepAlive: keepAlive && !inputClosed, started: started, context)
+        answerPostback(reply, version: version, keepAlive: keepAlive && !lastRequest, started: started, context)
         resume(context)
     }
 
@@ -343,7 +344,7 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
         state = .waitingForHead
         listener.onShed(.timedOut)
         let answer = HTTPAnswer.text(.serviceUnavailable, "the postback could not be handled in time; retry")
-        answerPostback(answer, version: version, keepAlive: keepAlive && !inputClosed, started: started, context)
+        answerPostback(answer, version: version, keepAlive: keepAlive && !lastRequest, started: started, context)
         resume(context)
     }
 
@@ -351,10 +352,15 @@ final class HTTPConnectionHandler<Receiver: PostbackReceiving>: ChannelDuplexHan
         if case .handling = state { true } else { false }
     }
 
+    /// The client has closed its side and sent nothing after the request in hand.
+    private var lastRequest: Bool { inputClosed && unread == nil }
+
     /// After a postback's answer: the requests that waited for it, in turn (another postback
-    /// among them waits again), then the read that was held.
+    /// among them waits again), then the read that was held; once a client that closed its side
+    /// has all its answers, the connection closes.
     private func resume(_ context: ChannelHandlerContext) {
         readRequests(context)
+        if inputClosed, !isHandling, !closing { return closeAfterWrites(nil, context) }
         if readHeld, !isHandling {
             readHeld = false
             context.read()
