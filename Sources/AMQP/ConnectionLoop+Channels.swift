@@ -49,8 +49,12 @@ extension ConnectionLoop {
     func checkReply(_ reply: amqp_rpc_reply_t, channel number: UInt16, doing what: String) throws(AMQPError) {
         switch reply.reply_type {
         case AMQP_RESPONSE_NORMAL:
+            // Word from the broker: a call it took long to answer, reading its heartbeats meanwhile
+            // (librabbitmq drops them unseen), must not leave the connection looking silent.
+            lastInbound = .now
             return
         case AMQP_RESPONSE_SERVER_EXCEPTION:
+            lastInbound = .now
             switch reply.reply.id {
             case AMQP_CHANNEL_CLOSE_METHOD:
                 throw channelClosedByBroker(

@@ -87,6 +87,26 @@ import TestSupport
         await again.close()
     }
 
+    /// A call the broker is slow to answer (its queue's process busy) while it sends heartbeats
+    /// all along: the answer is word from the broker, so the connection is not taken for silent
+    /// once the call returns.
+    @Test func aCallAnsweredAfterLongerThanTwoHeartbeatsLeavesTheConnectionOpen() async throws {
+        let connection = try await TestBroker.connect(heartbeat: 2)
+        let channel = try await connection.openChannel()
+        let queue = TestBroker.uniqueName("slow-answer")
+        try await channel.declareQueue(queue, durable: false, autoDelete: false)
+        let process = "element(2, rabbit_amqqueue:lookup(rabbit_misc:r(<<\"/\">>, queue, <<\"\(queue)\">>)))"
+        try await TestBroker.control("ctl", "eval", "sys:suspend(amqqueue:get_pid(\(process))).")
+        let purge = Task { try await channel.purgeQueue(queue) }
+        try await Task.sleep(for: .seconds(7))  // past the loop's silence limit (2 × 2 s + 1 s)
+        try await TestBroker.control("ctl", "eval", "sys:resume(amqqueue:get_pid(\(process))).")
+        #expect(try await purge.value == 0)
+        try await Task.sleep(for: .seconds(1))  // the loop's next passes
+        #expect(connection.closeReason == nil, "\(String(describing: connection.closeReason))")
+        try await channel.deleteQueue(queue)
+        await connection.close()
+    }
+
     @Test func publishingWaitsDuringAMemoryAlarmAndResumesAfter() async throws {
         try await withCleanup { cleanup in
             let publisher = try await cleanup.connect()
