@@ -84,7 +84,7 @@ public struct BridgeApp: Sendable {
                     jobTimeout: configuration.jobTimeout),
                 submitter: submitter,
                 postbackKeys: configuration.postbackSecrets.isEmpty ? nil : postbackKeys,
-                metrics: metrics, logger: logger),
+                metrics: metrics, logger: logger, isSettled: { ledger.isSettled($0) }),
             timeouts: TimeoutProcessor(configuration: configuration, ledger: ledger, metrics: metrics, logger: logger),
             polls: PollProcessor(
                 client: client, rateLimiter: PollRateLimiter(ratePerSecond: configuration.pollRate * PollProcessor.rateMargin),

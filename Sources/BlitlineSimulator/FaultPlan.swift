@@ -16,6 +16,9 @@ public struct FaultPlan: Sendable, Hashable {
     public var retryAfterSeconds: Int?
     /// Added to every submit before it is answered.
     public var submitLatency: Duration = .zero
+    /// The next N submits are accepted (their jobs run and are posted back) but answered with
+    /// ``failSubmitStatus`` and no Blitline `error` body, as when a gateway loses Blitline's answer.
+    public var loseSubmitAnswers = 0
     /// The next N submits hang: no answer for ``hangDuration``, then a 503.
     public var hangSubmits = 0
     /// How long a hung submit hangs. Default 1 hour.
@@ -40,6 +43,11 @@ public struct FaultPlan: Sendable, Hashable {
     /// Whether the next submit fails; uses up a count.
     mutating func takeSubmitFailure() -> Bool {
         Self.take(&self.failSubmits, fraction: self.failSubmitFraction)
+    }
+
+    /// Whether the next submit's answer is lost; uses up a count.
+    mutating func takeLostSubmitAnswer() -> Bool {
+        Self.take(&self.loseSubmitAnswers, fraction: 0)
     }
 
     /// Whether the next submit hangs; uses up a count.
@@ -78,6 +86,7 @@ extension FaultPlan {
             case "fail_submit_status": self.failSubmitStatus = try Self.count(value, member.key)
             case "retry_after_seconds": self.retryAfterSeconds = value.isNull ? nil : try Self.count(value, member.key)
             case "submit_latency_ms": self.submitLatency = .milliseconds(try Self.count(value, member.key))
+            case "lose_submit_answers": self.loseSubmitAnswers = try Self.count(value, member.key)
             case "hang_submits": self.hangSubmits = try Self.count(value, member.key)
             case "hang_ms": self.hangDuration = .milliseconds(try Self.count(value, member.key))
             case "drop_postbacks": self.dropPostbacks = try Self.count(value, member.key)
@@ -102,6 +111,7 @@ extension FaultPlan {
             "fail_submit_status": .number(self.failSubmitStatus),
             "retry_after_seconds": self.retryAfterSeconds.map { .number($0) } ?? .null,
             "submit_latency_ms": .number(self.submitLatency.milliseconds),
+            "lose_submit_answers": .number(self.loseSubmitAnswers),
             "hang_submits": .number(self.hangSubmits),
             "hang_ms": .number(self.hangDuration.milliseconds),
             "drop_postbacks": .number(self.dropPostbacks),

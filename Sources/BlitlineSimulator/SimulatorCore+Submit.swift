@@ -17,14 +17,19 @@ extension SimulatorCore {
             return Response(status: .serviceUnavailable)
         }
         if latency > .zero { try await Task.sleep(for: latency) }
-        if failure {
+        let failed = { () -> Response in
             self.count { $0.submitFaults += 1 }
-            let injected = HTTPResponse.Status(code: status)
-            var response = Response(status: injected, body: .init(byteBuffer: ByteBuffer(string: injected.reasonPhrase)))
-            response.headers[.contentType] = "text/plain"
-            if let retryAfter { response.headers[.retryAfter] = String(retryAfter) }
-            return response
+            return Self.injectedFailure(status: status, retryAfter: retryAfter)
         }
+        if failure { return failed() }
+        let answer = try await self.acceptJobs(of: request)
+        // Accepted, and the answer lost on its way (a gateway's 502): the jobs run all the same.
+        let lost = answer.status.code < 300 && self.faults.withLock { $0.takeLostSubmitAnswer() }
+        return lost ? failed() : answer
+    }
+
+    /// The jobs of a submit, accepted or refused each: the answer Blitline gives.
+    private func acceptJobs(of request: Request) async throws -> Response {
         var request = request
         let body = Array(buffer: try await request.collectBody(upTo: Self.maximumBodyBytes))
         guard let payload = Self.payload(of: body, contentType: request.headers[.contentType]) else {
@@ -41,6 +46,15 @@ extension SimulatorCore {
             let (entry, status) = self.accept(payload, queryApplicationID: queryApplicationID)
             return Response.json(["results": entry], status: status ?? .ok)
         }
+    }
+
+    /// An injected failure: `status` with its reason phrase as plain text, no Blitline `error`.
+    private static func injectedFailure(status: Int, retryAfter: Int?) -> Response {
+        let injected = HTTPResponse.Status(code: status)
+        var response = Response(status: injected, body: .init(byteBuffer: ByteBuffer(string: injected.reasonPhrase)))
+        response.headers[.contentType] = "text/plain"
+        if let retryAfter { response.headers[.retryAfter] = String(retryAfter) }
+        return response
     }
 
     /// Accepts one job: its reply entry, and the refusal status when refused.

@@ -21,7 +21,8 @@ struct SimulatorCommand: AsyncParsableCommand {
               per application id (a poll up to 100 ms early for its turn is let in).
             POST /_control  Change faults at run time; JSON body, every key
               optional: fail_submits, fail_submit_fraction, fail_submit_status,
-              retry_after_seconds, submit_latency_ms, hang_submits, hang_ms,
+              retry_after_seconds, submit_latency_ms, lose_submit_answers (the next
+              N submits accepted and answered as failed), hang_submits, hang_ms,
               drop_postbacks, drop_postback_fraction, duplicate_postbacks,
               duplicate_postback_fraction, postback_delay_ms, hold_postbacks
               (true: no postback goes out until false), reset_stats.

@@ -221,6 +221,28 @@ extension BridgeProcessTests {
             }
         }
 
+        /// Blitline accepted the job but its answer was lost on the way (a gateway's 502): the
+        /// request is retried, and comes back after the job's result is out, so it is not
+        /// submitted again and nothing follows its `completed`.
+        @Test func aSubmitWhoseAnswerWasLostIsNotSubmittedAgainOnceItsResultIsOut() async throws {
+            try await BridgeHarness.run("submit-answer-lost") { h in
+                var settings = try h.settings()
+                settings.submitMaxAttempts = 2
+                try await h.startBridge(settings)
+                // Retry-After 5 s: the retry comes back well after the postback.
+                try await h.simulator.control(["lose_submit_answers": 1, "fail_submit_status": 502, "retry_after_seconds": 5])
+                let request = TestRequest.thumbnails("answer-lost-0")
+                try await h.outcomes(of: [request]).expectEachCompleted([request])
+                #expect(await h.waitUntilSettled(timeout: .seconds(20)), "\(h.diagnostics())")
+                try await h.barrier()
+                #expect(h.events.events(for: request.id).map(\.status) == ["completed"])
+                let stats = try await h.simulator.stats()
+                #expect(stats["submit_faults"] == 1)
+                #expect(stats["jobs_accepted"] == 1 + h.sentinelsPublished, "the job was submitted again")
+                #expect(try await h.depth(of: h.deadQueue) == 0)
+            }
+        }
+
         @Test func submitsThatKeepFailingEndAsSubmitFailedAfterTheLastAttempt() async throws {
             try await BridgeHarness.run("submit-failed") { h in
                 var settings = try h.settings()

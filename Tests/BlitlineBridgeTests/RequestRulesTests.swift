@@ -15,14 +15,14 @@ import Testing
 
     func step(
         _ headers: AMQPTable = [:], messageID: String? = "order-1", redelivered: Bool = false, body: [UInt8] = job,
-        discarded: Bool = false
+        discarded: Bool = false, settled: Set<String> = []
     ) -> RequestRules.Step {
         let properties = AMQPProperties(headers: headers.isEmpty ? nil : headers, messageID: messageID)
         return rules.firstStep(
             for: RequestRules.Arrival(
                 body: body, properties: properties, redelivered: redelivered, isBodyDiscarded: discarded,
                 bodySize: UInt64(discarded ? 50_000_000 : body.count)),
-            context: RequestEnvelope(properties), now: Self.now)
+            context: RequestEnvelope(properties), now: Self.now, isSettled: { settled.contains($0) })
     }
 
     func attempt(of step: RequestRules.Step) -> Int? {
@@ -36,6 +36,23 @@ import Testing
     }
 
     // MARK: Arrival
+
+    /// A request that comes back (a retry after a submission whose answer was lost, a
+    /// redelivery after a crash) when its job's result is already out is acknowledged, not
+    /// submitted again; one that comes for the first time, or for its dead letter, is not.
+    @Test func aRequestThatComesBackWithItsOutcomeRecordedIsSettled() {
+        let settled: Set<String> = ["order-1"]
+        let retry: AMQPTable = [BridgeHeader.requestID: .string("order-1"), BridgeHeader.attempt: .int32(2)]
+        #expect(step(retry, settled: settled) == .settled)
+        #expect(step(redelivered: true, settled: settled) == .settled)
+        #expect(attempt(of: step(retry)) == 2, "not settled: submitted again")
+        #expect(attempt(of: step(settled: settled)) == 1, "the first arrival of an id seen before is a new request")
+        let failed: AMQPTable = [
+            BridgeHeader.requestID: .string("order-1"), BridgeHeader.failure: .string("rejected"),
+            BridgeHeader.error: .string("no"),
+        ]
+        #expect(failure(of: step(failed, settled: settled))?.0 == .rejected, "its dead letter is still owed")
+    }
 
     @Test func aValidRequestIsSubmittedForTheFirstTime() {
         #expect(attempt(of: step()) == 1)

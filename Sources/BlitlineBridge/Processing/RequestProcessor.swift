@@ -40,6 +40,8 @@ package struct RequestProcessor: Sendable {
     var requeuePause = Self.requeuePause
     /// Shared by every request of the bridge.
     var workingBytes = Budget(capacity: Self.workingBytes)
+    /// Whether a request id's outcome is recorded in the outcomes stream (``OutcomeLedger``).
+    var isSettled: @Sendable (String) -> Bool = { _ in false }
 
     func process(_ request: some RequestMessage, effects: some RequestEffects) async throws {
         do {
@@ -74,7 +76,7 @@ package struct RequestProcessor: Sendable {
         _ request: some RequestMessage, context: RequestEnvelope, effects: some RequestEffects,
         logger: inout Logger
     ) async throws {
-        var step = rules.firstStep(for: request, context: context, now: clock.now())
+        var step = rules.firstStep(for: request, context: context, now: clock.now(), isSettled: isSettled)
         var setbacks = RequestRules.setbacks(in: request.properties)
         var pauses = 0
         while true {
@@ -84,6 +86,10 @@ package struct RequestProcessor: Sendable {
                 guard !Task.isCancelled else { return }
                 step = await submit(job, bytes: request.body.count, attempt: attempt, context: context, logger: &logger)
             case .giveBack:
+                return
+            case .settled:
+                logger.info("the request came back with its outcome already recorded; acknowledged, not submitted again")
+                request.ack()
                 return
             case .retryAfterPause(let delayStep, let headers) where pauses < Self.maxPauses:
                 logger.warning("no copy of the request could be published; holding it and trying again later")
@@ -204,7 +210,7 @@ package struct RequestProcessor: Sendable {
             logger.info("request put back for later", metadata: ["retry_in": "\(Topology.retryDelays[delayStep])"])
             try await effects.putBack(request, context: context, headers: headers, delayStep: delayStep)
             return .acknowledge
-        case .submit, .giveBack, .requeueAfterPause, .retryAfterPause:
+        case .submit, .giveBack, .settled, .requeueAfterPause, .retryAfterPause:
             preconditionFailure("\(step) is not carried out by publishing")
         }
     }
@@ -223,11 +229,13 @@ package struct RequestProcessor: Sendable {
 
 extension RequestRules {
     /// The first step for a message as it arrived.
-    func firstStep(for request: some RequestMessage, context: RequestEnvelope, now: Int64) -> Step {
+    func firstStep(
+        for request: some RequestMessage, context: RequestEnvelope, now: Int64, isSettled: (String) -> Bool
+    ) -> Step {
         firstStep(
             for: Arrival(
                 body: request.body, properties: request.properties, redelivered: request.redelivered,
                 isBodyDiscarded: request.isBodyDiscarded, bodySize: request.bodySize),
-            context: context, now: now)
+            context: context, now: now, isSettled: isSettled)
     }
 }

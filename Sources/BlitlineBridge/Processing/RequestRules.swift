@@ -49,6 +49,10 @@ struct RequestRules: Sendable {
         case retry(delayStep: Int, headers: AMQPTable)
         /// Leave it unacknowledged: the session is ending and the broker gives it to the next one.
         case giveBack
+        /// It came back (a retry, a redelivery) and its outcome is already recorded: the job Blitline
+        /// ran for it has its result out (the answer to its submission was lost on its way, or the
+        /// bridge stopped after submitting it). Ack it; nothing is submitted again.
+        case settled
         /// Not even a copy of it could be published: hand it back to the queue after a pause.
         case requeueAfterPause
         /// Not even a copy of it could be published, and the copy carries what the request reached
@@ -59,9 +63,16 @@ struct RequestRules: Sendable {
 
     // MARK: Arrival
 
-    /// The first step for a request as it arrived. `now` is milliseconds since the Unix epoch.
-    func firstStep(for arrival: Arrival, context: RequestEnvelope, now: Int64) -> Step {
+    /// The first step for a request as it arrived. `now` is milliseconds since the Unix epoch;
+    /// `isSettled` says whether a request id's outcome is recorded (``OutcomeLedger``).
+    func firstStep(
+        for arrival: Arrival, context: RequestEnvelope, now: Int64, isSettled: (String) -> Bool = { _ in false }
+    ) -> Step {
         let headers = arrival.properties.headers ?? [:]
+        // Every copy the bridge puts back carries the request id. A decided failure comes back for
+        // its dead letter, which follows its event.
+        let cameBack = arrival.redelivered || headers[BridgeHeader.requestID] != nil
+        if cameBack, headers[BridgeHeader.failure] == nil, isSettled(context.requestID) { return .settled }
         if arrival.redelivered {
             // Quorum queues count deliveries themselves; classic queues need the bridge to.
             if let count = headers.integer("x-delivery-count", in: 0...Int(Int32.max)) {
@@ -157,7 +168,7 @@ struct RequestRules: Sendable {
             // Handed back as it came, the request would be submitted again. The pauses in hand are
             // its backoff: the copy keeps its delay.
             return .retryAfterPause(delayStep: held, headers: headers.merging(count))
-        case .countRedelivery, .retry, .submit, .giveBack, .requeueAfterPause:
+        case .countRedelivery, .retry, .submit, .giveBack, .settled, .requeueAfterPause:
             return .requeueAfterPause
         }
     }
