@@ -1,6 +1,8 @@
 import Foundation
 import Testing
 
+@testable import BlitlineBridge
+
 extension BridgeProcessTests {
     /// Polling mode (no `POSTBACK_BASE_URL`, README, "Polling at scale"): results long-polled within
     /// `POLL_RATE`.
@@ -25,6 +27,35 @@ extension BridgeProcessTests {
                     stats["polls_rate_limited"] == 0,
                     "Blitline answered 429 to \(stats["polls_rate_limited"]) of \(stats["polls"]) polls")
                 #expect(stats["postbacks_sent"] == 0)
+            }
+        }
+
+        /// The deadlines queue gone for a while, so that the broker returns every deadline: each
+        /// request is set back and comes back to be scheduled again, and still polls Blitline with
+        /// one chain of polls, not one more with each try.
+        @Test func aRequestSetBackWhileItsDeadlineIsRefusedPollsWithOneChain() async throws {
+            try await BridgeHarness.run("polling-setbacks") { simulator in
+                simulator.processingDelay = .seconds(8)
+            } _: { h in
+                var settings = try h.settings()
+                settings.postbackPort = nil
+                let bridge = try await h.startBridge(settings)
+                let broker = try await TestEnvironment.connect()
+                _ = try await broker.openChannel().deleteQueue(h.topology.deadlinesQueue)
+                let requests = (0..<4).map { TestRequest.thumbnails("polling-setback-\($0)", index: $0) }
+                try await h.publish(requests)
+                try await Task.sleep(for: .seconds(4))  // set back at once, and again 1 s later
+                let setbacks = try await bridge.metrics().value("blitline_bridge_request_setbacks_total")
+                #expect(setbacks >= Double(2 * requests.count), "\(h.diagnostics())")
+                try await h.topology.declare(on: broker)
+                await broker.close()
+                #expect(
+                    await h.events.waitForEvents(for: requests.map(\.id), timeout: .seconds(60)), "\(h.diagnostics())")
+                #expect(await h.waitUntilSettled(timeout: .seconds(30)), "requests still held\n\(h.diagnostics())")
+                try await Task.sleep(for: .seconds(3))  // any other chain's poll is answered with the result too
+                let stats = try await h.simulator.stats()
+                #expect(stats["jobs_accepted"] == requests.count, "submitted again")
+                #expect(stats["polls_answered"] == requests.count, "more than one chain of polls per job")
             }
         }
 

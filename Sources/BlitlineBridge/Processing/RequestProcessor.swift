@@ -176,14 +176,12 @@ package struct RequestProcessor: Sendable {
             // whether a result came in time (a late one is published as such all the same).
             let due = pending.deadline <= clock.now()
             if due { logger.warning("the job's deadline passed while the request was put back; deciding its timeout now") }
-            if configuration.usesPostbacks {
-                try await effects.scheduleDeadline(pending, due: due)
-            } else {
-                pending.applicationKey = Self.applicationKey(applicationID ?? "")
-                async let poll: Void = effects.schedulePoll(pending, pause: false)
-                try await effects.scheduleDeadline(pending, due: due)
-                try await poll
-            }
+            if !configuration.usesPostbacks { pending.applicationKey = Self.applicationKey(applicationID ?? "") }
+            try await effects.scheduleDeadline(pending, due: due)
+            // The poll only once the deadline is in: a poll in the broker beside a refused deadline
+            // would start another chain of polls each time the request comes back to be scheduled.
+            // A refused poll sends the deadline again instead, which finds the job settled.
+            if !configuration.usesPostbacks { try await effects.schedulePoll(pending, pause: false) }
             return .acknowledge
         case .fail(let reason, let message):
             if reason == .invalidRequest {
