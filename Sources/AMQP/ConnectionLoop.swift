@@ -412,7 +412,8 @@ final class ConnectionLoop: @unchecked Sendable {
     // MARK: Blocking calls and the watchdog
 
     /// Runs a library call that 0.11 may never return from (a publish on a dead or blocked
-    /// socket); the watchdog shuts the socket down if it takes longer than two heartbeats.
+    /// socket); the watchdog shuts the socket down if it takes longer than two heartbeats during
+    /// which the broker sent nothing.
     func blockingCall<T>(_ body: () -> T) -> T {
         blockingCallStartedAt.store(Self.monotonicNanoseconds(), ordering: .relaxed)
         defer { blockingCallStartedAt.store(0, ordering: .relaxed) }
@@ -425,13 +426,27 @@ final class ConnectionLoop: @unchecked Sendable {
         let limit = UInt64(max(heartbeat, .seconds(2)).components.seconds) * 2_000_000_000
         let thread = Thread { [self] in
             Self.nameCurrentThread("amqp watchdog")
+            // What the broker sent that the stuck call has not read: while it grows, the broker is
+            // alive (its heartbeats, connection.blocked) and only holds the call back, as a memory
+            // alarm holds large publishes in the socket's buffers.
+            var call: UInt64 = 0
+            var unread: Int32 = 0
+            var heard: UInt64 = 0
             while true {
                 usleep(250_000)
                 let fd = socketFD.load(ordering: .relaxed)
                 guard fd >= 0 else { return }
                 let started = blockingCallStartedAt.load(ordering: .relaxed)
-                if started != 0, Self.monotonicNanoseconds() - started > limit {
-                    logger.error("AMQP call stuck for two heartbeats; shutting the socket down")
+                guard started != 0 else { continue }
+                let now = Self.monotonicNanoseconds()
+                let bytes = crmq_bytes_unread(fd)
+                if started != call {
+                    (call, unread, heard) = (started, bytes, started)
+                } else if bytes != unread {
+                    (unread, heard) = (bytes, now)
+                }
+                if now - heard > limit {
+                    logger.error("AMQP call stuck for two heartbeats with nothing from the broker; shutting the socket down")
                     shutdown(fd, Int32(SHUT_RDWR))
                     return
                 }

@@ -9,6 +9,7 @@
 #include <amqp_ssl_socket.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 
@@ -48,6 +49,12 @@ static inline int crmq_set_cork(int fd, int on) {
 // bytes. (prctl is variadic too.)
 static inline int crmq_name_thread(const char *name) {
     return prctl(PR_SET_NAME, name, 0, 0, 0);
+}
+
+// Bytes received on the socket and not read yet, or -1. (ioctl is variadic.)
+static inline int crmq_bytes_unread(int fd) {
+    int count = 0;
+    return ioctl(fd, FIONREAD, &count) == 0 ? count : -1;
 }
 
 #endif

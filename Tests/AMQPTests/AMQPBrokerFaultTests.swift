@@ -107,6 +107,29 @@ import TestSupport
         await connection.close()
     }
 
+    /// Large publishes during a memory alarm fill the socket's buffers, and a publish call then
+    /// waits in the kernel for longer than two heartbeats: the broker is alive (its heartbeats
+    /// keep coming), so the connection stays open, and every message goes once the alarm clears.
+    @Test func largePublishesBlockedByAnAlarmLeaveTheConnectionOpen() async throws {
+        try await withCleanup { cleanup in
+            let publisher = try await cleanup.connect(heartbeat: 2)
+            let channel = try await publisher.openChannel()
+            let queue = TestBroker.uniqueName("alarm-large")
+            try await channel.declareQueue(queue, durable: false)
+            cleanup.add { _ = try? await TestBroker.connect().openChannel().deleteQueue(queue) }
+            try await channel.enableConfirms()
+            let body = [UInt8](repeating: 7, count: 1 << 20)
+            let publishes = try await Self.withMemoryAlarm {
+                let publishes = (0..<24).map { _ in Task { try await channel.publish(body, routingKey: queue) } }
+                try await Task.sleep(for: .seconds(10))  // five heartbeats
+                #expect(publisher.closeReason == nil, "\(String(describing: publisher.closeReason))")
+                return publishes
+            }
+            for publish in publishes { try await publish.value }
+            #expect(try await channel.declareQueue(queue, passive: true).messageCount == 24)
+        }
+    }
+
     @Test func publishingWaitsDuringAMemoryAlarmAndResumesAfter() async throws {
         try await withCleanup { cleanup in
             let publisher = try await cleanup.connect()
