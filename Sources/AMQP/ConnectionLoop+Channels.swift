@@ -5,8 +5,11 @@ extension ConnectionLoop {
     func openChannel() throws(AMQPError) -> AMQPChannel {
         guard let state else { throw AMQPError(.connectionClosed, "connection closed") }
         let limit = UInt16(clamping: amqp_get_channel_max(state) > 0 ? Int(amqp_get_channel_max(state)) : 2047)
-        // Reuse the lowest free number: librabbitmq keeps a memory pool per number ever used.
-        guard let number = (1...max(limit, 1)).first(where: { channels[$0] == nil }) else {
+        // Reuse the lowest free number: librabbitmq keeps a memory pool per number ever used. Not
+        // one whose closed channel still has frames queued: they would reach the new channel.
+        guard
+            let number = (1...max(limit, 1)).first(where: { channels[$0] == nil && !closedWithFramesQueued.contains($0) })
+        else {
             throw AMQPError(.invalidArgument, "all \(limit) channels are in use")
         }
         _ = amqp_channel_open(state, number)
@@ -28,6 +31,7 @@ extension ConnectionLoop {
     func closeChannel(_ handle: AMQPChannel) throws(AMQPError) {
         guard let channel = channels[handle.number], channel.id == handle.id else { return }
         let reply = amqp_channel_close(state, handle.number, Int32(AMQP_REPLY_SUCCESS))
+        if framesQueued > 0 { closedWithFramesQueued.insert(handle.number) }
         channels.removeValue(forKey: handle.number)?.fail(
             AMQPError(.channelClosed, replyCode: 200, "channel closed by the application"))
         try checkReply(reply, channel: channel.number, doing: "closing a channel")

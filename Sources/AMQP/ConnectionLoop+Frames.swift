@@ -117,6 +117,7 @@ extension ConnectionLoop {
         if sent != AMQP_STATUS_OK.rawValue {
             closeConnection(libraryError(sent, while: "answering channel.close"))
         }
+        if framesQueued > 0 { closedWithFramesQueued.insert(number) }
         channels.removeValue(forKey: number)?.fail(error)
         logger.info("AMQP channel closed by the broker", metadata: ["channel": "\(number)", "reason": "\(error)"])
         return error

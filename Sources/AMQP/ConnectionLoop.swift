@@ -51,6 +51,7 @@ final class ConnectionLoop: @unchecked Sendable {
     private let _arena = CArena()
     private var _lastInbound = ContinuousClock.now
     private var _setAsideFrames: [amqp_frame_t] = []
+    private var _closedWithFramesQueued: Set<UInt16> = []
     private var _heartbeat: Duration = .zero
     private var _frameMax = 131_072
     private var _sinksToFlush: [ConsumerSink] = []
@@ -231,6 +232,7 @@ final class ConnectionLoop: @unchecked Sendable {
             sendGatheredAcks()
             setCorked(false)
             drainFrames()
+            if !closedWithFramesQueued.isEmpty, framesQueued == 0 { closedWithFramesQueued.removeAll() }
             flushDeliveries()
             guard closingReason == nil, let state else { break }
             amqp_maybe_release_buffers(state)
@@ -493,6 +495,19 @@ extension ConnectionLoop {
     var nextChannelID: UInt64 {
         _read { assertOnOwnerThread(); yield _nextChannelID }
         _modify { assertOnOwnerThread(); yield &_nextChannelID }
+    }
+
+    /// Numbers of channels closed while frames the broker sent them were still queued: not given
+    /// to a new channel until those are drained (``openChannel()``).
+    var closedWithFramesQueued: Set<UInt16> {
+        _read { assertOnOwnerThread(); yield _closedWithFramesQueued }
+        _modify { assertOnOwnerThread(); yield &_closedWithFramesQueued }
+    }
+
+    /// Frames read and not handled yet: librabbitmq's queue and those set aside here.
+    var framesQueued: Int {
+        guard let state else { return 0 }
+        return Int(amqp_frames_enqueued(state)) + setAsideFrames.count
     }
 
     /// Where C arguments live for one library call.

@@ -45,6 +45,31 @@ import TestSupport
         }
     }
 
+    /// A channel opened while another closes with deliveries on their way, both in one pass of
+    /// the connection's thread: what the broker sent the closing channel never reaches the new
+    /// one, which would reject deliveries it never had (406) or take their confirms for its own.
+    @Test func aChannelOpenedWhileAnotherClosesGetsNoneOfItsFrames() async throws {
+        try await withCleanup { cleanup in
+            let (_, queue) = try await Self.queue(of: .classic, named: "reopen-in-flight", cleanup)
+            let connection = try await cleanup.connect()
+            for round in 1...5 {
+                let closing = try await connection.openChannel()
+                let consumer = try await closing.consume(queue: queue, prefetch: 1000)
+                var deliveries = consumer.makeAsyncIterator()
+                _ = try #require(try await deliveries.next())
+                async let closed: Void = closing.close()
+                async let opened = connection.openChannel()
+                let (fresh, _) = try await (opened, closed)
+                try await Task.sleep(for: .milliseconds(300))
+                #expect(
+                    try await fresh.declareQueue(queue, passive: true).name == queue,
+                    "round \(round): the new channel was closed")
+                try await fresh.close()
+            }
+            try await Self.expectAlive(connection)
+        }
+    }
+
     enum QueueKind: String, CustomTestStringConvertible, Sendable {
         case classic, stream
 
