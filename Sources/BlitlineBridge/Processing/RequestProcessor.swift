@@ -180,7 +180,8 @@ package struct RequestProcessor: Sendable {
             try await effects.scheduleDeadline(pending, due: due)
             // The poll only once the deadline is in: a poll in the broker beside a refused deadline
             // would start another chain of polls each time the request comes back to be scheduled.
-            // A refused poll sends the deadline again instead, which finds the job settled.
+            // A refused poll sends the deadline again instead; the second finds its request settled,
+            // by the job's result or by the first one's timeout.
             if !configuration.usesPostbacks { try await effects.schedulePoll(pending, pause: false) }
             return .acknowledge
         case .fail(let reason, let message):
