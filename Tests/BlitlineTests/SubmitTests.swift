@@ -37,10 +37,7 @@ struct SubmitTests {
     func serverError() async throws {
         try await withSimulator { $0.faults.failSubmits = 1 } _: { client, _ in
             let first = await client.submit(job())
-            guard case .transient(let failure) = first else {
-                Issue.record("expected transient, got \(first)")
-                return
-            }
+            guard let failure = transientFailure(first) else { return }
             #expect(failure.kind == .serverError)
             #expect(failure.message.contains("500"))
             guard case .accepted = await client.submit(job()) else {
@@ -55,10 +52,7 @@ struct SubmitTests {
         try await withSimulator { client, port in
             try await control(port, #"{"fail_submits":1,"fail_submit_status":429,"retry_after_seconds":7}"#)
             let outcome = await client.submit(job())
-            guard case .transient(let failure) = outcome else {
-                Issue.record("expected transient, got \(outcome)")
-                return
-            }
+            guard let failure = transientFailure(outcome) else { return }
             #expect(failure.kind == .rateLimited)
             #expect(failure.retryAfter == .seconds(7))
         }
@@ -70,10 +64,7 @@ struct SubmitTests {
             let started = ContinuousClock.now
             let outcome = await client.submit(job())
             let elapsed = ContinuousClock.now - started
-            guard case .transient(let failure) = outcome else {
-                Issue.record("expected transient, got \(outcome)")
-                return
-            }
+            guard let failure = transientFailure(outcome) else { return }
             #expect(failure.kind == .timeout)
             // The simulator hangs for an hour: a loaded machine may be slow, never that slow.
             #expect(elapsed >= .milliseconds(450) && elapsed < .seconds(30))
@@ -87,10 +78,7 @@ struct SubmitTests {
         let client = BlitlineClient(httpClient: httpClient, configuration: configuration, logger: quietLogger)
         let outcome = await client.submit(job())
         try await httpClient.shutdown()
-        guard case .transient(let failure) = outcome else {
-            Issue.record("expected transient, got \(outcome)")
-            return
-        }
+        guard let failure = transientFailure(outcome) else { return }
         #expect(failure.kind == .connection || failure.kind == .timeout)
     }
 
@@ -129,10 +117,7 @@ struct SubmitTests {
     func replyTooLarge() async throws {
         try await withSimulator(client: { $0.maxReplyBytes = 16 }) { client, port in
             let outcome = await client.submit(job())
-            guard case .transient(let failure) = outcome else {
-                Issue.record("expected transient, got \(outcome)")
-                return
-            }
+            guard let failure = transientFailure(outcome) else { return }
             #expect(failure.kind == .malformedReply)
             #expect(failure.message.contains("too large"))
             let requests = try await stats(port)["submit_requests"]
@@ -148,13 +133,21 @@ struct SubmitTests {
             try await Task.sleep(for: .milliseconds(300))
             submit.cancel()
             let outcome = await submit.value
-            guard case .transient(let failure) = outcome else {
-                Issue.record("expected transient, got \(outcome)")
-                return
-            }
+            guard let failure = transientFailure(outcome) else { return }
             #expect(failure.kind == .cancelled)
             // Well before the submit's timeout, which would have been a `.timeout`.
             #expect(ContinuousClock.now - started < .seconds(15))
         }
     }
+}
+
+/// The failure of a transient outcome; any other outcome is recorded as an issue.
+private func transientFailure(
+    _ outcome: SubmitOutcome, sourceLocation: SourceLocation = #_sourceLocation
+) -> BlitlineFailure? {
+    guard case .transient(let failure) = outcome else {
+        Issue.record("expected transient, got \(outcome)", sourceLocation: sourceLocation)
+        return nil
+    }
+    return failure
 }
