@@ -285,6 +285,12 @@ import Testing
             failure(["AMQP_URL": "https://bridge:hunter2-hunter2@rabbit/"]),
             failure(["AMQP_URL": "amqp://a:hunter2-one@n1/,amqp://b:hunter2-two@n2:bad/,amqp://c:hunter2-3@n3/"]),
             failure(["AMQP_URL": "amqp://a:hunter2-one@n1/,,amqp://c:hunter2-3@n3/"]),
+            // Passwords with characters a URL must escape, written unescaped: the URL does not
+            // parse where the password was meant to end, and is still never shown.
+            failure(["AMQP_URL": "amqp://bridge:hunter2/x@rabbit:5672/%2F"]),
+            failure(["AMQP_URL": "amqp://bridge:hunter2?x@rabbit:5672/%2F"]),
+            failure(["AMQP_URL": "amqp://bridge:hunter2,x@rabbit:5672/%2F"]),
+            failure(["AMQP_URL": "amqp://a:b@n1/,amqp://bridge:hunter2/x@rabbit/"]),
         ]
         for error in errors {
             let error = try #require(error)

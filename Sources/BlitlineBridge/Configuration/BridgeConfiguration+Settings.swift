@@ -219,17 +219,17 @@ extension BridgeConfiguration {
             meaning: "The broker; amqps:// for TLS with the peer verified. Several URLs separated by "
                 + "commas are the nodes of one cluster: the bridge starts at a random one and moves to the "
                 + "next on any connection failure",
-            form: "use amqp://user:password@host:port/vhost or amqps://..., with / in the vhost as %2F, "
-                + "several separated by commas",
+            form: "use amqp://user:password@host:port/vhost or amqps://..., with / in the vhost as %2F "
+                + "and / ? # @ , in the user or password percent-encoded, several separated by commas",
             defaultValue: { $0.amqpURL },
             parse: { configuration, value, setting throws(ConfigurationError) in
                 try refusingPlaceholder(value, setting)
                 do throws(AMQPError) {
                     _ = try AMQPEndpoints(urls: value)
                 } catch {
-                    // The AMQP module's errors never quote a URL; the value is shown without passwords.
-                    throw setting.failure(
-                        "\(quoted(redactingPasswords(value))) is not a broker URL (\(error.replyText)); \(setting.form)")
+                    // Neither the value nor the AMQP module's error quotes the URL: where a URL does
+                    // not parse, a password in it cannot be told apart to be hidden.
+                    throw setting.failure("the value is not a broker URL (\(error.replyText)); \(setting.form)")
                 }
                 configuration.amqpURL = value
             }
