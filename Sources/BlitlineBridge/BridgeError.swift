@@ -17,5 +17,14 @@ public struct BridgeError: Error, Sendable, CustomStringConvertible {
                 + "(QUEUE_TYPE=classic keeps classic queues as they were)")
     }
 
+    /// The events exchange exists as another type than `topic` or not durable: start-up stops, as
+    /// for a queue.
+    static func topologyMismatch(exchange: String, detail: String) -> BridgeError {
+        BridgeError(
+            code: .topologyMismatch,
+            description: "exchange \(exchange) already exists with another type or durability (\(detail)); "
+                + "the bridge publishes its events to a durable topic exchange (the README's Topology section)")
+    }
+
     var isFatal: Bool { code == .topologyMismatch }
 }

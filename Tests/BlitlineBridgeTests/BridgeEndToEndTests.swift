@@ -243,6 +243,32 @@ extension BridgeProcessTests {
             }
         }
 
+        /// An events exchange or a queue declared by someone else with other arguments stops
+        /// start-up with exit status 1 and a line naming it, not a reconnect loop that never ends.
+        @Test(arguments: ["exchange", "queue"])
+        func aTopologyDeclaredOtherwiseStopsStartUpNamingWhatDiffers(what: String) async throws {
+            try await BridgeHarness.run("topology-\(what)") { h in
+                let name = what == "exchange" ? h.eventsExchange : h.topology.deadlinesQueue
+                let broker = try await TestEnvironment.connect()
+                let channel = try await broker.openChannel()
+                if what == "exchange" {
+                    try await channel.deleteExchange(h.eventsExchange)
+                    try await channel.declareExchange(h.eventsExchange, type: "direct", durable: true)
+                } else {
+                    try await channel.declareQueue(name, durable: true)
+                }
+                await broker.close()
+                let bridge = try await h.startBridge(waitUntilReady: false)
+                #expect(
+                    await bridge.waitForExit(timeout: .seconds(20)) != nil,
+                    "the bridge kept running\n\(bridge.logTail())")
+                #expect(bridge.exitStatus == 1, "exit status \(String(describing: bridge.exitStatus))")
+                #expect(
+                    bridge.logLines.contains { $0.contains("cannot start") && $0.contains("\(what) \(name) already exists") },
+                    "\(bridge.logTail())")
+            }
+        }
+
         @Test func submitsThatKeepFailingEndAsSubmitFailedAfterTheLastAttempt() async throws {
             try await BridgeHarness.run("submit-failed") { h in
                 var settings = try h.settings()

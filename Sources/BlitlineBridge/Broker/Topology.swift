@@ -112,11 +112,15 @@ package struct Topology: Sendable {
         return queues
     }
 
-    /// Declares everything. A queue that exists with other arguments fails with a
+    /// Declares everything. An exchange or queue that exists with other arguments fails with a
     /// `BridgeError.topologyMismatch` that says which and what to do.
     func declare(on connection: AMQPConnection) async throws {
         let channel = try await connection.openChannel()
-        try await channel.declareExchange(eventsExchange, type: "topic", durable: true)
+        do {
+            try await channel.declareExchange(eventsExchange, type: "topic", durable: true)
+        } catch let error as AMQPError where error.replyCode == AMQPError.ReplyCode.preconditionFailed {
+            throw BridgeError.topologyMismatch(exchange: eventsExchange, detail: error.replyText)
+        }
         for queue in queues {
             do {
                 try await channel.declareQueue(queue.name, durable: true, arguments: queue.arguments)
