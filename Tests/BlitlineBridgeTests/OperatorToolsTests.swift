@@ -82,6 +82,41 @@ extension BridgeProcessTests {
             }
         }
 
+        /// Requests dead-lettered for a failure that has passed (Blitline down for every attempt)
+        /// come back with `replay` and are submitted again, although their failure events are
+        /// recorded as their outcomes: each ends `completed`.
+        @Test func replayedRequestsAreSubmittedAgainAndComplete() async throws {
+            try await BridgeHarness.run("replay-resubmitted") { h in
+                var settings = try h.settings()
+                settings.submitMaxAttempts = 1
+                try await h.startBridge(settings)
+                // Every submission fails until the requests are dead letters; then Blitline is back.
+                try await h.simulator.control(["fail_submit_fraction": 1])
+                let requests = (0..<3).map { TestRequest.thumbnails("replayed-\($0)", index: $0) }
+                try await h.publish(requests)
+                #expect(await h.events.waitForEvents(for: requests.map(\.id), timeout: .seconds(30)), "\(h.diagnostics())")
+                for request in requests { #expect(h.events.events(for: request.id).map(\.reason) == ["submit_failed"]) }
+                let deadLettered = await eventually(timeout: .seconds(10)) { (try? await h.depth(of: h.deadQueue)) == 3 }
+                let depth = try await h.depth(of: h.deadQueue)
+                #expect(deadLettered, "\(depth) dead letters\n\(h.diagnostics())")
+                try await h.simulator.control(["fail_submit_fraction": 0])
+
+                let replay = try await OperatorQueues.runTool(
+                    ["dead-letters", "replay"],
+                    environment: [
+                        "AMQP_URL": try TestEnvironment.brokerURL, "JOBS_QUEUE": h.jobsQueue,
+                        "EVENTS_EXCHANGE": h.eventsExchange, "BLITLINE_APPLICATION_ID": "app",
+                    ])
+                #expect(replay.status == 0, "\(replay)")
+                let completed = await eventually(timeout: .seconds(30)) {
+                    requests.allSatisfy { h.events.events(for: $0.id).map(\.status) == ["failed", "completed"] }
+                }
+                #expect(completed, "\(requests.map { h.events.events(for: $0.id).compactMap(\.id) })\n\(h.diagnostics())")
+                #expect(try await h.simulator.stats()["jobs_accepted"] == 3 + h.sentinelsPublished)
+                #expect(try await h.depth(of: h.deadQueue) == 0)
+            }
+        }
+
         @Test func replayLeavesADeadLetterItCannotPublishInPlaceAndFails() async throws {
             try await OperatorQueues.with("replay-unroutable") { queues in
                 // No jobs queue: the mandatory publish comes back unroutable.

@@ -60,9 +60,17 @@ struct JobEvent: Sendable {
 
     /// What the outcome ledger records: `completed`, `failed`, `timeout` or `late`.
     var outcome: String { late ? "late" : reason == .timeout ? "timeout" : status.rawValue }
-    /// Whether a deadline must know of this event: a `late` result settles nothing (its job has its
-    /// `timeout` already, or gets it all the same).
-    var settlesItsRequest: Bool { !late }
+    /// Whether a deadline must know of this event: the outcome of a job Blitline took (its result,
+    /// or its timeout). A `late` result settles nothing (its job has its `timeout` already, or gets
+    /// it all the same). Nor does a failure decided before any job: such a request has no deadline,
+    /// and the outcome would make its replay from the dead letters look like a copy that came
+    /// back after its job was done (``RequestRules/Step/settled``).
+    var settlesItsRequest: Bool {
+        switch reason {
+        case nil, .processingFailed?, .timeout?: !late
+        case .invalidRequest?, .rejected?, .submitFailed?: false
+        }
+    }
 
     var properties: AMQPProperties {
         var headers: AMQPTable = [
