@@ -79,6 +79,15 @@ import TestSupport
         #expect(ledger.isSettled("r"))
     }
 
+    /// Request ids are compared as AMQP carries them, byte for byte: two ids that Swift's
+    /// `String` holds equal (the same text in two Unicode normalizations) are two requests.
+    @Test func idsThatDifferOnlyInTheirUnicodeNormalizationAreTwoRequests() {
+        let ledger = OutcomeLedger(window: .seconds(3600), clock: .fixed(at: 0))
+        ledger.record("completed", for: "caf\u{E9}", time: 0)
+        #expect(ledger.isSettled("caf\u{E9}"))
+        #expect(!ledger.isSettled("cafe\u{301}"))
+    }
+
     @Test func aDeadlineWithinTheWindowNeedsNoBackfill() async {
         let now: Int64 = 10_000_000_000
         let clock = SettableClock(now)

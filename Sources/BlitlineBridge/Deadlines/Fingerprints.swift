@@ -35,10 +35,15 @@ struct Fingerprints {
         self.maxOpen = maxOpen
     }
 
+    /// The fingerprint of `key`'s UTF-8 bytes: ids are told apart as AMQP carries them, where
+    /// `String` would take two normalizations of the same text for one.
     static func fingerprint(_ key: String) -> UInt64 {
-        var hasher = Hasher()
-        hasher.combine(key)
-        return UInt64(bitPattern: Int64(hasher.finalize()))
+        var key = key
+        return key.withUTF8 { bytes in
+            var hasher = Hasher()
+            hasher.combine(bytes: UnsafeRawBufferPointer(bytes))
+            return UInt64(bitPattern: Int64(hasher.finalize()))
+        }
     }
 
     /// Adds a fingerprint whose entry dates from `time`; `now` decides when to seal, and each
