@@ -192,6 +192,39 @@ import TestSupport
         }
     }
 
+    /// A `reply_to` queue that refuses the event while the events exchange takes it: the event is
+    /// in the broker, so the job is settled and its deadline yields no `timeout` (the postback is
+    /// still answered 503, so that Blitline's retries give the reply queue another chance).
+    @Test func aRefusedReplyLeavesACompletedJobSettled() async throws {
+        try await BridgeHarness.run("refused-reply") { h in
+            var settings = try h.settings()
+            settings.jobTimeout = "3s"
+            let bridge = try await h.startBridge(settings)
+            let full = h.jobsQueue + ".full-reply"
+            let broker = try await TestEnvironment.connect()
+            let channel = try await broker.openChannel()
+            try await channel.declareQueue(
+                full, arguments: ["x-max-length": .int64(0), "x-overflow": .string("reject-publish")])
+            var requests = (0..<3).map { TestRequest.thumbnails("refused-reply-\($0)", index: $0) }
+            for index in requests.indices { requests[index].replyTo = full }
+            try await h.publish(requests)
+            #expect(
+                await h.events.waitForEvents(for: requests.map(\.id), timeout: .seconds(30)),
+                "no event for \(h.events.missing(requests.map(\.id)))\n\(h.diagnostics())")
+            // Past each deadline (3 s) and its grace (1 s), with room for the deadline's handling.
+            try await Task.sleep(for: .seconds(10))
+            _ = try await channel.deleteQueue(full)
+            await broker.close()
+            let metrics = try await bridge.metrics()
+            #expect(metrics.value("blitline_bridge_postbacks_total", ["outcome": "unavailable"]) >= 1)
+            for request in requests {
+                let reasons = h.events.events(for: request.id).map { $0.reason ?? $0.status ?? "?" }
+                #expect(!reasons.contains("timeout"), "\(request.id): \(reasons)")
+                #expect(reasons.contains("completed"), "\(request.id): \(reasons)")
+            }
+        }
+    }
+
     @Test func deadlinesRefusedPastJobTimeoutNeverMakeBlitlineRunTheJobsAgain() async throws {
         try await BridgeHarness.run("refused-deadlines") { h in
             var settings = try h.settings()

@@ -69,18 +69,25 @@ final class EventPublisher: Sendable {
         // A record lingering for more events waits for this one's, and only for events on their way.
         let recorded = event.settlesItsRequest
         if recorded { settled.expect() }
+        var published = false
         do {
             if let replyTo = event.context.routableReplyTo {
                 async let reply: Void = channel.publish(body, routingKey: replyTo, properties: properties)
                 try await channel.publish(
                     body, exchange: topology.eventsExchange, routingKey: event.routingKey, properties: properties)
+                published = true
                 try await reply
             } else {
                 try await channel.publish(
                     body, exchange: topology.eventsExchange, routingKey: event.routingKey, properties: properties)
             }
         } catch {
-            if recorded { settled.withdraw() }
+            // Refused by the reply queue only, the event is in the broker all the same: its request
+            // is settled, or its deadline would time out a job that has its result. The caller
+            // still fails (a postback answered 503), so that the reply queue gets another chance.
+            if recorded {
+                if published { try? await settled.add(event.context.requestID, announced: true) } else { settled.withdraw() }
+            }
             throw error
         }
         confirmed()
