@@ -253,6 +253,19 @@ import Testing
         }
     }
 
+    /// A deadline waits in a queue whose message TTL is `JOB_TIMEOUT` + `TIMEOUT_GRACE`, and
+    /// RabbitMQ takes a TTL of at most 2³² − 1 ms (about 49.7 days): a longer one is refused here,
+    /// naming the variable, not by the broker at start-up.
+    @Test func aJobTimeoutTheBrokerCannotHoldIsRefused() throws {
+        let longest = "4294957295ms"  // with the default grace of 10 s, exactly the broker's limit
+        #expect(try parse(["JOB_TIMEOUT": longest]).jobTimeout == .milliseconds(4_294_957_295))
+        for environment in [["JOB_TIMEOUT": "4294957296ms"], ["JOB_TIMEOUT": "1200h"], ["JOB_TIMEOUT": longest, "TIMEOUT_GRACE": "11s"]] {
+            let error = try #require(failure(environment), "\(environment)")
+            #expect(error.variable == "JOB_TIMEOUT")
+            #expect(error.description.contains("4294967295 ms"), "\(error)")
+        }
+    }
+
     @Test func theMessageQuotesTheValue() throws {
         let error = try #require(failure(["JOB_TIMEOUT": "soon"]))
         #expect(error.description == #"JOB_TIMEOUT (--job-timeout): "soon" is not a duration; use 250ms, 30s, 10m, 1h or bare seconds"#)

@@ -269,6 +269,17 @@ extension BridgeProcessTests {
             }
         }
 
+        /// The longest `JOB_TIMEOUT` the settings take (with `TIMEOUT_GRACE`, a message TTL of
+        /// 2³² − 1 ms) is one the broker takes too: the bridge declares its queues and is ready.
+        @Test func theLongestJobTimeoutTheSettingsTakeIsOneTheBrokerTakes() async throws {
+            try await BridgeHarness.run("longest-timeout") { h in
+                var settings = try h.settings()
+                settings.jobTimeout = "4294966295ms"
+                settings.timeoutGrace = "1s"
+                try await h.startBridge(settings)
+            }
+        }
+
         @Test func submitsThatKeepFailingEndAsSubmitFailedAfterTheLastAttempt() async throws {
             try await BridgeHarness.run("submit-failed") { h in
                 var settings = try h.settings()

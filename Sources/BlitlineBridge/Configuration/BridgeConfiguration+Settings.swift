@@ -68,11 +68,21 @@ extension BridgeConfiguration {
             throw Self.setting(named: variable + "_FILE").failure(
                 "set either \(variable) or \(variable)_FILE, not both", code: .unexpectedArgument)
         }
+        if (jobTimeout + timeoutGrace).milliseconds > Self.longestMessageTTL {
+            throw Self.setting(named: "JOB_TIMEOUT").failure(
+                "with TIMEOUT_GRACE it is \((jobTimeout + timeoutGrace).milliseconds) ms, the message TTL of the "
+                    + "deadlines queue; at most \(Self.longestMessageTTL) ms (about 49.7 days) is taken")
+        }
         if postbackBaseURL != nil, postbackSecrets.isEmpty {
             let secret = Self.setting(named: "POSTBACK_SECRET")
             throw secret.failure("required when POSTBACK_BASE_URL is set; \(secret.form)", code: .missingValue)
         }
     }
+
+    /// The longest `x-message-ttl` the bridge declares, in milliseconds (2³² − 1, about 49.7 days).
+    /// Brokers refuse longer ones from some length on (RabbitMQ 3.10 past about 2³⁸ ms) with a 406
+    /// at start-up that would not name the setting.
+    static let longestMessageTTL: Int64 = 4_294_967_295
 
     /// Every setting with its flag, default, meaning and accepted form, laid out for 80 columns:
     /// the worker's `--help`.
