@@ -152,6 +152,7 @@ let package = Package(
         .target(
             name: "TestSupport",
             dependencies: [
+                "AMQP",
                 "AsyncSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),

@@ -1,5 +1,6 @@
 import AMQP
 import Testing
+import TestSupport
 
 /// librabbitmq 0.11 decodes nested field tables and arrays recursively with no depth limit (fixed
 /// upstream in 0.14): a header nested as deep as a frame allows must neither crash the consumer

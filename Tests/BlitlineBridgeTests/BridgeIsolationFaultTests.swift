@@ -110,6 +110,44 @@ import TestSupport
         }
     }
 
+    /// Short strings (`message_id`, `correlation_id`) that are not UTF-8: each bad byte is
+    /// repaired into three, past the 255 bytes a short string holds. The copies the bridge
+    /// publishes (dead letters, retries) leave such a property out, so they are taken: the invalid
+    /// requests are dead-lettered, the valid one goes through a retry and completes, and none holds
+    /// a `PREFETCH` slot from the requests behind them.
+    @Test func shortStringsThatAreNotUTF8LeaveNoCopyUnpublishable() async throws {
+        try await BridgeHarness.run("not-utf8") { h in
+            var settings = try h.settings()
+            settings.extra["PREFETCH"] = "4"
+            let bridge = try await h.startBridge(settings)
+            let probe = ReadinessProbe(bridge)
+            let garbage = [UInt8](repeating: 0xFF, count: 100)
+            let repaired = String(repeating: "\u{FFFD}", count: 100)
+            // The first submit fails (HTTP 500): the valid request goes through a retry queue.
+            try await h.simulator.control(["fail_submits": 1])
+            let valid = TestRequest.thumbnails("not-utf8-valid", index: 1)
+            let invalidIDs = [repaired] + (0..<3).map { "not-utf8-invalid-\($0)" }
+            let publisher = try RawAMQPPublisher(url: try TestEnvironment.brokerURL)
+            try publisher.publish(
+                routingKey: h.jobsQueue, correlationID: garbage, messageID: Array(valid.id.utf8), body: valid.body)
+            try publisher.publish(routingKey: h.jobsQueue, correlationID: nil, messageID: garbage, body: valid.body)
+            for id in invalidIDs.dropFirst() {
+                try publisher.publish(
+                    routingKey: h.jobsQueue, correlationID: garbage, messageID: Array(id.utf8), body: Array("not json".utf8))
+            }
+            try publisher.close()
+            let normal = (0..<8).map { TestRequest.thumbnails("not-utf8-normal-\($0)", index: $0) }
+            let outcomes = try await h.outcomes(of: normal + [valid])
+            outcomes.expectEachCompleted(normal + [valid])
+            #expect(await h.events.waitForEvents(for: invalidIDs, timeout: .seconds(10)), "\(h.diagnostics())")
+            for id in invalidIDs { #expect(h.events.events(for: id).map(\.reason) == ["invalid_request"], "\(id)") }
+            #expect(try await h.deadLetters(count: invalidIDs.count, timeout: .seconds(20)).count == invalidIDs.count)
+            #expect(await h.waitUntilSettled(timeout: .seconds(20)), "requests still held\n\(h.diagnostics())")
+            #expect(try await h.simulator.stats()["jobs_accepted"] == normal.count + 1 + h.sentinelsPublished)
+            try await expectUndisturbed(bridge, probe, h)
+        }
+    }
+
     @Test func aProducerOfAnotherBrokerUserIsCopiedWithoutItsUserID() async throws {
         let user = "producer-\(TestEnvironment.uniqueSuffix())"
         try await TestEnvironment.controlBroker("ctl", "add_user", user, "producer-password")

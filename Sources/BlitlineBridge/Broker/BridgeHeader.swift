@@ -42,10 +42,23 @@ extension AMQPProperties {
     /// on one that is not the publishing user) and without `expiration` (a copy must not vanish
     /// on its way), with the bridge's headers replaced by `bridgeHeaders`.
     ///
+    /// A short-string property longer than AMQP's 255 bytes is left out: a request's arrives so
+    /// when it was not UTF-8 (each bad byte repaired into three), and the copy must be publishable.
+    /// The request id travels in `x-bridge-request-id` all the same.
+    ///
     /// `keepingHeaders: false` leaves the producer's other headers out too, for a copy whose
     /// headers would not fit in one frame.
     package func copyForRepublishing(bridgeHeaders: AMQPTable, keepingHeaders: Bool = true) -> AMQPProperties {
+        let short = RequestEnvelope.short
         var copy = self
+        copy.contentType = short(contentType)
+        copy.contentEncoding = short(contentEncoding)
+        copy.correlationID = short(correlationID)
+        copy.replyTo = short(replyTo)
+        copy.messageID = short(messageID)
+        copy.type = short(type)
+        copy.appID = short(appID)
+        copy.clusterID = short(clusterID)
         copy.userID = nil
         copy.expiration = nil
         copy.deliveryMode = AMQPProperties.persistent

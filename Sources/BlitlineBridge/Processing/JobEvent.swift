@@ -81,9 +81,7 @@ struct JobEvent: Sendable {
         if let tracestate = context.tracestate { headers["tracestate"] = .string(tracestate) }
         // AMQP's short strings hold 255 bytes: an id or correlation id longer than that (an
         // invalid request's) is carried in the event's JSON only.
-        func short(_ text: String?) -> String? {
-            text.flatMap { $0.utf8.count <= RequestEnvelope.maxShortStringBytes ? $0 : nil }
-        }
+        let short = RequestEnvelope.short
         return AMQPProperties(
             contentType: "application/cloudevents+json", headers: headers,
             deliveryMode: AMQPProperties.persistent, correlationID: short(context.correlationID),

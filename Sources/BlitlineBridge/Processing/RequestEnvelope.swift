@@ -57,8 +57,11 @@ package struct RequestEnvelope: Sendable, Hashable {
     }
 
     /// `reply_to` when a message can be routed to it.
-    var routableReplyTo: String? {
-        replyTo.flatMap { $0.utf8.count <= Self.maxShortStringBytes ? $0 : nil }
+    var routableReplyTo: String? { Self.short(replyTo) }
+
+    /// `text` when it fits in an AMQP short string, else `nil`.
+    static func short(_ text: String?) -> String? {
+        text.flatMap { $0.utf8.count <= maxShortStringBytes ? $0 : nil }
     }
 
     /// The trace id inside `traceparent` (`00-<trace id>-<span id>-<flags>`), for logs.

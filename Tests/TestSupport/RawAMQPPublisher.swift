@@ -1,27 +1,35 @@
 import AMQP
 import Foundation
-import Testing
 
 /// A minimal AMQP 0-9-1 publisher that writes its frames by hand, to send what the AMQP module
-/// refuses to encode (e.g. headers nested thousands of levels deep). Blocking; tests only.
-final class RawAMQPPublisher {
+/// refuses to encode (headers nested thousands of levels deep, short strings that are not UTF-8).
+/// Blocking; tests only.
+public final class RawAMQPPublisher {
+    /// Something the broker said or did that the publisher did not expect.
+    public struct Failure: Error, CustomStringConvertible {
+        public let description: String
+    }
+
     private let fd: Int32
     /// The frame_max the broker offered and this client accepted.
-    private(set) var frameMax = 131_072
+    public private(set) var frameMax = 131_072
 
     /// Connects and logs in with the URL's credentials, then opens channel 1.
-    init(url: String) throws {
+    public init(url: String) throws {
         let configuration = try AMQPConnection.Configuration(url: url)
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
         var result: UnsafeMutablePointer<addrinfo>?
-        try #require(getaddrinfo(configuration.host, "\(configuration.port)", &hints, &result) == 0)
+        try Self.check(getaddrinfo(configuration.host, "\(configuration.port)", &hints, &result) == 0, "cannot resolve the host")
         defer { freeaddrinfo(result) }
-        let address = try #require(result).pointee
+        guard let address = result?.pointee else { throw Failure(description: "no address for the host") }
         fd = socket(address.ai_family, address.ai_socktype, address.ai_protocol)
-        try #require(fd >= 0)
-        try #require(connect(fd, address.ai_addr, address.ai_addrlen) == 0, "cannot connect to the broker")
+        try Self.check(fd >= 0, "cannot make a socket")
+        guard connect(fd, address.ai_addr, address.ai_addrlen) == 0 else {
+            Glibc.close(fd)
+            throw Failure(description: "cannot connect to the broker")
+        }
 
         try write(Array("AMQP".utf8) + [0, 0, 9, 1])
         _ = try expectMethod(10, 10)  // connection.start
@@ -45,21 +53,49 @@ final class RawAMQPPublisher {
 
     /// Publishes on the default exchange with `headers` (an encoded field table, size included)
     /// as the only property.
-    func publish(routingKey: String, headers: [UInt8], body: [UInt8]) throws {
+    public func publish(routingKey: String, headers: [UInt8], body: [UInt8]) throws {
+        try publish(routingKey: routingKey, headers: headers, persistent: false, correlationID: nil, messageID: nil, body: body)
+    }
+
+    /// Publishes on the default exchange with the properties given: `headers` an encoded field
+    /// table (size included), `correlationID` and `messageID` the bytes of their short strings,
+    /// whatever those are.
+    public func publish(
+        routingKey: String, headers: [UInt8]? = nil, persistent: Bool = true, correlationID: [UInt8]?,
+        messageID: [UInt8]?, body: [UInt8]
+    ) throws {
         try writeFrame(
             type: 1, channel: 1, Self.method(60, 40) + [0, 0] + Self.shortString("") + Self.shortString(routingKey) + [0])
+        var flags: UInt16 = 0
+        var properties: [UInt8] = []
+        if let headers {
+            flags |= 0x2000
+            properties += headers
+        }
+        if persistent {
+            flags |= 0x1000
+            properties.append(2)
+        }
+        if let correlationID {
+            flags |= 0x0400
+            properties += Self.shortString(correlationID)
+        }
+        if let messageID {
+            flags |= 0x0080
+            properties += Self.shortString(messageID)
+        }
         var header: [UInt8] = [0, 60, 0, 0]
         header += Self.bigEndian(UInt64(body.count), bytes: 8)
-        header += [0x20, 0x00]  // property flags: headers only
-        header += headers
-        try #require(header.count <= frameMax - 8, "the header frame is larger than frame_max")
+        header += Self.bigEndian(UInt64(flags), bytes: 2)
+        header += properties
+        try Self.check(header.count <= frameMax - 8, "the header frame is larger than frame_max")
         try writeFrame(type: 2, channel: 1, header)
         try writeFrame(type: 3, channel: 1, body)
     }
 
     /// Closes the connection and waits for close-ok, so that everything published before has
     /// been taken by the broker.
-    func close() throws {
+    public func close() throws {
         try writeFrame(type: 1, channel: 0, Self.method(10, 50) + [0, 200] + Self.shortString("bye") + [0, 0, 0, 0])
         _ = try expectMethod(10, 51)
     }
@@ -69,7 +105,7 @@ final class RawAMQPPublisher {
     /// A headers table `{"deep": …}` whose value nests `levels` arrays (`A`) or tables (`F`, each
     /// holding the next under an empty key), the innermost empty. Built iteratively: the whole
     /// point is a depth no recursive encoder survives.
-    static func deeplyNestedHeaders(kind: Character, levels: Int) -> [UInt8] {
+    public static func deeplyNestedHeaders(kind: Character, levels: Int) -> [UInt8] {
         let perLevel = kind == "A" ? 5 : 6
         var value: [UInt8] = []
         value.reserveCapacity(levels * perLevel)
@@ -87,7 +123,7 @@ final class RawAMQPPublisher {
     }
 
     /// The most levels of `kind` whose headers still fit in a content header frame.
-    static func deepestNesting(kind: Character, frameMax: Int) -> Int {
+    public static func deepestNesting(kind: Character, frameMax: Int) -> Int {
         // Frame payload: 14 bytes before the table, 4 + 5 for the table size and the key "deep".
         let room = frameMax - 8 - 14 - 9
         return kind == "A" ? room / 5 : (room + 1) / 6
@@ -97,11 +133,13 @@ final class RawAMQPPublisher {
         bigEndian(UInt64(classID), bytes: 2) + bigEndian(UInt64(methodID), bytes: 2)
     }
 
-    private static func shortString(_ text: String) -> [UInt8] { [UInt8(text.utf8.count)] + Array(text.utf8) }
+    private static func shortString(_ text: String) -> [UInt8] { shortString(Array(text.utf8)) }
+
+    private static func shortString(_ bytes: [UInt8]) -> [UInt8] { [UInt8(bytes.count)] + bytes }
 
     private static func longString(_ bytes: [UInt8]) -> [UInt8] { bigEndian(UInt64(bytes.count), bytes: 4) + bytes }
 
-    static func bigEndian(_ value: UInt64, bytes: Int) -> [UInt8] {
+    public static func bigEndian(_ value: UInt64, bytes: Int) -> [UInt8] {
         (0..<bytes).reversed().map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) }
     }
 
@@ -115,7 +153,7 @@ final class RawAMQPPublisher {
         var sent = 0
         while sent < bytes.count {
             let count = bytes[sent...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            try #require(count > 0, "the broker closed the connection")
+            try Self.check(count > 0, "the broker closed the connection")
             sent += count
         }
     }
@@ -125,7 +163,7 @@ final class RawAMQPPublisher {
         var received = 0
         while received < count {
             let n = bytes[received...].withUnsafeMutableBytes { Glibc.recv(fd, $0.baseAddress, $0.count, 0) }
-            try #require(n > 0, "the broker closed the connection")
+            try Self.check(n > 0, "the broker closed the connection")
             received += n
         }
         return bytes
@@ -140,11 +178,15 @@ final class RawAMQPPublisher {
             let payload = try read(size + 1)
             guard header[0] == 1 else { continue }  // heartbeats, content
             let expected = Self.method(classID, methodID)
-            try #require(
+            try Self.check(
                 Array(payload[0..<4]) == expected,
                 "expected method \(classID).\(methodID), got \(payload[0..<4].map { $0 }): \(String(decoding: payload.dropFirst(4).prefix(200), as: UTF8.self))"
             )
             return Array(payload.dropLast())
         }
+    }
+
+    private static func check(_ condition: Bool, _ what: @autoclosure () -> String) throws {
+        guard condition else { throw Failure(description: what()) }
     }
 }
