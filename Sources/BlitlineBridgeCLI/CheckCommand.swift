@@ -107,19 +107,26 @@ struct CheckCommand: AsyncParsableCommand {
         return failures == 0 ? 0 : 1
     }
 
-    /// The login, then every queue and the exchange, passively: nothing is created.
+    /// The login, then every queue and the exchange, passively: nothing is created. A node of
+    /// `AMQP_URL` that does not answer is a problem when none does, and a warning otherwise.
     private func checkBroker(_ configuration: BridgeConfiguration, report: (Finding) -> Void) async {
-        let amqp: AMQPConnection.Configuration
-        let connection: AMQPConnection
+        var nodes: AMQPEndpoints
         do {
-            amqp = try configuration.brokerConfiguration(connectionName: "blitline-bridge check")
+            nodes = try configuration.brokerEndpoints(connectionName: "blitline-bridge check")
         } catch {
             return report(Finding(.failure, "broker", "AMQP_URL cannot be used: \(error)"))
         }
+        var refusals: [Finding] = []
+        let (connection, amqp): (AMQPConnection, AMQPConnection.Configuration)
         do {
-            connection = try await AMQPConnection.connect(amqp, logger: Logger(label: "amqp") { _ in SwiftLogNoOpLogHandler() })
+            (connection, amqp) = try await nodes.connectToANode(logger: Logger(label: "amqp") { _ in SwiftLogNoOpLogHandler() }) {
+                refusals.append(Self.brokerFailure($1, $0))
+            }
         } catch {
-            return report(Self.brokerFailure(error, amqp))
+            return refusals.forEach(report)
+        }
+        for refusal in refusals {
+            report(Finding(.warning, refusal.subject, refusal.text.replacingOccurrences(of: Self.topologyUnchecked, with: "")))
         }
         report(Finding(.pass, "broker", "connected to \(amqp) and logged in as \(amqp.username)"))
         let topology = configuration.topology
@@ -132,7 +139,7 @@ struct CheckCommand: AsyncParsableCommand {
 
     /// Why the connection failed, in words: nothing listening, the login refused, or TLS.
     static func brokerFailure(_ error: any Error, _ amqp: AMQPConnection.Configuration) -> Finding {
-        let unchecked = " (topology not checked)"
+        let unchecked = topologyUnchecked
         guard let error = error as? AMQPError else {
             return Finding(.failure, "broker", "cannot connect to \(amqp): \(error)\(unchecked)")
         }
@@ -156,6 +163,8 @@ struct CheckCommand: AsyncParsableCommand {
         }
         return Finding(.failure, "broker", text + unchecked)
     }
+
+    private static let topologyUnchecked = " (topology not checked)"
 
     /// librabbitmq's reason, in the words an operator looks for.
     private static func refusalReason(_ text: String) -> String {

@@ -140,8 +140,7 @@ func toolConfiguration(settings: [String] = []) throws -> BridgeConfiguration {
 func withToolConnection<T>(
     _ configuration: BridgeConfiguration, name: String, _ body: (AMQPConnection) async throws -> T
 ) async throws -> T {
-    let connection = try await AMQPConnection.connect(
-        configuration.brokerConfiguration(connectionName: "blitline-bridge \(name)"))
+    let connection = try await configuration.connectToBroker(connectionName: "blitline-bridge \(name)").connection
     do {
         let result = try await body(connection)
         await connection.close()

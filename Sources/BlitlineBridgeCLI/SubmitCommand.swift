@@ -81,8 +81,7 @@ struct SubmitCommand: AsyncParsableCommand {
 
     /// Runs the command; returns the process's exit status.
     func run(configuration: BridgeConfiguration) async throws -> Int32 {
-        let connection = try await AMQPConnection.connect(
-            configuration.brokerConfiguration(connectionName: "blitline-bridge submit"))
+        let connection = try await configuration.connectToBroker(connectionName: "blitline-bridge submit").connection
         let channel = try await connection.openChannel()
         try await channel.enableConfirms()
         var replyQueue: String?

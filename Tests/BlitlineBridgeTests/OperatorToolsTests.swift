@@ -236,6 +236,23 @@ extension BridgeProcessTests {
             }
         }
 
+        /// With a cluster's nodes in `AMQP_URL` and one of them down, the tools connect to one that
+        /// answers, as the worker does, whichever node they try first (a random one).
+        @Test func theToolsMoveToTheNextNodeWhenOneIsDown() async throws {
+            try await BridgeHarness.run("tools-failover") { h in
+                let bridge = try await h.startBridge()
+                var environment = bridge.settings.environment
+                let down = "amqp://guest:guest@127.0.0.1:\(try TestEnvironment.freePort())/%2F"
+                environment["AMQP_URL"] = down + "," + (try TestEnvironment.brokerURL)
+                for _ in 0..<6 {
+                    let check = try await OperatorQueues.runTool(["check"], environment: environment)
+                    #expect(check.status == 0, "\(check)")
+                    let list = try await OperatorQueues.runTool(["dead-letters", "list"], environment: environment)
+                    #expect(list.status == 0, "\(list)")
+                }
+            }
+        }
+
         @Test func checkSaysWhenNothingListensAtTheBrokerURL() async throws {
             let simulator = try await RunningSimulator.start()
             let port = try TestEnvironment.freePort()

@@ -117,19 +117,12 @@ struct BridgeService: Service, CustomStringConvertible {
     private func connectToANode(
         _ nodes: inout AMQPEndpoints, name: String
     ) async throws -> (AMQPConnection, AMQPConnection.Configuration) {
-        var failure: (any Error)?
-        for _ in nodes.configurations {
-            let node = nodes.next()
-            do {
-                return (try await AMQPConnection.connect(node, logger: logger), node)
-            } catch {
-                if nodes.configurations.count > 1 {
-                    logger.info("broker node unavailable; trying the next", metadata: ["broker": "\(node)", "error": "\(error)"])
-                }
-                failure = error
+        let several = nodes.configurations.count > 1
+        return try await nodes.connectToANode(logger: logger) { node, error in
+            if several {
+                logger.info("broker node unavailable; trying the next", metadata: ["broker": "\(node)", "error": "\(error)"])
             }
         }
-        throw failure!
     }
 
     private func close(_ connections: AMQPConnection...) async {

@@ -1,12 +1,13 @@
 import AMQP
 import Foundation
+import Logging
 
 extension BridgeConfiguration {
     /// The broker nodes of `AMQP_URL` with `AMQP_CA_FILE`, under a name the management UI shows:
     /// `name` followed by this host's name and process id, so that an operator tells instances
     /// apart. A `connection_name` in a URL is kept as it is. The connection's thread is called
     /// `amqp` and the name's last word (`amqp consumer`).
-    func brokerEndpoints(connectionName name: String) throws -> AMQPEndpoints {
+    package func brokerEndpoints(connectionName name: String) throws -> AMQPEndpoints {
         let nodes = try AMQPEndpoints(urls: amqpURL).configurations
         let instance = "\(name) (\(ProcessInfo.processInfo.hostName) pid \(getpid()))"
         return AMQPEndpoints(
@@ -28,9 +29,32 @@ extension BridgeConfiguration {
         "information": "blitline-bridge: Blitline jobs from RabbitMQ, one event per request",
     ]
 
-    /// The first node of `AMQP_URL`, for the operator tools (see `brokerEndpoints`).
-    package func brokerConfiguration(connectionName name: String) throws -> AMQPConnection.Configuration {
-        var endpoints = try brokerEndpoints(connectionName: name)
-        return endpoints.next()
+    /// A connection to a node of `AMQP_URL` that answers, each tried once from a random one: the
+    /// operator tools', named as `brokerEndpoints` names it. Returns the node too.
+    package func connectToBroker(
+        connectionName name: String, logger: Logger = Logger(label: "amqp")
+    ) async throws -> (connection: AMQPConnection, node: AMQPConnection.Configuration) {
+        var nodes = try brokerEndpoints(connectionName: name)
+        return try await nodes.connectToANode(logger: logger)
+    }
+}
+
+extension AMQPEndpoints {
+    /// Connects to the next node that answers, trying each once; `failed` hears of each node that
+    /// did not. Throws the last node's error when none answers.
+    package mutating func connectToANode(
+        logger: Logger, failed: (AMQPConnection.Configuration, any Error) -> Void = { _, _ in }
+    ) async throws -> (connection: AMQPConnection, node: AMQPConnection.Configuration) {
+        var failure: (any Error)?
+        for _ in configurations {
+            let node = next()
+            do {
+                return (try await AMQPConnection.connect(node, logger: logger), node)
+            } catch {
+                failed(node, error)
+                failure = error
+            }
+        }
+        throw failure!
     }
 }
