@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 
 @testable import BlitlineBridge
 
@@ -56,6 +57,36 @@ extension BridgeProcessTests {
                 let stats = try await h.simulator.stats()
                 #expect(stats["jobs_accepted"] == requests.count, "submitted again")
                 #expect(stats["polls_answered"] == requests.count, "more than one chain of polls per job")
+            }
+        }
+
+        /// SIGTERM while long polls wait on Blitline: the polls in hand are handed back at once, so
+        /// the bridge exits 0 well within `SHUTDOWN_TIMEOUT`, and the next instance polls them.
+        @Test func sigtermHandsThePollsInHandBackAtOnce() async throws {
+            try await BridgeHarness.run("polling-sigterm") { simulator in
+                simulator.processingDelay = .seconds(20)
+            } _: { h in
+                var settings = try h.settings()
+                settings.postbackPort = nil
+                settings.shutdownTimeout = "8s"
+                let bridge = try await h.startBridge(settings)
+                let requests = (0..<3).map { TestRequest.thumbnails("polling-sigterm-\($0)", index: $0) }
+                try await h.publish(requests)
+                #expect(
+                    await eventually(timeout: .seconds(20)) { (try? await h.simulator.stats()["polls"]) ?? 0 >= 3 },
+                    "no poll went out\n\(h.diagnostics())")
+                let signalled = ContinuousClock.now
+                bridge.signal(SIGTERM)
+                let exitedAfter = await bridge.waitForExit(timeout: .seconds(15)).map { _ in ContinuousClock.now - signalled }
+                #expect(
+                    exitedAfter.map { $0 < .seconds(4) } == true,
+                    "exit took \(String(describing: exitedAfter)) with SHUTDOWN_TIMEOUT=8s\n\(bridge.logTail())")
+                #expect(bridge.exitStatus == 0, "exit status \(String(describing: bridge.exitStatus))")
+                try await h.restart(bridge)
+                #expect(
+                    await h.events.waitForEvents(for: requests.map(\.id), timeout: .seconds(40)),
+                    "no event for \(h.events.missing(requests.map(\.id)))\n\(h.diagnostics())")
+                for request in requests { #expect(h.events.events(for: request.id).map(\.status) == ["completed"]) }
             }
         }
 

@@ -1,6 +1,7 @@
 import AMQP
 import Blitline
 import Logging
+import ServiceLifecycle
 
 /// Long-polls Blitline for jobs submitted without a postback (polling mode).
 ///
@@ -46,7 +47,18 @@ struct PollProcessor: Sendable {
         _ delivery: some RequestMessage, job: PendingJob, context: RequestEnvelope, publisher: EventPublisher,
         logger: Logger
     ) async throws {
-        let (outcome, started) = try await poll(job)
+        // A drain does not wait for long polls: each poll in hand goes back to the queue at once,
+        // for the next instance, unless its result is in.
+        let polled: (outcome: PollOutcome, started: ContinuousClock.Instant)
+        do {
+            polled = try await cancelWhenGracefulShutdown { try await poll(job) }
+        } catch where Task.isShuttingDownGracefully {
+            return delivery.requeue()
+        }
+        let (outcome, started) = polled
+        if Task.isShuttingDownGracefully {
+            guard case .result = outcome else { return delivery.requeue() }
+        }
         let step = Self.step(after: outcome, for: job, at: clock.now(), answeredIn: ContinuousClock.now - started)
         do {
             switch step {
