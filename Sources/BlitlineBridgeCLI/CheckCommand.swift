@@ -119,9 +119,9 @@ struct CheckCommand: AsyncParsableCommand {
         var refusals: [Finding] = []
         let (connection, amqp): (AMQPConnection, AMQPConnection.Configuration)
         do {
-            (connection, amqp) = try await nodes.connectToANode(logger: Logger(label: "amqp") { _ in SwiftLogNoOpLogHandler() }) {
-                refusals.append(Self.brokerFailure($1, $0))
-            }
+            (connection, amqp) = try await nodes.connectToANode(
+                logger: Logger(label: "amqp") { _ in SwiftLogNoOpLogHandler() },
+                failed: { refusals.append(Self.brokerFailure($1, $0)) })
         } catch {
             return refusals.forEach(report)
         }

@@ -280,6 +280,30 @@ extension BridgeProcessTests {
             }
         }
 
+        /// SIGTERM while the bridge waits for a broker that does not answer (a node behind a
+        /// network that drops everything): it stops waiting and exits 0 within `SHUTDOWN_TIMEOUT`,
+        /// rather than after the connection attempt's own timeout.
+        @Test func sigtermWhileConnectingToASilentBrokerExitsInTime() async throws {
+            try await BridgeHarness.run("sigterm-connecting") { h in
+                let silent = try Ports.silentListener()
+                defer { close(silent.socket) }
+                var settings = try h.settings()
+                settings.brokerURL = "amqp://guest:guest@127.0.0.1:\(silent.port)/%2F?connection_timeout=30000"
+                settings.shutdownTimeout = "5s"
+                let bridge = try await h.startBridge(settings, waitUntilReady: false)
+                await bridge.waitUntilListeningOrExited()
+                #expect(bridge.isRunning, "\(bridge.logTail())")
+                try await Task.sleep(for: .seconds(1))
+                let signalled = ContinuousClock.now
+                bridge.signal(SIGTERM)
+                let exitedAfter = await bridge.waitForExit(timeout: .seconds(40)).map { _ in ContinuousClock.now - signalled }
+                #expect(
+                    exitedAfter.map { $0 <= .seconds(5) } == true,
+                    "exit took \(String(describing: exitedAfter)) with SHUTDOWN_TIMEOUT=5s\n\(bridge.logTail())")
+                #expect(bridge.exitStatus == 0, "exit status \(String(describing: bridge.exitStatus))")
+            }
+        }
+
         @Test func submitsThatKeepFailingEndAsSubmitFailedAfterTheLastAttempt() async throws {
             try await BridgeHarness.run("submit-failed") { h in
                 var settings = try h.settings()

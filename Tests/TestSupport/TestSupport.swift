@@ -76,22 +76,42 @@ public enum Ports {
         return address
     }
 
+    /// A socket listening on 127.0.0.1 that never accepts: the system completes each connection
+    /// and nothing ever answers on it, as a server that hangs. The caller closes it.
+    public static func silentListener() throws -> (socket: Int32, port: Int) {
+        let (socket, port) = try boundSocket()
+        guard listen(socket, 64) == 0 else {
+            close(socket)
+            throw TestSupportError("listen() failed")
+        }
+        return (socket, port)
+    }
+
     private static func unused() throws -> Int {
+        let (socket, port) = try boundSocket()
+        close(socket)
+        return port
+    }
+
+    /// A socket bound to 127.0.0.1 on a port the system chose, and that port.
+    private static func boundSocket() throws -> (Int32, Int) {
         let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard socket >= 0 else { throw TestSupportError("socket() failed") }
-        defer { close(socket) }
         var address = loopback(port: 0)
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                 bind(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
             }
         }
-        guard bound == 0 else { throw TestSupportError("bind() failed") }
+        guard bound == 0 else {
+            close(socket)
+            throw TestSupportError("bind() failed")
+        }
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         _ = withUnsafeMutablePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(socket, $0, &length) }
         }
-        return Int(UInt16(bigEndian: address.sin_port))
+        return (socket, Int(UInt16(bigEndian: address.sin_port)))
     }
 }
 

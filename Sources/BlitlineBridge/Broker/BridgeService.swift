@@ -98,11 +98,13 @@ struct BridgeService: Service, CustomStringConvertible {
         amqp.publishGathering = Self.publishGathering
         let publishing: AMQPConnection
         do {
-            publishing = try await AMQPConnection.connect(amqp, logger: logger)
+            publishing = try await connectUnlessShuttingDown(amqp)
         } catch {
             await consuming.close()
             throw error
         }
+        // Connected after the shutdown began: nothing to take, nothing to finish.
+        guard !Task.isShuttingDownGracefully else { return await close(consuming, publishing) }
         do {
             try await serve(consuming: consuming, publishing: publishing, node: node)
         } catch {
@@ -118,10 +120,35 @@ struct BridgeService: Service, CustomStringConvertible {
         _ nodes: inout AMQPEndpoints, name: String
     ) async throws -> (AMQPConnection, AMQPConnection.Configuration) {
         let several = nodes.configurations.count > 1
-        return try await nodes.connectToANode(logger: logger) { node, error in
-            if several {
-                logger.info("broker node unavailable; trying the next", metadata: ["broker": "\(node)", "error": "\(error)"])
+        return try await nodes.connectToANode(
+            logger: logger,
+            failed: { node, error in
+                if several, !Task.isShuttingDownGracefully {
+                    logger.info("broker node unavailable; trying the next", metadata: ["broker": "\(node)", "error": "\(error)"])
+                }
+            },
+            connect: connectUnlessShuttingDown)
+    }
+
+    /// Connects to `node`, or throws `CancellationError` as soon as a graceful shutdown begins: an
+    /// attempt that a broker never answers lasts its whole `connection_timeout`, which a shutdown
+    /// does not wait for. A connection opened after that is closed.
+    private func connectUnlessShuttingDown(_ node: AMQPConnection.Configuration) async throws -> AMQPConnection {
+        let (opened, continuation) = AsyncThrowingStream.makeStream(of: AMQPConnection.self)
+        let logger = logger
+        Task {
+            do {
+                let connection = try await AMQPConnection.connect(node, logger: logger)
+                if case .terminated = continuation.yield(connection) { await connection.close() }
+                continuation.finish()
+            } catch {
+                continuation.finish(throwing: error)
             }
+        }
+        // The stream ends its wait when the task waiting on it is cancelled.
+        return try await cancelWhenGracefulShutdown {
+            for try await connection in opened { return connection }
+            throw CancellationError()
         }
     }
 

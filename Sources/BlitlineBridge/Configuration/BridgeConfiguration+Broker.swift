@@ -40,16 +40,20 @@ extension BridgeConfiguration {
 }
 
 extension AMQPEndpoints {
-    /// Connects to the next node that answers, trying each once; `failed` hears of each node that
-    /// did not. Throws the last node's error when none answers.
+    /// Connects to the next node that answers, trying each once (with `connect`, by default
+    /// `AMQPConnection.connect`); `failed` hears of each node that did not. Throws the last node's
+    /// error when none answers.
     package mutating func connectToANode(
-        logger: Logger, failed: (AMQPConnection.Configuration, any Error) -> Void = { _, _ in }
+        logger: Logger, failed: (AMQPConnection.Configuration, any Error) -> Void = { _, _ in },
+        connect: ((AMQPConnection.Configuration) async throws -> AMQPConnection)? = nil
     ) async throws -> (connection: AMQPConnection, node: AMQPConnection.Configuration) {
         var failure: (any Error)?
         for _ in configurations {
             let node = next()
             do {
-                return (try await AMQPConnection.connect(node, logger: logger), node)
+                let connection =
+                    if let connect { try await connect(node) } else { try await AMQPConnection.connect(node, logger: logger) }
+                return (connection, node)
             } catch {
                 failed(node, error)
                 failure = error
