@@ -90,6 +90,34 @@ extension BridgeProcessTests {
             }
         }
 
+        /// Jobs submitted in polling mode are still polled after a restart into postback mode:
+        /// every instance consumes the polls queue whatever its mode, so a switch strands none.
+        @Test func jobsSubmittedInPollingModeArePolledAfterASwitchToPostbacks() async throws {
+            try await BridgeHarness.run("polling-switch") { simulator in
+                simulator.processingDelay = .seconds(10)
+            } _: { h in
+                var settings = try h.settings()
+                let port = settings.postbackPort
+                settings.postbackPort = nil
+                settings.jobTimeout = "2m"
+                let polling = try await h.startBridge(settings)
+                let requests = (0..<3).map { TestRequest.thumbnails("polling-switch-\($0)", index: $0) }
+                try await h.publish(requests)
+                #expect(
+                    await eventually(timeout: .seconds(20)) { (try? await h.simulator.stats()["polls"]) ?? 0 >= 3 },
+                    "no poll went out\n\(h.diagnostics())")
+                polling.signal(SIGTERM)
+                #expect(await polling.waitForExit(timeout: .seconds(15)) != nil)
+                settings.postbackPort = port
+                try await h.startBridge(settings)
+                #expect(
+                    await h.events.waitForEvents(for: requests.map(\.id), timeout: .seconds(40)),
+                    "no event for \(h.events.missing(requests.map(\.id)))\n\(h.diagnostics())")
+                let outcomes = Outcomes(events: h.events.events, published: window(since: Date.distantPast))
+                outcomes.expectEachCompleted(requests, via: "poll")
+            }
+        }
+
         /// A backlog of slow jobs keeps many long polls open at once, and each
         /// result must still be read before Blitline's cache forgets it. The jobs take 30 s and the
         /// rate is Blitline's 5 a second, so one pass over 300 jobs takes about 67 s and the last

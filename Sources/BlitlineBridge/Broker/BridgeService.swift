@@ -187,15 +187,14 @@ struct BridgeService: Service, CustomStringConvertible {
                                 from: topology.timeoutsQueue, prefetch: 16
                             ) { try await timeouts.process($0, publisher: publisher) }
                         }
-                        if !configuration.usesPostbacks {
-                            consumers.addTask {
-                                // Each poll in hand is one long poll at most: the HTTP client's pool has
-                                // room for them all.
-                                try await consuming.openChannel().handleDeliveries(
-                                    from: topology.pollsQueue, prefetch: UInt16(configuration.effectivePollConcurrency)
-                                ) {
-                                    try await polls.process($0, publisher: publisher)
-                                }
+                        // In either mode: jobs submitted before a restart from polling into postback
+                        // mode are polled to their end. Each poll in hand is one long poll at most: the
+                        // HTTP client's pool has room for them all.
+                        consumers.addTask {
+                            try await consuming.openChannel().handleDeliveries(
+                                from: topology.pollsQueue, prefetch: UInt16(configuration.effectivePollConcurrency)
+                            ) {
+                                try await polls.process($0, publisher: publisher)
                             }
                         }
                     }

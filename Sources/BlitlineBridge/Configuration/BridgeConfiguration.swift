@@ -115,8 +115,7 @@ public struct BridgeConfiguration: Sendable {
         return min(pollConcurrency ?? needed, Int(UInt16.max))
     }
 
-    /// Connections to each Blitline host at once: the long polls, plus 16 for submissions.
-    var blitlineConnectionsPerHost: Int {
-        usesPostbacks ? 16 : effectivePollConcurrency + 16
-    }
+    /// Connections to each Blitline host at once: the long polls (in postback mode only those of
+    /// jobs submitted in polling mode), plus 16 for submissions. Only as many are opened as used.
+    var blitlineConnectionsPerHost: Int { effectivePollConcurrency + 16 }
 }
