@@ -175,6 +175,48 @@ import TestSupport
         }
     }
 
+    /// RabbitMQ 4.0 – 4.2 give every quorum queue a delivery limit of 20, and count a message handed
+    /// back (`basic.nack` with requeue) as a delivery: the broker drops it past the limit. A deadline
+    /// whose timeout the events exchange refuses (a full downstream queue) for longer than that
+    /// still ends in its timeout once the exchange takes events again. The policy stands in for
+    /// 4.x's default on this broker, with a limit of 2.
+    @Test func aTimeoutRefusedPastTheBrokersDeliveryLimitIsStillDecided() async throws {
+        try await BridgeHarness.run("deadline-delivery-limit") { h in
+            var settings = try h.settings()
+            settings.jobTimeout = "3s"
+            let bridge = try await h.startBridge(settings)
+            func policy(_ name: String, on queue: String, _ definition: String) async throws {
+                _ = try await TestEnvironment.brokerCtl(
+                    "set_policy", name + "-" + h.jobsQueue, "^" + NSRegularExpression.escapedPattern(for: queue) + "$",
+                    definition, "--apply-to", "queues", "--priority", "10")
+            }
+            try await policy("limit", on: h.topology.timeoutsQueue, #"{"delivery-limit":2}"#)
+            // A downstream queue that is full, then takes messages again once its policy is cleared.
+            let downstream = h.jobsQueue + ".downstream"
+            let broker = try await TestEnvironment.connect()
+            let channel = try await broker.openChannel()
+            try await channel.declareQueue(downstream)
+            try await channel.bindQueue(downstream, exchange: h.eventsExchange, routingKey: "job.#")
+            try await policy("full", on: downstream, #"{"max-length":0,"overflow":"reject-publish"}"#)
+            try await h.simulator.control(["drop_postbacks": 1])
+            let lost = TestRequest.thumbnails("refused-timeout", index: 0)
+            try await h.publish(lost)
+            // The deadline expires after 4 s; its timeout is refused and the deadline handed back
+            // every 5 s, more often than the limit allows.
+            try await Task.sleep(for: .seconds(25))
+            let setbacks = try await bridge.metrics().value("blitline_bridge_request_setbacks_total")
+            #expect(setbacks >= 3, "\(h.diagnostics())")
+            _ = try await TestEnvironment.brokerCtl("clear_policy", "full-" + h.jobsQueue)
+            #expect(
+                await eventually(timeout: .seconds(30)) { (try? await h.depth(of: downstream)) == 1 },
+                "the downstream queue never got the timeout\n\(h.diagnostics())")
+            _ = try await TestEnvironment.brokerCtl("clear_policy", "limit-" + h.jobsQueue)
+            _ = try await channel.deleteQueue(downstream)
+            await broker.close()
+            #expect(Set(h.events.events(for: lost.id).compactMap(\.reason)) == ["timeout"])
+        }
+    }
+
     /// A bridge with a long `JOB_TIMEOUT` leaves a deadline in the broker; the same bridge with a
     /// short one times its own jobs out on time, not behind the long deadline.
     @Test func aShortDeadlineDoesNotWaitBehindALongOne() async throws {

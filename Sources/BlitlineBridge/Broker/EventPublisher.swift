@@ -168,6 +168,16 @@ final class EventPublisher: Sendable {
         jobs[0].context.requestID + "/deadline" + (jobs.count > 1 ? "+\(jobs.count - 1)" : "")
     }
 
+    /// Puts a copy of a deadline message at the tail of the timeouts queue, to be decided again.
+    /// Handing the message itself back (`basic.nack` with requeue) counts as a delivery on RabbitMQ
+    /// 4.0 – 4.2, whose quorum queues drop a message after 20 of them: a downstream queue full for
+    /// a couple of minutes would lose the timeouts.
+    func putBack(deadline: RequestMessage) async throws {
+        try await channel.publish(
+            deadline.body, routingKey: topology.timeoutsQueue, mandatory: true,
+            properties: deadline.properties.copyForRepublishing(bridgeHeaders: [:], keepingHeaders: false))
+    }
+
     /// Schedules the job's next long poll, now or after a pause.
     func schedulePoll(_ job: PendingJob, pause: Bool) async throws {
         try await channel.publish(

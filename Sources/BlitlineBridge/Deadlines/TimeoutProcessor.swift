@@ -41,13 +41,13 @@ struct TimeoutProcessor: Sendable {
         do {
             guard try await ledger.sync(using: publisher) else {
                 logger.warning("the outcomes stream is read too slowly to decide timeouts; deciding later")
-                return try await requeueLater(delivery)
+                return try await putBackLater(delivery, publisher: publisher)
             }
             guard await ledger.cover(since: submitted, timeout: backfillWait) else {
                 logger.warning(
                     "reading the outcomes stream further back to decide timeouts; deciding later",
                     metadata: ["since": "\(Timestamp.text(millisecondsSinceEpoch: submitted))"])
-                return try await requeueLater(delivery)
+                return try await putBackLater(delivery, publisher: publisher)
             }
             try await withThrowingDiscardingTaskGroup { group in
                 for job in jobs where !ledger.isSettled(job.context.requestID) {
@@ -57,14 +57,23 @@ struct TimeoutProcessor: Sendable {
         } catch where PublishFailure.isSetback(error) {
             logger.warning("the broker refused a timeout event; deciding later", metadata: ["error": "\(error)"])
             metrics.requestSetbacks.increment()
-            return try await requeueLater(delivery)
+            return try await putBackLater(delivery, publisher: publisher)
         }
         delivery.ack()
     }
 
-    private func requeueLater(_ delivery: some RequestMessage) async throws {
+    /// After a pause, puts a copy of the deadline message back at the tail of the timeouts queue
+    /// (the broker counts no delivery against a copy), or, when the broker refuses the copy too,
+    /// hands the message itself back.
+    private func putBackLater(_ delivery: some RequestMessage, publisher: EventPublisher) async throws {
         try await Task.sleep(for: requeuePause)
-        delivery.requeue()
+        do {
+            try await publisher.putBack(deadline: delivery)
+        } catch where PublishFailure.isSetback(error) {
+            logger.warning("the broker refused a copy of a deadline message; handing it back", metadata: ["error": "\(error)"])
+            return delivery.requeue()
+        }
+        delivery.ack()
     }
 
     /// Publishes the job's timeout in a span of its own, a child of the request's consumer span.
