@@ -28,6 +28,20 @@ struct PollTests {
         }
     }
 
+    @Test("an answer that stops after its head ends as pending at the poll timeout", .timeLimit(.minutes(1)))
+    func stalledAnswer() async throws {
+        try await withStalledAnswers { $0.pollTimeout = .milliseconds(500) } _: { client in
+            let started = ContinuousClock.now
+            let outcome = await client.poll(jobID: "stalled")
+            let elapsed = ContinuousClock.now - started
+            guard case .pending = outcome else {
+                Issue.record("expected pending, got \(outcome)")
+                return
+            }
+            #expect(elapsed >= .milliseconds(450) && elapsed < .seconds(30))
+        }
+    }
+
     @Test("legacy jobs (v 1.17) publish results as JSON text, decoded twice; failures carry Blitline's message")
     func legacyPoll() async throws {
         try await withSimulator { client, _ in

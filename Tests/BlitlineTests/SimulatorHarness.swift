@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import Foundation
 import Blitline
 import BlitlineSimulator
 import Logging
@@ -44,6 +45,29 @@ func withSimulator<T: Sendable>(
 }
 
 /// Sends a request with a JSON body to the simulator's control endpoint.
+/// Runs `body` with a client of a Blitline that answers every request with a status line, headers
+/// and the first bytes of a body, then stalls (`Ports.stallingServer`).
+func withStalledAnswers<T: Sendable>(
+    client clientConfigure: (inout BlitlineClient.Configuration) -> Void,
+    _ body: (BlitlineClient) async throws -> T
+) async throws -> T {
+    let (listener, port) = try Ports.stallingServer(
+        answering: "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n[{\"results\":")
+    defer { close(listener) }
+    var configuration = BlitlineClient.Configuration(apiURL: "http://127.0.0.1:\(port)", pollURL: "http://127.0.0.1:\(port)")
+    clientConfigure(&configuration)
+    let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration.httpClientConfiguration)
+    let client = BlitlineClient(httpClient: httpClient, configuration: configuration, logger: quietLogger)
+    let result: Result<T, any Error>
+    do {
+        result = .success(try await body(client))
+    } catch {
+        result = .failure(error)
+    }
+    try await httpClient.shutdown()
+    return try result.get()
+}
+
 func control(_ port: Int, _ json: String) async throws {
     var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/_control")
     request.method = .POST

@@ -71,6 +71,18 @@ struct SubmitTests {
         }
     }
 
+    @Test("an answer that stops after its head times out as transient within the configured timeout", .timeLimit(.minutes(1)))
+    func stalledAnswer() async throws {
+        try await withStalledAnswers { $0.submitTimeout = .milliseconds(500) } _: { client in
+            let started = ContinuousClock.now
+            let outcome = await client.submit(job())
+            let elapsed = ContinuousClock.now - started
+            guard let failure = transientFailure(outcome) else { return }
+            #expect(failure.kind == .timeout)
+            #expect(elapsed >= .milliseconds(450) && elapsed < .seconds(30))
+        }
+    }
+
     @Test("a refused connection is transient")
     func connectionRefused() async throws {
         let configuration = BlitlineClient.Configuration(apiURL: "http://127.0.0.1:1", submitTimeout: .seconds(2))

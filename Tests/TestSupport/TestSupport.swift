@@ -87,6 +87,27 @@ public enum Ports {
         return (socket, port)
     }
 
+    /// A server on 127.0.0.1 that reads each request, answers with `head` (a status line, headers
+    /// and the start of a body) and then sends nothing more, holding the connection open as a
+    /// server that stalls mid-answer. Closing the returned socket stops it and its connections.
+    public static func stallingServer(answering head: String) throws -> (socket: Int32, port: Int) {
+        let (socket, port) = try silentListener()
+        let answer = Array(head.utf8)
+        Thread {
+            var connections: [Int32] = []
+            defer { connections.forEach { _ = close($0) } }
+            while true {
+                let connection = accept(socket, nil, nil)
+                guard connection >= 0 else { return }
+                connections.append(connection)
+                var request = [UInt8](repeating: 0, count: 65536)
+                _ = recv(connection, &request, request.count, 0)
+                _ = answer.withUnsafeBytes { send(connection, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            }
+        }.start()
+        return (socket, port)
+    }
+
     private static func unused() throws -> Int {
         let (socket, port) = try boundSocket()
         close(socket)

@@ -15,20 +15,16 @@ extension BlitlineClient {
         var logger = self.logger
         logger[metadataKey: "blitline.job_id"] = "\(jobID)"
         do {
-            let response = try await self.httpClient.execute(
-                HTTPClientRequest(url: url),
-                timeout: TimeAmount(self.configuration.pollTimeout),
-                logger: self.logger
-            )
-            let body = Array(buffer: try await response.body.collect(upTo: self.configuration.maxReplyBytes))
-            let status = Int(response.status.code)
+            let answer = try await self.exchange(HTTPClientRequest(url: url), timeout: self.configuration.pollTimeout)
+            let body = Array(buffer: answer.body)
+            let status = answer.status
             logger.debug("polled Blitline", metadata: ["http.status": "\(status)", "body.bytes": "\(body.count)"])
             if status == 429 {
                 return .failed(
                     BlitlineFailure(
                         kind: .rateLimited,
                         message: "Blitline's poll cache answered HTTP 429 (too many requests)",
-                        retryAfter: SubmitReply.retryAfter(response.headers.first(name: "Retry-After"))
+                        retryAfter: SubmitReply.retryAfter(answer.headers.first(name: "Retry-After"))
                     )
                 )
             }

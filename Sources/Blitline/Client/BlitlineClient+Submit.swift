@@ -39,22 +39,17 @@ extension BlitlineClient {
         let started = ContinuousClock.now
         let answer: SubmitAnswer
         do {
-            let response = try await self.httpClient.execute(
-                request,
-                timeout: TimeAmount(self.configuration.submitTimeout),
-                logger: self.logger
-            )
-            let reply = try await response.body.collect(upTo: self.configuration.maxReplyBytes)
+            let reply = try await self.exchange(request, timeout: self.configuration.submitTimeout)
             answer = SubmitReply.classify(
-                status: Int(response.status.code),
-                retryAfter: SubmitReply.retryAfter(response.headers.first(name: "Retry-After")),
-                body: Array(buffer: reply),
+                status: reply.status,
+                retryAfter: SubmitReply.retryAfter(reply.headers.first(name: "Retry-After")),
+                body: Array(buffer: reply.body),
                 jobCount: jobs.count,
                 isBatch: isBatch
             )
             logger.debug(
                 "Blitline answered submit",
-                metadata: ["http.status": "\(response.status.code)", "duration": "\(ContinuousClock.now - started)"]
+                metadata: ["http.status": "\(reply.status)", "duration": "\(ContinuousClock.now - started)"]
             )
         } catch {
             let failure = Self.transportFailure(error, timeout: self.configuration.submitTimeout)

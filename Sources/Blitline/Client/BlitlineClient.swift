@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Logging
 import NIOCore
+import NIOHTTP1
 
 /// Blitline's HTTP API: submitting jobs and long-polling their results.
 ///
@@ -85,5 +86,36 @@ extension TimeAmount {
     init(_ duration: Duration) {
         let (seconds, attoseconds) = duration.components
         self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    }
+}
+
+extension BlitlineClient {
+    /// An answer read whole: its status, its headers and its body.
+    struct Answer: Sendable {
+        let status: Int
+        let headers: HTTPHeaders
+        let body: ByteBuffer
+    }
+
+    /// Sends `request` and reads its answer's body (up to ``Configuration/maxReplyBytes``), all
+    /// within `timeout`. The HTTP client's own deadline ends when the answer's head arrives: a
+    /// Blitline that sends a head and then stalls would otherwise hold the caller for good. Past
+    /// `timeout` the exchange is cancelled, which closes its connection, and this throws
+    /// `HTTPClientError.deadlineExceeded`.
+    func exchange(_ request: HTTPClientRequest, timeout: Duration) async throws -> Answer {
+        try await withThrowingTaskGroup(of: Answer?.self) { group in
+            group.addTask {
+                let response = try await self.httpClient.execute(request, timeout: TimeAmount(timeout), logger: self.logger)
+                let body = try await response.body.collect(upTo: self.configuration.maxReplyBytes)
+                return Answer(status: Int(response.status.code), headers: response.headers, body: body)
+            }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let answer = try await group.next() ?? nil else { throw HTTPClientError.deadlineExceeded }
+            return answer
+        }
     }
 }
