@@ -217,48 +217,6 @@ import TestSupport
         }
     }
 
-    /// A deadline the broker refused at first, and took on a later return of its request, still
-    /// falls due `JOB_TIMEOUT` + `TIMEOUT_GRACE` after the job's submission, not that long after
-    /// the deadline finally went in.
-    @Test func aDeadlineTakenOnlyAfterSetbacksFallsDueOnTime() async throws {
-        try await BridgeHarness.run("deadline-setback-on-time") { h in
-            var settings = try h.settings()
-            settings.jobTimeout = "10s"
-            let bridge = try await h.startBridge(settings)
-            let topology = Topology(
-                jobsQueue: h.jobsQueue, eventsExchange: h.eventsExchange, jobTimeout: .seconds(10), timeoutGrace: .seconds(1),
-                queueType: TestEnvironment.queueType)
-            // The deadlines queue gone, the broker returns the deadline: a setback.
-            let broker = try await TestEnvironment.connect()
-            let channel = try await broker.openChannel()
-            _ = try await channel.deleteQueue(topology.deadlinesQueue)
-            try await h.simulator.control(["drop_postbacks": 1])
-            let lost = TestRequest.thumbnails("setback-on-time", index: 0)
-            let published = Date()
-            try await h.publish(lost)
-            // The request comes back after 1 s, is refused again, and comes back after 5 s more:
-            // the deadline goes in 6 s after the submission.
-            #expect(
-                await eventually(timeout: .seconds(10)) {
-                    ((try? await bridge.metrics().value("blitline_bridge_request_setbacks_total")) ?? 0) >= 2
-                }, "\(h.diagnostics())")
-            try await topology.declare(on: broker)
-            await broker.close()
-            #expect(
-                await h.events.waitForEvents(for: [lost.id], endingWith: ["failed"], timeout: .seconds(40)),
-                "\(h.diagnostics())")
-            let timeout = try #require(h.events.events(for: lost.id).first { $0.reason == "timeout" })
-            let formatter = ISO8601DateFormatter()
-            formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-            let decided = try #require(timeout.json?["time"]?.stringValue.flatMap(formatter.date(from:)))
-            // Due 11 s after the submission (which follows the publish). Counted from the
-            // deadline's way in, it would be 17 s or more.
-            #expect(
-                decided.timeIntervalSince(published) < 14,
-                "decided \(decided.timeIntervalSince(published)) s after the publish\n\(h.diagnostics())")
-        }
-    }
-
     /// A bridge with a long `JOB_TIMEOUT` leaves a deadline in the broker; the same bridge with a
     /// short one times its own jobs out on time, not behind the long deadline.
     @Test func aShortDeadlineDoesNotWaitBehindALongOne() async throws {

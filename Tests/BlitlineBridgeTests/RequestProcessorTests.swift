@@ -58,8 +58,8 @@ import Testing
                 bridgeHeaders: headers.merging([BridgeHeader.requestID: .string(context.requestID)]))
             putBacks.withLock { $0.append(PutBack(headers: headers, delayStep: delayStep, properties: properties)) }
         }
-        func scheduleDeadline(_ job: PendingJob, remaining: Int64) async throws {
-            try record((remaining <= 0 ? "due deadline:" : "deadline:") + job.jobID)
+        func scheduleDeadline(_ job: PendingJob, due: Bool) async throws {
+            try record((due ? "due deadline:" : "deadline:") + job.jobID)
         }
         func schedulePoll(_ job: PendingJob, pause: Bool) async throws { try record("poll") }
 
@@ -131,12 +131,11 @@ import Testing
         try await processor(blitline).process(Message(), effects: broker)
         let copy = try #require(broker.lastPutBack)
 
-        // The copy comes back a minute past JOB_TIMEOUT (30 minutes here) and its grace, then an
-        // hour after that.
+        // The copy comes back after JOB_TIMEOUT (30 minutes here), then hours later.
         broker.allow("deadline:j1")
         for hoursLater in [Int64(0), 1] {
             var late = processor(blitline)
-            late.clock = .fixed(at: WallClock.system.now() + 1_860_000 + hoursLater * 3_600_000)
+            late.clock = .fixed(at: WallClock.system.now() + 1_800_000 + hoursLater * 3_600_000)
             let back = Message(properties: copy.properties)
             try await late.process(back, effects: broker)
             #expect(back.settlements == ["ack"])

@@ -140,16 +140,10 @@ final class EventPublisher: Sendable {
     /// held more than one job) lets gather for `deadlineLinger`: it stores one persistent message
     /// per batch of jobs rather than one per job, and each request is acknowledged that much later.
     ///
-    /// A deadline with less than that left, by more than a hundredth of it or a second (its request
-    /// was set back after Blitline accepted the job, or Blitline answered slowly), goes alone,
-    /// expiring when its time is up (per-message `expiration`); one with none left goes straight
-    /// into the timeouts queue.
-    func scheduleDeadline(_ job: PendingJob, remaining: Int64) async throws {
-        let delay = topology.deadlineDelay
-        if remaining <= 0 {
+    /// A `due` deadline (the job is past it) goes alone, straight into the timeouts queue.
+    func scheduleDeadline(_ job: PendingJob, due: Bool) async throws {
+        if due {
             try await Self.publishDeadlines([job], on: channel, queue: topology.timeoutsQueue)
-        } else if remaining < (delay - max(delay / 100, .seconds(1))).milliseconds {
-            try await Self.publishDeadlines([job], on: channel, queue: topology.deadlinesQueue, expiration: remaining)
         } else {
             try await deadlines.add(job)
         }
@@ -160,14 +154,12 @@ final class EventPublisher: Sendable {
     /// sixth less broker CPU per job (deploy/BENCHMARKS.md).
     static let deadlineLinger: Duration = .milliseconds(5)
 
-    private static func publishDeadlines(
-        _ jobs: [PendingJob], on channel: PublishChannel, queue: String, expiration: Int64? = nil
-    ) async throws {
+    private static func publishDeadlines(_ jobs: [PendingJob], on channel: PublishChannel, queue: String) async throws {
         try await channel.publish(
             JSONValue.array(jobs.map(\.json)).jsonBytes, routingKey: queue, mandatory: true,
             properties: AMQPProperties(
                 contentType: "application/json", deliveryMode: AMQPProperties.persistent,
-                expiration: expiration.map(String.init), messageID: Self.deadlineMessageID(jobs)))
+                messageID: Self.deadlineMessageID(jobs)))
     }
 
     /// `{first request id}/deadline` for one job, `{first request id}/deadline+{others}` for a batch:

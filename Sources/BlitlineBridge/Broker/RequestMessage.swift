@@ -29,9 +29,9 @@ protocol RequestEffects: Sendable {
     func publish(_ event: JobEvent) async throws
     func deadLetter(_ request: RequestMessage, context: RequestEnvelope, error: String) async throws
     func putBack(_ request: RequestMessage, context: RequestEnvelope, headers: AMQPTable, delayStep: Int?) async throws
-    /// The job's deadline, expiring into the timeouts queue `JOB_TIMEOUT` plus `TIMEOUT_GRACE` after
-    /// its submission: `remaining` milliseconds from now, or at once when none remain.
-    func scheduleDeadline(_ job: PendingJob, remaining: Int64) async throws
+    /// The job's deadline, expiring `JOB_TIMEOUT` plus `TIMEOUT_GRACE` after its submission; or,
+    /// when `due`, right away.
+    func scheduleDeadline(_ job: PendingJob, due: Bool) async throws
     func schedulePoll(_ job: PendingJob, pause: Bool) async throws
 }
 

@@ -172,14 +172,12 @@ package struct RequestProcessor: Sendable {
             var pending = PendingJob(
                 context: context, jobID: jobID, submittedAt: submittedAt,
                 deadline: submittedAt + configuration.jobTimeout.milliseconds, applicationKey: "")
-            // Counted from the submission, not from now: a request set back after its job was
-            // accepted has less left. Past its deadline, the job's timeout is decided now: the
-            // outcomes stream knows whether a result came in time (a late one is published as such
-            // all the same).
-            let remaining = pending.deadline + configuration.timeoutGrace.milliseconds - clock.now()
-            if remaining <= 0 { logger.warning("the job's deadline passed while the request was put back; deciding its timeout now") }
+            // Past its deadline, the job's timeout is decided now: the outcomes stream knows
+            // whether a result came in time (a late one is published as such all the same).
+            let due = pending.deadline <= clock.now()
+            if due { logger.warning("the job's deadline passed while the request was put back; deciding its timeout now") }
             if !configuration.usesPostbacks { pending.applicationKey = Self.applicationKey(applicationID ?? "") }
-            try await effects.scheduleDeadline(pending, remaining: remaining)
+            try await effects.scheduleDeadline(pending, due: due)
             // The poll only once the deadline is in: a poll in the broker beside a refused deadline
             // would start another chain of polls each time the request comes back to be scheduled.
             // A refused poll sends the deadline again instead; the second finds its request settled,
