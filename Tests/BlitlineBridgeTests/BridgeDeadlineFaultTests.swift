@@ -180,7 +180,8 @@ import TestSupport
     /// whose timeout the events exchange refuses (a full downstream queue) for longer than that
     /// still ends in its timeout once the exchange takes events again. The policy stands in for
     /// 4.x's default on this broker, with a limit of 2.
-    @Test func aTimeoutRefusedPastTheBrokersDeliveryLimitIsStillDecided() async throws {
+    @Test(.enabled(if: TestEnvironment.queueType == .quorum, "a delivery limit is a quorum queue's"))
+    func aTimeoutRefusedPastTheBrokersDeliveryLimitIsStillDecided() async throws {
         try await BridgeHarness.run("deadline-delivery-limit") { h in
             var settings = try h.settings()
             settings.jobTimeout = "3s"

@@ -53,7 +53,10 @@ func withStalledAnswers<T: Sendable>(
 ) async throws -> T {
     let (listener, port) = try Ports.stallingServer(
         answering: "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n[{\"results\":")
-    defer { close(listener) }
+    defer {
+        shutdown(listener, Int32(SHUT_RDWR))
+        close(listener)
+    }
     var configuration = BlitlineClient.Configuration(apiURL: "http://127.0.0.1:\(port)", pollURL: "http://127.0.0.1:\(port)")
     clientConfigure(&configuration)
     let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration.httpClientConfiguration)

@@ -89,7 +89,8 @@ public enum Ports {
 
     /// A server on 127.0.0.1 that reads each request, answers with `head` (a status line, headers
     /// and the start of a body) and then sends nothing more, holding the connection open as a
-    /// server that stalls mid-answer. Closing the returned socket stops it and its connections.
+    /// server that stalls mid-answer. `shutdown` and `close` on the returned socket stop it and
+    /// close its connections (`close` alone does not wake a thread waiting in `accept`).
     public static func stallingServer(answering head: String) throws -> (socket: Int32, port: Int) {
         let (socket, port) = try silentListener()
         let answer = Array(head.utf8)

@@ -17,8 +17,8 @@ struct TimeoutProcessor: Sendable {
     let metrics: BridgeMetrics
     let logger: Logger
     var clock = WallClock.system
-    /// How long a deadline message waits in hand before it is handed back, when its timeouts
-    /// cannot be decided or published now.
+    /// How long a deadline message waits in hand before a copy of it is put back, when its
+    /// timeouts cannot be decided or published now.
     var requeuePause = RequestProcessor.requeuePause
     /// How long one deadline waits for the stream to be read further back before it is handed back.
     var backfillWait: Duration = .seconds(30)
