@@ -49,20 +49,23 @@ final class ChannelState {
         }
     }
 
-    /// Marks the oldest unconfirmed mandatory publish that matches a `basic.return` as returned.
+    /// Marks the oldest unconfirmed mandatory publish that matches a `basic.return` as returned:
+    /// one with the same exchange, routing key and message id; failing that, one where either side
+    /// has no message id. An earlier publish without an id is not blamed for a later one's return:
+    /// it would be published again, and the returned one counted as delivered.
     func markReturned(exchange: String, routingKey: String, messageID: String?, error: AMQPError) {
-        var sequence = lowestUnconfirmed
-        while sequence < nextPublishSequence {
-            if var publish = pending[sequence], publish.mandatory, publish.returned == nil,
-                publish.exchange == exchange, publish.routingKey == routingKey,
-                publish.messageID == nil || publish.messageID == messageID
-            {
-                publish.returned = error
-                pending[sequence] = publish
-                return
+        func oldest(_ matches: (PendingPublish) -> Bool) -> UInt64? {
+            (lowestUnconfirmed..<max(lowestUnconfirmed, nextPublishSequence)).first { sequence in
+                guard let publish = pending[sequence] else { return false }
+                return publish.mandatory && publish.returned == nil && publish.exchange == exchange
+                    && publish.routingKey == routingKey && matches(publish)
             }
-            sequence += 1
         }
+        guard
+            let sequence = oldest({ $0.messageID == messageID })
+                ?? oldest({ $0.messageID == nil || messageID == nil })
+        else { return }
+        pending[sequence]?.returned = error
     }
 
     /// A delivery handed out with `tag`, to be settled later.

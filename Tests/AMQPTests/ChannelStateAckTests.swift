@@ -55,3 +55,44 @@ import Testing
         #expect(Self.frames(channel) == ["8"])
     }
 }
+
+/// Which publish a `basic.return` fails, without a broker: the broker says only the exchange, the
+/// routing key and the message's properties.
+@Suite struct ChannelStateReturnTests {
+    static func channel(publishing messageIDs: [String?], to routingKey: String = "q") -> ChannelState {
+        let channel = ChannelState(number: 1, id: 1)
+        channel.confirmMode = true
+        for messageID in messageIDs {
+            let sequence = channel.nextPublishSequence
+            channel.pending[sequence] = ChannelState.PendingPublish(
+                ticket: PublishTicket(id: sequence), mandatory: true, exchange: "", routingKey: routingKey,
+                messageID: messageID)
+            channel.nextPublishSequence += 1
+        }
+        return channel
+    }
+
+    static let returned = AMQPError(.returned, replyCode: 312, "NO_ROUTE")
+
+    /// A publish without a message id still awaiting its confirm, and a later one to the same queue
+    /// with an id that the broker returns: the later one fails, the earlier one is not blamed (it
+    /// would be published twice, and the returned one reported as delivered).
+    @Test func aReturnFailsThePublishWithItsMessageIDBeforeOneWithout() {
+        let channel = Self.channel(publishing: [nil, "b"])
+        channel.markReturned(exchange: "", routingKey: "q", messageID: "b", error: Self.returned)
+        #expect(channel.pending[1]?.returned == nil)
+        #expect(channel.pending[2]?.returned != nil)
+    }
+
+    @Test func aReturnWithoutAMessageIDFailsTheOldestPublishWithout() {
+        let channel = Self.channel(publishing: ["a", nil, nil])
+        channel.markReturned(exchange: "", routingKey: "q", messageID: nil, error: Self.returned)
+        #expect(channel.pending.keys.sorted().filter { channel.pending[$0]?.returned != nil } == [2])
+    }
+
+    @Test func aReturnOfAnotherQueueFailsNothing() {
+        let channel = Self.channel(publishing: ["a"])
+        channel.markReturned(exchange: "", routingKey: "other", messageID: "a", error: Self.returned)
+        #expect(channel.pending[1]?.returned == nil)
+    }
+}
