@@ -150,17 +150,20 @@ extension AMQPConnection {
                 let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
                 let key = try Self.percentDecoded(parts[0], "query")
                 let value = parts.count > 1 ? try Self.percentDecoded(parts[1], "query") : ""
-                func integer() throws(AMQPError) -> Int {
-                    guard let number = Int(value), number >= 0 else {
-                        throw AMQPError(.invalidURL, "\(key) must be a non-negative integer")
+                func integer(in range: ClosedRange<Int> = 0...Int(Int32.max)) throws(AMQPError) -> Int {
+                    guard let number = Int(value), range.contains(number) else {
+                        throw AMQPError(
+                            .invalidURL, "\(key) must be an integer from \(range.lowerBound) to \(range.upperBound)")
                     }
                     return number
                 }
+                // AMQP's ranges: channel_max and heartbeat are 16-bit, and a frame is at least
+                // 4096 bytes (librabbitmq takes a frame_max of 0 literally, with no room for a frame).
                 switch key {
-                case "heartbeat": heartbeat = .seconds(try integer())
+                case "heartbeat": heartbeat = .seconds(try integer(in: 0...65535))
                 case "connection_timeout": connectTimeout = .milliseconds(try integer())
-                case "channel_max": channelMax = try integer()
-                case "frame_max": frameMax = try integer()
+                case "channel_max": channelMax = try integer(in: 0...65535)
+                case "frame_max": frameMax = try integer(in: 4096...Int(Int32.max))
                 case "connection_name": connectionName = value
                 case "cacertfile", "certfile", "keyfile", "verify":
                     guard var tls else {

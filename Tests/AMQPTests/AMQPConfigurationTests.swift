@@ -51,6 +51,10 @@ import Testing
     @Test(arguments: [
         "http://host", "amqp://host:99999", "amqp://host/a/b", "amqp://host/%zz",
         "amqp://host?heartbeat=soon", "amqp://host?cacertfile=/x",
+        // Out of AMQP's ranges: librabbitmq would be handed a frame_max of 0 (no room for a
+        // frame), and Int32 conversions of the larger ones trap.
+        "amqp://host?frame_max=0", "amqp://host?frame_max=4095", "amqp://host?frame_max=4294967296",
+        "amqp://host?channel_max=65536", "amqp://host?heartbeat=65536", "amqp://host?heartbeat=9999999999",
     ])
     func rejectsBadURLs(url: String) {
         #expect(throws: AMQPError.self) { try AMQPConnection.Configuration(url: url) }
