@@ -422,8 +422,11 @@ final class ConnectionLoop: @unchecked Sendable {
         return body()
     }
 
+    /// Without heartbeats (`heartbeat=0`) there is no watchdog, as there is no silence check: a
+    /// broker that holds a publish back sends nothing meanwhile, and only TCP can tell it from a
+    /// dead one.
     private func startWatchdog() {
-        guard let state else { return }
+        guard let state, heartbeat > .zero else { return }
         socketFD.store(amqp_get_sockfd(state), ordering: .relaxed)
         let limit = UInt64(max(heartbeat, .seconds(2)).components.seconds) * 2_000_000_000
         let thread = Thread { [self] in

@@ -110,9 +110,12 @@ import TestSupport
     /// Large publishes during a memory alarm fill the socket's buffers, and a publish call then
     /// waits in the kernel for longer than two heartbeats: the broker is alive (its heartbeats
     /// keep coming), so the connection stays open, and every message goes once the alarm clears.
-    @Test func largePublishesBlockedByAnAlarmLeaveTheConnectionOpen() async throws {
+    /// Without heartbeats (0) the broker sends nothing at all meanwhile, and the connection stays
+    /// open all the same.
+    @Test(arguments: [2, 0])
+    func largePublishesBlockedByAnAlarmLeaveTheConnectionOpen(heartbeat: Int) async throws {
         try await withCleanup { cleanup in
-            let publisher = try await cleanup.connect(heartbeat: 2)
+            let publisher = try await cleanup.connect(heartbeat: heartbeat)
             let channel = try await publisher.openChannel()
             let queue = TestBroker.uniqueName("alarm-large")
             try await channel.declareQueue(queue, durable: false)
