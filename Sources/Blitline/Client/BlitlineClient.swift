@@ -110,12 +110,23 @@ extension BlitlineClient {
                 return Answer(status: Int(response.status.code), headers: response.headers, body: body)
             }
             group.addTask {
-                try await Task.sleep(for: timeout)
+                try await self.sleep(for: timeout)
                 return nil
             }
             defer { group.cancelAll() }
             guard let answer = try await group.next() ?? nil else { throw HTTPClientError.deadlineExceeded }
             return answer
+        }
+    }
+
+    /// Sleeps on one of the HTTP client's event loops. `Task.sleep`'s timer, cancelled as nearly
+    /// every one of these is, still wakes a thread of Swift's global pool when it comes due.
+    private func sleep(for duration: Duration) async throws {
+        let timer = self.httpClient.eventLoopGroup.any().scheduleTask(in: TimeAmount(duration)) {}
+        try await withTaskCancellationHandler {
+            try await timer.futureResult.get()
+        } onCancel: {
+            timer.cancel()
         }
     }
 }
