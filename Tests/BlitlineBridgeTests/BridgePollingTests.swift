@@ -90,6 +90,42 @@ extension BridgeProcessTests {
             }
         }
 
+        /// RabbitMQ 4.0 – 4.2 count a message handed back as a delivery and drop it past the quorum
+        /// queue's delivery limit (20 by default). Polls handed back at each stop of a rolling
+        /// restart go back as fresh copies, so a job polled across more stops than the limit still
+        /// gets its result. The policy stands in for 4.x's default, with a limit of 1.
+        @Test(.enabled(if: TestEnvironment.queueType == .quorum, "a delivery limit is a quorum queue's"))
+        func pollsHandedBackAtEveryStopOutlastTheBrokersDeliveryLimit() async throws {
+            try await BridgeHarness.run("polling-delivery-limit") { simulator in
+                simulator.processingDelay = .seconds(30)
+            } _: { h in
+                var settings = try h.settings()
+                settings.postbackPort = nil
+                settings.shutdownTimeout = "8s"
+                let policy = "limit-" + h.jobsQueue
+                _ = try await TestEnvironment.brokerCtl(
+                    "set_policy", policy, "^" + NSRegularExpression.escapedPattern(for: h.topology.pollsQueue) + "$",
+                    #"{"delivery-limit":1}"#, "--apply-to", "queues", "--priority", "10")
+                var bridge = try await h.startBridge(settings)
+                let requests = (0..<2).map { TestRequest.thumbnails("polling-limit-\($0)", index: $0) }
+                try await h.publish(requests)
+                // Three stops while the jobs run, each with both polls in hand.
+                for stop in 1...3 {
+                    #expect(
+                        await eventually(timeout: .seconds(20)) { (try? await h.simulator.stats()["polls"]) ?? 0 >= 2 * stop },
+                        "stop \(stop): the polls were not taken again\n\(h.diagnostics())")
+                    bridge.signal(SIGTERM)
+                    #expect(await bridge.waitForExit(timeout: .seconds(15)) != nil)
+                    bridge = try await h.restart(bridge)
+                }
+                #expect(
+                    await h.events.waitForEvents(for: requests.map(\.id), timeout: .seconds(40)),
+                    "no event for \(h.events.missing(requests.map(\.id)))\n\(h.diagnostics())")
+                _ = try await TestEnvironment.brokerCtl("clear_policy", policy)
+                for request in requests { #expect(h.events.events(for: request.id).map(\.status) == ["completed"]) }
+            }
+        }
+
         /// Jobs submitted in polling mode are still polled after a restart into postback mode:
         /// every instance consumes the polls queue whatever its mode, so a switch strands none.
         @Test func jobsSubmittedInPollingModeArePolledAfterASwitchToPostbacks() async throws {

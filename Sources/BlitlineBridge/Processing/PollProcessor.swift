@@ -53,11 +53,11 @@ struct PollProcessor: Sendable {
         do {
             polled = try await cancelWhenGracefulShutdown { try await poll(job) }
         } catch where Task.isShuttingDownGracefully {
-            return delivery.requeue()
+            return try await handBack(delivery, job: job, publisher: publisher)
         }
         let (outcome, started) = polled
         if Task.isShuttingDownGracefully {
-            guard case .result = outcome else { return delivery.requeue() }
+            guard case .result = outcome else { return try await handBack(delivery, job: job, publisher: publisher) }
         }
         let step = Self.step(after: outcome, for: job, at: clock.now(), answeredIn: ContinuousClock.now - started)
         do {
@@ -89,6 +89,19 @@ struct PollProcessor: Sendable {
             try await Task.sleep(for: RequestProcessor.requeuePause)
             delivery.requeue()
             return
+        }
+        delivery.ack()
+    }
+
+    /// Hands a poll back for the next instance: a copy at the tail of the polls queue, or the
+    /// message itself when the broker refuses the copy. Handing the message back (`basic.nack`
+    /// with requeue) at every stop counts as a delivery on RabbitMQ 4.0 – 4.2, whose quorum queues
+    /// drop a message after 20 of them: a job polled across that many restarts would lose its result.
+    private func handBack(_ delivery: some RequestMessage, job: PendingJob, publisher: EventPublisher) async throws {
+        do {
+            try await publisher.schedulePoll(job, pause: false)
+        } catch where PublishFailure.isSetback(error) {
+            return delivery.requeue()
         }
         delivery.ack()
     }
