@@ -20,7 +20,7 @@ struct TimeoutProcessor: Sendable {
     /// How long a deadline message waits in hand before a copy of it is put back, when its
     /// timeouts cannot be decided or published now.
     var requeuePause = RequestProcessor.requeuePause
-    /// How long one deadline waits for the stream to be read further back before it is handed back.
+    /// How long one deadline waits for the stream to be read further back before it is put back.
     var backfillWait: Duration = .seconds(30)
 
     func process(_ delivery: some RequestMessage, publisher: EventPublisher) async throws {
