@@ -168,10 +168,9 @@ final class EventPublisher: Sendable {
         jobs[0].context.requestID + "/deadline" + (jobs.count > 1 ? "+\(jobs.count - 1)" : "")
     }
 
-    /// Puts a copy of a deadline message at the tail of the timeouts queue, to be decided again.
-    /// Handing the message itself back (`basic.nack` with requeue) counts as a delivery on RabbitMQ
-    /// 4.0 – 4.2, whose quorum queues drop a message after 20 of them: a downstream queue full for
-    /// a couple of minutes would lose the timeouts.
+    /// Puts a copy of a deadline message at the tail of the timeouts queue, to be decided again
+    /// (``RequestMessage/replace(by:)``): handed back itself every 5 s, a deadline whose timeouts a
+    /// full downstream queue refuses for a couple of minutes would be dropped on RabbitMQ 4.0 – 4.2.
     func putBack(deadline: RequestMessage) async throws {
         try await channel.publish(
             deadline.body, routingKey: topology.timeoutsQueue, mandatory: true,

@@ -17,6 +17,25 @@ protocol RequestMessage: Sendable {
     func deadLetterInPlace()
 }
 
+extension RequestMessage {
+    /// Settles the message by a copy in its place: `publishCopy` publishes one, and the message is
+    /// acknowledged once the broker has it, or handed back itself when the broker refuses it.
+    /// Returns whether the copy was taken. A copy starts afresh where handing back (`basic.nack`
+    /// with requeue) counts as a delivery, as on RabbitMQ 4.0 – 4.2, whose quorum queues drop a
+    /// message after 20 of them.
+    @discardableResult
+    func replace(by publishCopy: () async throws -> Void) async throws -> Bool {
+        do {
+            try await publishCopy()
+        } catch where PublishFailure.isSetback(error) {
+            requeue()
+            return false
+        }
+        ack()
+        return true
+    }
+}
+
 extension AMQPDelivery: RequestMessage {
     func ack() { ack(multiple: false) }
     func requeue() { nack(requeue: true) }

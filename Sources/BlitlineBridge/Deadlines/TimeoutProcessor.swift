@@ -62,18 +62,13 @@ struct TimeoutProcessor: Sendable {
         delivery.ack()
     }
 
-    /// After a pause, puts a copy of the deadline message back at the tail of the timeouts queue
-    /// (the broker counts no delivery against a copy), or, when the broker refuses the copy too,
-    /// hands the message itself back.
+    /// After a pause, puts a copy of the deadline message back at the tail of the timeouts queue,
+    /// or, when the broker refuses the copy too, hands the message itself back.
     private func putBackLater(_ delivery: some RequestMessage, publisher: EventPublisher) async throws {
         try await Task.sleep(for: requeuePause)
-        do {
-            try await publisher.putBack(deadline: delivery)
-        } catch where PublishFailure.isSetback(error) {
-            logger.warning("the broker refused a copy of a deadline message; handing it back", metadata: ["error": "\(error)"])
-            return delivery.requeue()
+        if try await !delivery.replace(by: { try await publisher.putBack(deadline: delivery) }) {
+            logger.warning("the broker refused a copy of a deadline message; handed it back")
         }
-        delivery.ack()
     }
 
     /// Publishes the job's timeout in a span of its own, a child of the request's consumer span.

@@ -93,17 +93,11 @@ struct PollProcessor: Sendable {
         delivery.ack()
     }
 
-    /// Hands a poll back for the next instance: a copy at the tail of the polls queue, or the
-    /// message itself when the broker refuses the copy. Handing the message back (`basic.nack`
-    /// with requeue) at every stop counts as a delivery on RabbitMQ 4.0 – 4.2, whose quorum queues
-    /// drop a message after 20 of them: a job polled across that many restarts would lose its result.
+    /// Hands a poll back for the next instance as a copy at the tail of the polls queue
+    /// (``RequestMessage/replace(by:)``): handed back itself at every stop, a job polled across 20
+    /// restarts would lose its result on RabbitMQ 4.0 – 4.2.
     private func handBack(_ delivery: some RequestMessage, job: PendingJob, publisher: EventPublisher) async throws {
-        do {
-            try await publisher.schedulePoll(job, pause: false)
-        } catch where PublishFailure.isSetback(error) {
-            return delivery.requeue()
-        }
-        delivery.ack()
+        try await delivery.replace { try await publisher.schedulePoll(job, pause: false) }
     }
 
     /// Long-polls the job once its application id may poll, and returns the answer with the moment
