@@ -195,21 +195,11 @@ import TestSupport
         try await BridgeHarness.run("full-downstream", retrySpeedFactor: 1) { h in
             let bridge = try await h.startBridge()
             let probe = ReadinessProbe(bridge)
-            let full = h.jobsQueue + ".full-downstream"
-            let broker = try await TestEnvironment.connect()
-            let channel = try await broker.openChannel()
-            try await channel.declareQueue(
-                full, arguments: ["x-max-length": .int64(0), "x-overflow": .string("reject-publish")])
-            try await channel.bindQueue(full, exchange: h.eventsExchange, routingKey: "job.#")
             let invalids = (0..<4).map { invalid("full-invalid-\($0)") }
             let valids = (0..<4).map { TestRequest.thumbnails("full-valid-\($0)", index: $0) }
-            try await h.publish(invalids + valids)
-            try await Task.sleep(for: .seconds(15))
-            _ = try await channel.deleteQueue(full)
-            await broker.close()
             let all = invalids + valids
             #expect(
-                await h.events.waitForEvents(for: all.map(\.id), timeout: .seconds(60)),
+                try await h.publish(all, whileEventsAreRefusedFor: .seconds(15)),
                 "no event for \(h.events.missing(all.map(\.id)))\n\(h.diagnostics())")
             // Every request settled: all the events and dead letters of their handling are out.
             #expect(await h.waitUntilSettled(timeout: .seconds(60)), "requests still held\n\(h.diagnostics())")
@@ -227,6 +217,26 @@ import TestSupport
                 "nothing submitted twice")
             #expect(try await h.messagesHeld(in: h.jobsQueue) == 0, "every request was settled")
             try await expectUndisturbed(bridge, probe, h)
+        }
+    }
+
+    /// A downstream queue that refuses events for longer than Blitline retries a postback: each
+    /// result is held by the bridge (answered 200), published once the queue takes events again,
+    /// and its job gets no `timeout`, though its deadline passes meanwhile.
+    @Test func aResultRefusedLongerThanBlitlineRetriesIsHeldNotLost() async throws {
+        // Blitline's schedule at a hundredth: retries after 10 ms, 30 ms, 150 ms and 6 s.
+        try await BridgeHarness.run("held-results", retrySpeedFactor: 0.01) { h in
+            var settings = try h.settings()
+            settings.jobTimeout = "12s"
+            let bridge = try await h.startBridge(settings)
+            let requests = (0..<3).map { TestRequest.thumbnails("held-\($0)", index: $0) }
+            // Past Blitline's last retry and past each deadline (12 s, grace 1 s).
+            #expect(
+                try await h.publish(requests, whileEventsAreRefusedFor: .seconds(16)),
+                "no event taken by every queue for some of \(requests.map(\.id))\n\(h.diagnostics())")
+            try await h.expectResultsHeld(requests, by: bridge)
+            let simulator = try await h.simulator.stats()
+            #expect(simulator["postbacks_given_up"] == 0, "every postback was answered 200: \(simulator)")
         }
     }
 

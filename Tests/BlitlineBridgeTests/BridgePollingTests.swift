@@ -60,6 +60,27 @@ extension BridgeProcessTests {
             }
         }
 
+        /// A downstream queue that refuses events for longer than Blitline keeps a polled result:
+        /// each result is held by the bridge, published once the queue takes events again, and its
+        /// job gets no `timeout`, though its deadline passes meanwhile.
+        @Test func aPolledResultRefusedLongerThanBlitlineKeepsItIsHeldNotLost() async throws {
+            try await BridgeHarness.run("polling-held") { simulator in
+                simulator.resultRetention = .seconds(3)
+            } _: { h in
+                var settings = try h.settings()
+                settings.postbackPort = nil
+                settings.jobTimeout = "10s"
+                let bridge = try await h.startBridge(settings)
+                let requests = (0..<3).map { TestRequest.thumbnails("polling-held-\($0)", index: $0) }
+                // Past the results' retention (3 s) and each deadline (10 s, grace 1 s).
+                #expect(
+                    try await h.publish(requests, whileEventsAreRefusedFor: .seconds(14)),
+                    "no event taken by every queue for some of \(requests.map(\.id))\n\(h.diagnostics())")
+                try await h.expectResultsHeld(requests, by: bridge)
+                #expect(try await h.simulator.stats()["results_expired_unread"] == 0)
+            }
+        }
+
         /// SIGTERM while long polls wait on Blitline: the polls in hand are handed back at once, so
         /// the bridge exits 0 well within `SHUTDOWN_TIMEOUT`, and the next instance polls them.
         @Test func sigtermHandsThePollsInHandBackAtOnce() async throws {

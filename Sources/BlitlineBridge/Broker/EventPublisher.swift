@@ -62,36 +62,88 @@ final class EventPublisher: Sendable {
         try await publish(event, confirmed: {})
     }
 
-    /// ``publish(_:)``, calling `confirmed` once the event is confirmed, before its record is written.
-    func publish(_ event: JobEvent, confirmed: () -> Void) async throws {
+    /// What became of an event: in the events exchange, or held in the timeouts queue.
+    enum Delivery: Sendable {
+        case published, held
+    }
+
+    /// ``publish(_:)``, calling `confirmed` once the event is in the broker, before its record is
+    /// written.
+    ///
+    /// With `holdingIfRefused`, for results Blitline sends only until its retries run out: an
+    /// event that the events exchange refuses for its own sake (a setback: a full downstream queue
+    /// with `reject-publish`, say) is held in the timeouts queue instead, published from there once
+    /// the exchange takes it (``HeldEvent``), and its request is recorded as settled all the same.
+    /// The call fails only when the broker refuses the held copy too.
+    @discardableResult
+    func publish(_ event: JobEvent, holdingIfRefused hold: Bool = false, confirmed: () -> Void) async throws -> Delivery {
         let body = event.body(source: topology.eventSource)
         let properties = event.properties
         // A record lingering for more events waits for this one's, and only for events on their way.
         let recorded = event.settlesItsRequest
         if recorded { settled.expect() }
-        var published = false
-        do {
-            if let replyTo = event.context.routableReplyTo {
-                async let reply: Void = channel.publish(body, routingKey: replyTo, properties: properties)
-                try await channel.publish(
-                    body, exchange: topology.eventsExchange, routingKey: event.routingKey, properties: properties)
-                published = true
-                try await reply
-            } else {
-                try await channel.publish(
-                    body, exchange: topology.eventsExchange, routingKey: event.routingKey, properties: properties)
+        let replyTo = event.context.routableReplyTo
+        var refused: (any Error)?
+        var replyRefused: (any Error)?
+        if let replyTo {
+            async let reply = Self.failure { try await channel.publish(body, routingKey: replyTo, properties: properties) }
+            refused = await Self.failure {
+                try await channel.publish(body, exchange: topology.eventsExchange, routingKey: event.routingKey, properties: properties)
             }
-        } catch {
+            replyRefused = await reply
+        } else {
+            refused = await Self.failure {
+                try await channel.publish(body, exchange: topology.eventsExchange, routingKey: event.routingKey, properties: properties)
+            }
+        }
+        var delivery = Delivery.published
+        if let refused {
+            let held = HeldEvent(
+                body: body, properties: properties, routingKey: event.routingKey, replyTo: replyRefused == nil ? nil : replyTo)
+            guard hold, PublishFailure.isSetback(refused), (try? await self.hold(held)) != nil else {
+                if recorded { settled.withdraw() }
+                throw refused
+            }
+            delivery = .held
+        } else if let replyRefused {
             // Refused by the reply queue only, the event is in the broker all the same: its request
             // is settled, or its deadline would time out a job that has its result. The caller
             // still fails (a postback answered 503), so that the reply queue gets another chance.
-            if recorded {
-                if published { try? await settled.add(event.context.requestID, announced: true) } else { settled.withdraw() }
-            }
-            throw error
+            if recorded { try? await settled.add(event.context.requestID, announced: true) }
+            throw replyRefused
         }
         confirmed()
         if recorded { try await settled.add(event.context.requestID, announced: true) }
+        return delivery
+    }
+
+    /// The error `publish` throws, if any.
+    private static func failure(_ publish: () async throws -> Void) async -> (any Error)? {
+        do {
+            try await publish()
+            return nil
+        } catch {
+            return error
+        }
+    }
+
+    /// Puts an event in the timeouts queue, to be published from there (``HeldEvent``).
+    func hold(_ held: HeldEvent) async throws {
+        try await channel.publish(held.body, routingKey: topology.timeoutsQueue, mandatory: true, properties: held.heldProperties)
+    }
+
+    /// Publishes a held event to the events exchange and, when it was held for it too, to its
+    /// reply queue. Fails when the exchange refuses it; returns `false` when only the reply queue
+    /// did, for which it is not held any longer: the event is in the broker.
+    func publish(_ held: HeldEvent) async throws -> Bool {
+        guard let replyTo = held.replyTo else {
+            try await channel.publish(
+                held.body, exchange: topology.eventsExchange, routingKey: held.routingKey, properties: held.properties)
+            return true
+        }
+        async let reply = Self.failure { try await channel.publish(held.body, routingKey: replyTo, properties: held.properties) }
+        try await channel.publish(held.body, exchange: topology.eventsExchange, routingKey: held.routingKey, properties: held.properties)
+        return await reply == nil
     }
 
     /// Moves a request to the dead-letter queue as it arrived (body, properties, headers), saying

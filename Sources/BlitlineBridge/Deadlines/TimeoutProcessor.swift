@@ -24,6 +24,7 @@ struct TimeoutProcessor: Sendable {
     var backfillWait: Duration = .seconds(30)
 
     func process(_ delivery: some RequestMessage, publisher: EventPublisher) async throws {
+        if HeldEvent.isHeld(delivery) { return try await release(delivery, publisher: publisher) }
         let (jobs, unreadable) = PendingJob.all(in: delivery.body)
         if unreadable > 0 {
             logger.error(
@@ -69,6 +70,30 @@ struct TimeoutProcessor: Sendable {
         if try await !delivery.replace(by: { try await publisher.putBack(deadline: delivery) }) {
             logger.warning("the broker refused a copy of a deadline message; handed it back")
         }
+    }
+
+    /// Publishes a held event (``HeldEvent``). While the events exchange still refuses it, a copy
+    /// goes back to the tail of the queue after a pause.
+    private func release(_ delivery: some RequestMessage, publisher: EventPublisher) async throws {
+        let messageID = delivery.properties.messageID ?? ""
+        guard let held = HeldEvent(delivery) else {
+            logger.error("dropping a held event whose headers are not the bridge's", metadata: ["message_id": "\(messageID)"])
+            return delivery.ack()
+        }
+        do {
+            if try await !publisher.publish(held) {
+                logger.warning("the reply queue refused a held event, which the events exchange took", metadata: ["message_id": "\(messageID)"])
+            }
+        } catch where PublishFailure.isSetback(error) {
+            logger.info("the events exchange still refuses a held event; trying again later", metadata: ["error": "\(error)"])
+            try await Task.sleep(for: requeuePause)
+            if try await !delivery.replace(by: { try await publisher.hold(held) }) {
+                logger.warning("the broker refused a copy of a held event; handed it back")
+            }
+            return
+        }
+        logger.info("published a held event", metadata: ["message_id": "\(messageID)"])
+        delivery.ack()
     }
 
     /// Publishes the job's timeout in a span of its own, a child of the request's consumer span.

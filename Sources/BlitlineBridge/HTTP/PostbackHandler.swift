@@ -69,7 +69,15 @@ struct PostbackHandler: PostbackReceiving, CustomStringConvertible {
         let late = verified.deadline.map { receivedAt > $0 } ?? false
         let event = JobEvent.result(result, context: context, via: .postback, late: late)
         do {
-            try await publisher.publish(event) { metrics.postbackToEvent.record(since: received) }
+            // Blitline sends a result only until its retries run out: one the events exchange
+            // refuses is held in the broker until the exchange takes it.
+            let delivery = try await publisher.publish(event, holdingIfRefused: true) {
+                metrics.postbackToEvent.record(since: received)
+            }
+            if delivery == .held {
+                metrics.eventsHeld.increment()
+                logger.warning("the events exchange refused a postback's event; it is held until the exchange takes it")
+            }
         } catch where Task.isCancelled {
             // The listener's deadline passed: it has answered 503 and counted it (`timed_out`).
             return PostbackReply(status: 503, message: "the event could not be published in time; retry later")

@@ -24,6 +24,8 @@ final class BridgeMetrics: Sendable {
     let ledgerBytes = Gauge(label: "blitline_bridge_outcome_ledger_bytes")
     /// Publishes refused for one request (nacked, returned, not encodable): the request was put back for later.
     let requestSetbacks = Counter(label: "blitline_bridge_request_setbacks_total")
+    /// Results whose events the events exchange refused, held in the timeouts queue until it takes them.
+    let eventsHeld = Counter(label: "blitline_bridge_events_held_total")
 
     /// What became of a submission (`blitline_bridge_submissions_total{outcome}`).
     enum SubmissionOutcome: String, CaseIterable, Sendable {

@@ -66,9 +66,14 @@ struct PollProcessor: Sendable {
                 metrics.poll(.result)
                 let event = JobEvent.result(result, context: context, via: .poll, late: late)
                 do {
-                    try await publisher.publish(event)
+                    // Blitline keeps a result only a few minutes: one the events exchange refuses
+                    // is held in the broker until the exchange takes it.
+                    if try await publisher.publish(event, holdingIfRefused: true, confirmed: {}) == .held {
+                        metrics.eventsHeld.increment()
+                        logger.warning("the events exchange refused a poll result's event; it is held until the exchange takes it")
+                    }
                 } catch where PublishFailure.isSetback(error) {
-                    // Blitline keeps the result a few minutes: poll for it again after a pause.
+                    // Not even held: poll for it again after a pause, while Blitline keeps it.
                     logger.warning("the broker refused a poll result's event; polling again", metadata: ["error": "\(error)"])
                     metrics.requestSetbacks.increment()
                     try await publisher.schedulePoll(job, pause: true)
