@@ -147,6 +147,38 @@ extension BridgeProcessTests {
             }
         }
 
+        /// The pause queue gone, so that the broker returns every poll scheduled after a pending
+        /// answer: the poll in hand goes back to the polls queue as a fresh copy after 5 s, not
+        /// handed back itself, which RabbitMQ 4.0 – 4.2 count as a delivery. The policy stands in
+        /// for 4.x's default delivery limit, with a limit of 1.
+        @Test(.enabled(if: TestEnvironment.queueType == .quorum, "a delivery limit is a quorum queue's"))
+        func pollsRefusedAPauseOutlastTheBrokersDeliveryLimit() async throws {
+            try await BridgeHarness.run("polling-refused-pause") { simulator in
+                simulator.processingDelay = .seconds(15)
+                simulator.pollWait = .milliseconds(100)
+            } _: { h in
+                var settings = try h.settings()
+                settings.postbackPort = nil
+                let policy = "limit-" + h.jobsQueue
+                _ = try await TestEnvironment.brokerCtl(
+                    "set_policy", policy, "^" + NSRegularExpression.escapedPattern(for: h.topology.pollsQueue) + "$",
+                    #"{"delivery-limit":1}"#, "--apply-to", "queues", "--priority", "10")
+                try await h.startBridge(settings)
+                let broker = try await TestEnvironment.connect()
+                _ = try await broker.openChannel().deleteQueue(h.topology.pollsWaitQueue)
+                let requests = (0..<2).map { TestRequest.thumbnails("polling-refused-pause-\($0)", index: $0) }
+                try await h.publish(requests)
+                try await Task.sleep(for: .seconds(20))  // three refusals each, and past the jobs' end
+                try await h.topology.declare(on: broker)
+                await broker.close()
+                #expect(
+                    await h.events.waitForEvents(for: requests.map(\.id), timeout: .seconds(40)),
+                    "no event for \(h.events.missing(requests.map(\.id)))\n\(h.diagnostics())")
+                _ = try await TestEnvironment.brokerCtl("clear_policy", policy)
+                for request in requests { #expect(h.events.events(for: request.id).map(\.status) == ["completed"]) }
+            }
+        }
+
         /// Jobs submitted in polling mode are still polled after a restart into postback mode:
         /// every instance consumes the polls queue whatever its mode, so a switch strands none.
         @Test func jobsSubmittedInPollingModeArePolledAfterASwitchToPostbacks() async throws {

@@ -89,18 +89,18 @@ struct PollProcessor: Sendable {
                 try await publisher.schedulePoll(job, pause: pause)
             }
         } catch where PublishFailure.isSetback(error) {
-            logger.warning("the broker refused a poll message; handing it back later", metadata: ["error": "\(error)"])
+            // After a pause, a copy at the tail of the polls queue, for the next poll.
+            logger.warning("the broker refused a poll message; putting the poll back later", metadata: ["error": "\(error)"])
             metrics.requestSetbacks.increment()
             try await Task.sleep(for: RequestProcessor.requeuePause)
-            delivery.requeue()
-            return
+            return try await handBack(delivery, job: job, publisher: publisher)
         }
         delivery.ack()
     }
 
-    /// Hands a poll back for the next instance as a copy at the tail of the polls queue
-    /// (``RequestMessage/replace(by:)``): handed back itself at every stop, a job polled across 20
-    /// restarts would lose its result on RabbitMQ 4.0 – 4.2.
+    /// Hands a poll back as a copy at the tail of the polls queue (``RequestMessage/replace(by:)``):
+    /// handed back itself at every stop, or every time its next poll is refused, a job polled
+    /// across 20 of them would lose its result on RabbitMQ 4.0 – 4.2.
     private func handBack(_ delivery: some RequestMessage, job: PendingJob, publisher: EventPublisher) async throws {
         try await delivery.replace { try await publisher.schedulePoll(job, pause: false) }
     }
