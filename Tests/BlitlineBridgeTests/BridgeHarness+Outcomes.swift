@@ -56,18 +56,23 @@ extension BridgeHarness {
 
 extension BridgeHarness {
     /// Publishes `requests` while a downstream queue bound to the events exchange refuses every
-    /// event (`x-max-length` 0, `reject-publish`) for `duration`, then deletes that queue and waits
+    /// event (`x-max-length` 0, `reject-publish`) for `meanwhile` and then `duration`, then
+    /// deletes that queue and waits
     /// until each request has an event published after it. The test's own events queue gets a copy
     /// of each event the full queue refuses (the broker routes it there all the same), so only the
     /// count tells. Returns whether every request got one within 60 s (a request set back waits up
     /// to 30 s in a retry queue).
-    func publish(_ requests: [TestRequest], whileEventsAreRefusedFor duration: Duration) async throws -> Bool {
+    func publish(
+        _ requests: [TestRequest], whileEventsAreRefusedFor duration: Duration,
+        meanwhile: () async throws -> Void = {}
+    ) async throws -> Bool {
         let full = jobsQueue + ".full-downstream"
         let broker = try await TestEnvironment.connect()
         let channel = try await broker.openChannel()
         try await channel.declareQueue(full, arguments: ["x-max-length": .int64(0), "x-overflow": .string("reject-publish")])
         try await channel.bindQueue(full, exchange: eventsExchange, routingKey: "job.#")
         try await publish(requests)
+        try await meanwhile()
         try await Task.sleep(for: duration)
         let refused = requests.map { events.events(for: $0.id).count }
         _ = try await channel.deleteQueue(full)

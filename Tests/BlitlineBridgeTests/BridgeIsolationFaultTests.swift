@@ -240,6 +240,33 @@ import TestSupport
         }
     }
 
+    /// A result held while its `reply_to` queue refused it too reaches that queue once, when the
+    /// events exchange takes it, though the reply queue had room long before.
+    @Test func aHeldResultReachesItsReplyQueueOnce() async throws {
+        try await BridgeHarness.run("held-replies", retrySpeedFactor: 0.01) { h in
+            let bridge = try await h.startBridge()
+            let reply = h.jobsQueue + ".held-replies"
+            let broker = try await TestEnvironment.connect()
+            let channel = try await broker.openChannel()
+            try await channel.declareQueue(
+                reply, arguments: ["x-max-length": .int64(0), "x-overflow": .string("reject-publish")])
+            var requests = (0..<3).map { TestRequest.thumbnails("held-reply-\($0)", index: $0) }
+            for index in requests.indices { requests[index].replyTo = reply }
+            #expect(
+                try await h.publish(requests, whileEventsAreRefusedFor: .seconds(12)) {
+                    try await Task.sleep(for: .seconds(3))  // each result held, for the reply queue too
+                    _ = try await channel.deleteQueue(reply)
+                    _ = try await channel.declareQueue(reply)
+                },
+                "no event taken by every queue for some of \(requests.map(\.id))\n\(h.diagnostics())")
+            try await h.expectResultsHeld(requests, by: bridge)
+            let copies = try await h.depth(of: reply)
+            #expect(copies == requests.count, "\(copies) copies for \(requests.count) requests in the reply queue")
+            _ = try await channel.deleteQueue(reply)
+            await broker.close()
+        }
+    }
+
     /// A `reply_to` queue that refuses the event while the events exchange takes it: the event is
     /// in the broker, so the job is settled and its deadline yields no `timeout` (the postback is
     /// still answered 503, so that Blitline's retries give the reply queue another chance).

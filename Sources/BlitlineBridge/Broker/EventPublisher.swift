@@ -100,9 +100,13 @@ final class EventPublisher: Sendable {
         if let refused {
             let held = HeldEvent(
                 body: body, properties: properties, routingKey: event.routingKey, replyTo: replyRefused == nil ? nil : replyTo)
-            guard hold, PublishFailure.isSetback(refused), (try? await self.hold(held)) != nil else {
+            do {
+                guard hold, PublishFailure.isSetback(refused) else { throw refused }
+                try await self.hold(held)
+            } catch {
                 if recorded { settled.withdraw() }
-                throw refused
+                // The exchange's refusal, unless holding failed for a reason of its own (the session).
+                throw PublishFailure.isSetback(error) ? refused : error
             }
             delivery = .held
         } else if let replyRefused {
@@ -132,18 +136,14 @@ final class EventPublisher: Sendable {
         try await channel.publish(held.body, routingKey: topology.timeoutsQueue, mandatory: true, properties: held.heldProperties)
     }
 
-    /// Publishes a held event to the events exchange and, when it was held for it too, to its
-    /// reply queue. Fails when the exchange refuses it; returns `false` when only the reply queue
-    /// did, for which it is not held any longer: the event is in the broker.
+    /// Publishes a held event to the events exchange and then, when it was held for it too, to its
+    /// reply queue: not before, or the reply queue would get a copy with every refused try. Fails
+    /// when the exchange refuses it; returns `false` when only the reply queue did, for which it is
+    /// not held any longer: the event is in the broker.
     func publish(_ held: HeldEvent) async throws -> Bool {
-        guard let replyTo = held.replyTo else {
-            try await channel.publish(
-                held.body, exchange: topology.eventsExchange, routingKey: held.routingKey, properties: held.properties)
-            return true
-        }
-        async let reply = Self.failure { try await channel.publish(held.body, routingKey: replyTo, properties: held.properties) }
         try await channel.publish(held.body, exchange: topology.eventsExchange, routingKey: held.routingKey, properties: held.properties)
-        return await reply == nil
+        guard let replyTo = held.replyTo else { return true }
+        return await Self.failure { try await channel.publish(held.body, routingKey: replyTo, properties: held.properties) } == nil
     }
 
     /// Moves a request to the dead-letter queue as it arrived (body, properties, headers), saying

@@ -11,6 +11,9 @@ struct HeldEvent: Sendable {
     static let routingKeyHeader = "x-bridge-held-event"
     static let replyToHeader = "x-bridge-held-reply-to"
 
+    /// The headers an event carries (``JobEvent/properties``).
+    static let eventHeaders: Set<String> = [BridgeHeader.requestID, BridgeHeader.outcome, "traceparent", "tracestate"]
+
     let body: [UInt8]
     /// As published to the events exchange, without the two headers.
     let properties: AMQPProperties
@@ -39,8 +42,9 @@ struct HeldEvent: Sendable {
         let replyTo = headers[Self.replyToHeader]?.stringValue
         if let replyTo, RequestEnvelope.short(replyTo) == nil || replyTo.isEmpty { return nil }
         var properties = message.properties
-        properties.headers = AMQPTable(
-            headers.entries.filter { $0.key != Self.routingKeyHeader && $0.key != Self.replyToHeader })
+        // An event's own headers only: not the two above, nor any the broker added on the way
+        // (`x-delivery-count` of a message handed back).
+        properties.headers = AMQPTable(headers.entries.filter { Self.eventHeaders.contains($0.key) })
         properties.expiration = nil
         properties.userID = nil
         self.init(body: message.body, properties: properties, routingKey: routingKey, replyTo: replyTo)
