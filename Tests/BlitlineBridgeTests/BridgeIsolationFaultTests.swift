@@ -262,6 +262,9 @@ import TestSupport
             try await h.expectResultsHeld(requests, by: bridge)
             let copies = try await h.depth(of: reply)
             #expect(copies == requests.count, "\(copies) copies for \(requests.count) requests in the reply queue")
+            // Each held event was refused again at least once: put back, and counted as a setback.
+            let setbacks = try await bridge.metrics().value("blitline_bridge_request_setbacks_total")
+            #expect(setbacks >= Double(requests.count))
             _ = try await channel.deleteQueue(reply)
             await broker.close()
         }

@@ -86,6 +86,7 @@ struct TimeoutProcessor: Sendable {
             }
         } catch where PublishFailure.isSetback(error) {
             logger.info("the events exchange still refuses a held event; trying again later", metadata: ["error": "\(error)"])
+            metrics.requestSetbacks.increment()
             try await Task.sleep(for: requeuePause)
             if try await !delivery.replace(by: { try await publisher.hold(held) }) {
                 logger.warning("the broker refused a copy of a held event; handed it back")
