@@ -83,26 +83,23 @@ final class EventPublisher: Sendable {
         let recorded = event.settlesItsRequest
         if recorded { settled.expect() }
         let replyTo = event.context.routableReplyTo
-        var refused: (any Error)?
+        let refused: (any Error)?
         var replyRefused: (any Error)?
         if let replyTo {
             async let reply = Self.failure { try await channel.publish(body, routingKey: replyTo, properties: properties) }
-            refused = await Self.failure {
-                try await channel.publish(body, exchange: topology.eventsExchange, routingKey: event.routingKey, properties: properties)
-            }
+            refused = await Self.failure { try await publishToEvents(body, routingKey: event.routingKey, properties: properties) }
             replyRefused = await reply
         } else {
-            refused = await Self.failure {
-                try await channel.publish(body, exchange: topology.eventsExchange, routingKey: event.routingKey, properties: properties)
-            }
+            refused = await Self.failure { try await publishToEvents(body, routingKey: event.routingKey, properties: properties) }
         }
         var delivery = Delivery.published
         if let refused {
-            let held = HeldEvent(
-                body: body, properties: properties, routingKey: event.routingKey, replyTo: replyRefused == nil ? nil : replyTo)
             do {
                 guard hold, PublishFailure.isSetback(refused) else { throw refused }
-                try await self.hold(held)
+                try await self.hold(
+                    HeldEvent(
+                        body: body, properties: properties, routingKey: event.routingKey,
+                        replyTo: replyRefused == nil ? nil : replyTo))
             } catch {
                 if recorded { settled.withdraw() }
                 // The exchange's refusal, unless holding failed for a reason of its own (the session).
@@ -119,6 +116,10 @@ final class EventPublisher: Sendable {
         confirmed()
         if recorded { try await settled.add(event.context.requestID, announced: true) }
         return delivery
+    }
+
+    private func publishToEvents(_ body: [UInt8], routingKey: String, properties: AMQPProperties) async throws {
+        try await channel.publish(body, exchange: topology.eventsExchange, routingKey: routingKey, properties: properties)
     }
 
     /// The error `publish` throws, if any.
@@ -141,7 +142,7 @@ final class EventPublisher: Sendable {
     /// when the exchange refuses it; returns `false` when only the reply queue did, for which it is
     /// not held any longer: the event is in the broker.
     func publish(_ held: HeldEvent) async throws -> Bool {
-        try await channel.publish(held.body, exchange: topology.eventsExchange, routingKey: held.routingKey, properties: held.properties)
+        try await publishToEvents(held.body, routingKey: held.routingKey, properties: held.properties)
         guard let replyTo = held.replyTo else { return true }
         return await Self.failure { try await channel.publish(held.body, routingKey: replyTo, properties: held.properties) } == nil
     }

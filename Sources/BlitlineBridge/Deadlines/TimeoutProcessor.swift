@@ -66,9 +66,18 @@ struct TimeoutProcessor: Sendable {
     /// After a pause, puts a copy of the deadline message back at the tail of the timeouts queue,
     /// or, when the broker refuses the copy too, hands the message itself back.
     private func putBackLater(_ delivery: some RequestMessage, publisher: EventPublisher) async throws {
+        try await putBackLater(delivery, "a deadline message") { try await publisher.putBack(deadline: delivery) }
+    }
+
+    /// After a pause, publishes a copy of a message of the timeouts queue (`publishCopy`, at its
+    /// tail) in the message's place, or, when the broker refuses the copy too, hands the message
+    /// itself back.
+    private func putBackLater(
+        _ delivery: some RequestMessage, _ what: String, publishCopy: () async throws -> Void
+    ) async throws {
         try await Task.sleep(for: requeuePause)
-        if try await !delivery.replace(by: { try await publisher.putBack(deadline: delivery) }) {
-            logger.warning("the broker refused a copy of a deadline message; handed it back")
+        if try await !delivery.replace(by: publishCopy) {
+            logger.warning("the broker refused a copy of \(what); handed it back")
         }
     }
 
@@ -87,11 +96,7 @@ struct TimeoutProcessor: Sendable {
         } catch where PublishFailure.isSetback(error) {
             logger.info("the events exchange still refuses a held event; trying again later", metadata: ["error": "\(error)"])
             metrics.requestSetbacks.increment()
-            try await Task.sleep(for: requeuePause)
-            if try await !delivery.replace(by: { try await publisher.hold(held) }) {
-                logger.warning("the broker refused a copy of a held event; handed it back")
-            }
-            return
+            return try await putBackLater(delivery, "a held event") { try await publisher.hold(held) }
         }
         logger.info("published a held event", metadata: ["message_id": "\(messageID)"])
         delivery.ack()
