@@ -354,18 +354,21 @@ import TestSupport
     }
 
     @Test func aRequestWhoseDeadlineAndEveryCopyAreRefusedIsHeldNotSubmittedAgain() async throws {
-        try await BridgeHarness.run("refused-copies") { h in
-            let bridge = try await h.startBridge()
+        try await BridgeBrokerUser.with { user in try await BridgeHarness.run("refused-copies") { h in
+            var settings = try h.settings()
+            settings.brokerURL = try user.url
+            let bridge = try await h.startBridge(settings)
             let probe = ReadinessProbe(bridge)
-            // The deadlines queue and every retry queue gone, so that the broker returns what is
-            // published to them: a request whose job Blitline accepted can neither schedule its
-            // deadline nor be put back carrying its job id. The message in the jobs queue does not
-            // carry it: handing that back would submit the job again.
+            // The deadlines queue and every retry queue gone, and the bridge may not declare them
+            // again, so that the broker returns what is published to them: a request whose job
+            // Blitline accepted can neither schedule its deadline nor be put back carrying its job
+            // id. The message in the jobs queue does not carry it: handing that back would submit
+            // the job again.
+            let gone = [h.topology.deadlinesQueue] + Topology.retryDelays.indices.map(h.topology.retryQueue)
+            try await user.forbidDeclaring(gone)
             let broker = try await TestEnvironment.connect()
             let channel = try await broker.openChannel()
-            for queue in [h.topology.deadlinesQueue] + Topology.retryDelays.indices.map(h.topology.retryQueue) {
-                _ = try await channel.deleteQueue(queue)
-            }
+            for queue in gone { _ = try await channel.deleteQueue(queue) }
             let all = (0..<6).map { TestRequest.thumbnails("refused-copies-\($0)", index: $0) }
             try await h.publish(all)
             #expect(await h.events.waitForEvents(for: all.map(\.id), timeout: .seconds(30)), "\(h.diagnostics())")
@@ -382,6 +385,101 @@ import TestSupport
                 try await h.simulator.stats()["jobs_accepted"] == all.count + h.sentinelsPublished,
                 "nothing submitted twice")
             try await expectUndisturbed(bridge, probe, h)
+        } }
+    }
+
+    /// Queues of the bridge's own deleted while it runs (an operator's slip, a definitions import):
+    /// each is declared again at the first publish that misses it, the outcomes stream is read again,
+    /// and every request still gets its one right event: no job that completed is timed out, a job
+    /// whose result never comes is, none is submitted twice, and the session is never torn down.
+    @Test func itsOwnQueuesDeletedWhileItRunsAreDeclaredAgainAndNothingIsLost() async throws {
+        try await BridgeHarness.run("deleted-queues") { h in
+            var settings = try h.settings()
+            settings.jobTimeout = "4s"
+            let bridge = try await h.startBridge(settings)
+            let probe = ReadinessProbe(bridge)
+            let before = (0..<3).map { TestRequest.thumbnails("deleted-before-\($0)", index: $0) }
+            try await h.publish(before)
+            #expect(
+                await h.events.waitForEvents(for: before.map(\.id), timeout: .seconds(20)),
+                "no event for \(h.events.missing(before.map(\.id)))\n\(h.diagnostics())")
+            let topology = Topology(
+                jobsQueue: h.jobsQueue, eventsExchange: h.eventsExchange, jobTimeout: .seconds(4),
+                timeoutGrace: .seconds(1), queueType: TestEnvironment.queueType)
+            let deleted = [topology.deadlinesQueue, topology.outcomesStream, topology.deadQueue, topology.retryQueue(0)]
+            let broker = try await TestEnvironment.connect()
+            let channel = try await broker.openChannel()
+            for queue in deleted { _ = try await channel.deleteQueue(queue) }
+
+            // The next submission fails, so these requests wait in the deleted retry queue.
+            try await h.simulator.control(["fail_submits": 1])
+            let after = (0..<3).map { TestRequest.thumbnails("deleted-after-\($0)", index: $0 + 3) }
+            let invalidRequest = invalid("deleted-invalid")
+            try await h.publish(after + [invalidRequest])
+            #expect(
+                await h.events.waitForEvents(for: (after + [invalidRequest]).map(\.id), timeout: .seconds(30)),
+                "no event for \(h.events.missing((after + [invalidRequest]).map(\.id)))\n\(h.diagnostics())")
+            // A job whose result never comes still gets its timeout: its deadline message, the
+            // outcomes stream and the ledger reading it all work again.
+            try await h.simulator.control(["drop_postbacks": 1])
+            let lost = TestRequest.thumbnails("deleted-lost", index: 6)
+            try await h.publish(lost)
+            #expect(
+                await h.events.waitForEvents(for: [lost.id], endingWith: ["failed"], timeout: .seconds(30)),
+                "no timeout for a job whose result never came\n\(h.diagnostics())")
+            // Every other deadline (4 s and a grace of 1 s) decided too.
+            #expect(
+                await h.waitUntilSettled(deadlines: true, timeout: .seconds(30)), "deadlines still held\n\(h.diagnostics())")
+            try await h.barrier()
+
+            let all = before + after + [invalidRequest, lost]
+            expectOneIDEach(all, h)
+            for request in before + after {
+                let reasons = h.events.events(for: request.id).map { $0.reason ?? $0.status ?? "?" }
+                #expect(reasons.allSatisfy { $0 == "completed" }, "\(request.id): \(reasons)")
+            }
+            #expect(h.events.events(for: invalidRequest.id).map(\.reason) == ["invalid_request"])
+            #expect(h.events.events(for: lost.id).map(\.reason) == ["timeout"])
+            for queue in deleted {
+                #expect((try? await h.depth(of: queue)) != nil, "\(queue) was not declared again")
+            }
+            #expect(try await h.deadLetters(count: 1).count == 1, "the invalid request was dead-lettered")
+            #expect(
+                try await h.simulator.stats()["jobs_accepted"] == before.count + after.count + 1 + h.sentinelsPublished,
+                "nothing submitted twice")
+            try await expectUndisturbed(bridge, probe, h)
+            _ = try? await channel.deleteQueue(topology.deadlinesQueue)
+            await broker.close()
+        }
+    }
+
+    /// The events exchange deleted under a running bridge, for longer than Blitline retries and
+    /// past the jobs' deadlines: the bridge does not declare it again (the downstream bindings
+    /// went with it), so each result is held until the exchange and its bindings are back, then
+    /// published, and no job gets a `timeout`.
+    @Test func aDeletedEventsExchangeIsWaitedForAndNoResultIsLost() async throws {
+        // Blitline's schedule at a hundredth: retries after 10 ms, 30 ms, 150 ms and 6 s.
+        try await BridgeHarness.run("deleted-exchange", retrySpeedFactor: 0.01) { h in
+            var settings = try h.settings()
+            settings.jobTimeout = "6s"
+            let bridge = try await h.startBridge(settings)
+            let probe = ReadinessProbe(bridge)
+            let broker = try await TestEnvironment.connect()
+            let channel = try await broker.openChannel()
+            try await channel.deleteExchange(h.eventsExchange)
+            let requests = (0..<3).map { TestRequest.thumbnails("deleted-exchange-\($0)", index: $0) }
+            try await h.publish(requests)
+            try await Task.sleep(for: .seconds(12))  // past Blitline's last retry and each deadline (6 s, grace 1 s)
+            // Whoever owns the downstream bindings declares the exchange and binds again.
+            try await channel.declareExchange(h.eventsExchange, type: "topic", durable: true)
+            try await channel.bindQueue(h.eventsQueue, exchange: h.eventsExchange, routingKey: "job.#")
+            #expect(
+                await h.events.waitForEvents(for: requests.map(\.id), timeout: .seconds(30)),
+                "no event for \(h.events.missing(requests.map(\.id)))\n\(h.diagnostics())")
+            try await h.expectResultsHeld(requests, by: bridge)
+            #expect(try await h.simulator.stats()["postbacks_given_up"] == 0, "every postback was answered 200")
+            try await expectUndisturbed(bridge, probe, h)
+            await broker.close()
         }
     }
 

@@ -31,16 +31,18 @@ extension BridgeProcessTests {
             }
         }
 
-        /// The deadlines queue gone for a while, so that the broker returns every deadline: each
-        /// request is set back and comes back to be scheduled again, and still polls Blitline with
-        /// one chain of polls, not one more with each try.
+        /// The deadlines queue gone for a while (the bridge may not declare it again), so that the
+        /// broker returns every deadline: each request is set back and comes back to be scheduled
+        /// again, and still polls Blitline with one chain of polls, not one more with each try.
         @Test func aRequestSetBackWhileItsDeadlineIsRefusedPollsWithOneChain() async throws {
-            try await BridgeHarness.run("polling-setbacks") { simulator in
+            try await BridgeBrokerUser.with { user in try await BridgeHarness.run("polling-setbacks") { simulator in
                 simulator.processingDelay = .seconds(8)
             } _: { h in
                 var settings = try h.settings()
                 settings.postbackPort = nil
+                settings.brokerURL = try user.url
                 let bridge = try await h.startBridge(settings)
+                try await user.forbidDeclaring([h.topology.deadlinesQueue])
                 let broker = try await TestEnvironment.connect()
                 _ = try await broker.openChannel().deleteQueue(h.topology.deadlinesQueue)
                 let requests = (0..<4).map { TestRequest.thumbnails("polling-setback-\($0)", index: $0) }
@@ -57,7 +59,7 @@ extension BridgeProcessTests {
                 let stats = try await h.simulator.stats()
                 #expect(stats["jobs_accepted"] == requests.count, "submitted again")
                 #expect(stats["polls_answered"] == requests.count, "more than one chain of polls per job")
-            }
+            } }
         }
 
         /// A downstream queue that refuses events for longer than Blitline keeps a polled result:
@@ -147,13 +149,13 @@ extension BridgeProcessTests {
             }
         }
 
-        /// The pause queue gone, so that the broker returns every poll scheduled after a pending
-        /// answer: the poll in hand goes back to the polls queue as a fresh copy after 5 s, not
-        /// handed back itself, which RabbitMQ 4.0 – 4.2 count as a delivery. The policy stands in
-        /// for 4.x's default delivery limit, with a limit of 1.
+        /// The pause queue gone (the bridge may not declare it again), so that the broker returns
+        /// every poll scheduled after a pending answer: the poll in hand goes back to the polls
+        /// queue as a fresh copy after 5 s, not handed back itself, which RabbitMQ 4.0 – 4.2 count
+        /// as a delivery. The policy stands in for 4.x's default delivery limit, with a limit of 1.
         @Test(.enabled(if: TestEnvironment.queueType == .quorum, "a delivery limit is a quorum queue's"))
         func pollsRefusedAPauseOutlastTheBrokersDeliveryLimit() async throws {
-            try await BridgeHarness.run("polling-refused-pause") { simulator in
+            try await BridgeBrokerUser.with { user in try await BridgeHarness.run("polling-refused-pause") { simulator in
                 simulator.processingDelay = .seconds(15)
                 simulator.pollWait = .milliseconds(100)
             } _: { h in
@@ -163,7 +165,9 @@ extension BridgeProcessTests {
                 _ = try await TestEnvironment.brokerCtl(
                     "set_policy", policy, "^" + NSRegularExpression.escapedPattern(for: h.topology.pollsQueue) + "$",
                     #"{"delivery-limit":1}"#, "--apply-to", "queues", "--priority", "10")
+                settings.brokerURL = try user.url
                 try await h.startBridge(settings)
+                try await user.forbidDeclaring([h.topology.pollsWaitQueue])
                 let broker = try await TestEnvironment.connect()
                 _ = try await broker.openChannel().deleteQueue(h.topology.pollsWaitQueue)
                 let requests = (0..<2).map { TestRequest.thumbnails("polling-refused-pause-\($0)", index: $0) }
@@ -176,7 +180,7 @@ extension BridgeProcessTests {
                     "no event for \(h.events.missing(requests.map(\.id)))\n\(h.diagnostics())")
                 _ = try await TestEnvironment.brokerCtl("clear_policy", policy)
                 for request in requests { #expect(h.events.events(for: request.id).map(\.status) == ["completed"]) }
-            }
+            } }
         }
 
         /// Jobs submitted in polling mode are still polled after a restart into postback mode:

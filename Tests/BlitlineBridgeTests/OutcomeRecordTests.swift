@@ -100,19 +100,24 @@ import TestSupport
         }
     }
 
-    /// The outcomes stream deleted under a running bridge (README, Topology: an operator changing
-    /// `JOB_TIMEOUT` without stopping it): the broker returns its record, so the postback is
-    /// answered 503 and Blitline retries; once a restarted bridge has declared the stream again, a
-    /// retry records the outcome, and the job has its one event and no timeout.
-    @Test func aDeletedStreamHoldsPostbacksBackUntilItIsDeclaredAgain() async throws {
+    /// The outcomes stream deleted under a running bridge that may not declare it again (a broker
+    /// user without that right): the broker returns its record, so the postback is answered 503
+    /// and Blitline retries; once the stream is declared again, a retry records the outcome, the
+    /// ledger reads the new stream from its start, and the job has its one event and no timeout.
+    /// (A bridge that may declares it again at once: `BridgeIsolationFaultTests`.)
+    @Test func aStreamThatCannotBeDeclaredAgainHoldsPostbacksBackUntilItIs() async throws {
         // Blitline's retries after 20 ms, 60 ms, 300 ms and 12 s.
-        try await BridgeHarness.run("outcome-stream-deleted", retrySpeedFactor: 0.02) { h in
+        try await BridgeBrokerUser.with { user in try await BridgeHarness.run("outcome-stream-deleted", retrySpeedFactor: 0.02) { h in
             var settings = try h.settings()
-            settings.jobTimeout = "40s"
+            settings.jobTimeout = "15s"
+            settings.brokerURL = try user.url
             let bridge = try await h.startBridge(settings)
+            let topology = Topology(
+                jobsQueue: h.jobsQueue, eventsExchange: h.eventsExchange, jobTimeout: .seconds(15),
+                timeoutGrace: .seconds(1), queueType: TestEnvironment.queueType)
+            try await user.forbidDeclaring([topology.outcomesStream])
             let admin = try await TestEnvironment.connect()
-            _ = try await admin.openChannel().deleteQueue(h.topology.outcomesStream)
-            await admin.close()
+            _ = try await admin.openChannel().deleteQueue(topology.outcomesStream)
             let request = TestRequest.thumbnails("stream-deleted")
             try await h.publish(request)
             #expect(
@@ -121,22 +126,26 @@ import TestSupport
                 }, "\(h.diagnostics())")
             #expect(try await bridge.metrics().value("blitline_bridge_postbacks_total", ["outcome": "unavailable"]) >= 1)
             #expect(
-                bridge.logLines.contains { $0.contains("the outcomes stream \(h.topology.outcomesStream) is missing") },
+                bridge.logLines.contains {
+                    $0.contains("the outcomes stream \(topology.outcomesStream) is gone and could not be declared again")
+                },
                 "\(bridge.logTail())")
 
-            bridge.signal(SIGTERM)
-            #expect(await bridge.waitForExit(timeout: .seconds(15)) != nil)
-            _ = try await h.restart(bridge)
+            try await topology.declare(on: admin)
+            await admin.close()
             #expect(
-                await eventually(timeout: .seconds(40)) {
+                await eventually(timeout: .seconds(30)) {
                     let named = (try? await h.outcomesStreamMessages())?.flatMap { OutcomeRecord.requestIDs(in: $0.body) ?? [] }
                     return named?.contains(request.id) == true
                 }, "no record of \(request.id)\n\(h.diagnostics())")
-            #expect(await h.waitUntilSettled(deadlines: false, timeout: .seconds(30)), "\(h.diagnostics())")
+            // Past the job's deadline (15 s, grace 1 s): the ledger read the record from the new stream.
+            #expect(
+                await h.waitUntilSettled(deadlines: true, timeout: .seconds(40)), "deadlines still held\n\(h.diagnostics())")
             try await h.barrier()
             #expect(h.events.idsByRequest[request.id] == ["\(request.id)/completed"], "\(h.events.idsByRequest)")
             #expect((try await h.simulator.stats()["postbacks_given_up"]) == 0)
-        }
+            #expect(bridge.isRunning)
+        } }
     }
 }
 

@@ -161,8 +161,10 @@ struct BridgeService: Service, CustomStringConvertible {
         consuming: AMQPConnection, publishing: AMQPConnection, node: AMQPConnection.Configuration
     ) async throws {
         try await topology.declare(on: consuming)
+        let missing = MissingQueues(topology, on: publishing, logger: logger)
         let publisher = EventPublisher(
-            channel: try await PublishChannel.open(on: publishing), topology: topology, timers: eventLoop)
+            channel: try await PublishChannel.open(on: publishing, restoring: missing.restore), topology: topology,
+            timers: eventLoop)
         session.connected(publisher)
         metrics.brokerConnected.record(1)
         logger.info(
@@ -265,6 +267,12 @@ struct BridgeService: Service, CustomStringConvertible {
                     group.cancelAll()
                 }
             } catch {
+                if let error = error as? AMQPError,
+                    error.code == .consumerCancelled || error.replyCode == AMQPError.ReplyCode.notFound
+                {
+                    // The stream was deleted: the first record published declares it again (``MissingQueues``).
+                    ledger.streamLost()
+                }
                 if !Task.isCancelled {
                     logger.warning("cannot read the outcomes stream; timeouts wait until it can be read", metadata: ["error": "\(error)"])
                 }

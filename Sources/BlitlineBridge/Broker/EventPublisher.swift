@@ -1,6 +1,7 @@
 import AMQP
 import Blitline
 import NIOCore
+import Synchronization
 
 /// Everything the bridge publishes, on one confirm-mode channel of the publishing connection.
 /// Each call returns once the broker has confirmed; only then may a request be acknowledged.
@@ -19,6 +20,11 @@ final class EventPublisher: Sendable {
     /// Events confirmed at about the same moment share an outcome record (`publish`); a busy
     /// bridge lets a record gather for `OutcomeRecord.linger`.
     private let settled: Batcher<String>
+    /// When an event last found the events exchange gone (deleted while the bridge runs). For
+    /// ``exchangeRecheck`` after that, events are refused here without being published: each
+    /// publish to a missing exchange closes the channel that everything else is published on too.
+    private let exchangeGone = Mutex<ContinuousClock.Instant?>(nil)
+    static let exchangeRecheck: Duration = .seconds(1)
 
     /// - Parameter timers: The event loop the bridge's work runs on, whose timers end the batches'
     ///   lingers.
@@ -37,8 +43,8 @@ final class EventPublisher: Sendable {
                     // Still a setback of the events' requests; the text says what to do.
                     throw AMQPError(
                         .returned, replyCode: error.replyCode,
-                        "the outcomes stream \(topology.outcomesStream) is missing, so no outcome can be recorded; "
-                            + "restart the bridge to declare it (\(error.replyText))")
+                        "the outcomes stream \(topology.outcomesStream) is gone and could not be declared again, "
+                            + "so no outcome can be recorded (\(error.replyText))")
                 }
             }
         }
@@ -119,7 +125,18 @@ final class EventPublisher: Sendable {
     }
 
     private func publishToEvents(_ body: [UInt8], routingKey: String, properties: AMQPProperties) async throws {
-        try await channel.publish(body, exchange: topology.eventsExchange, routingKey: routingKey, properties: properties)
+        if let gone = exchangeGone.withLock({ $0 }), gone.duration(to: .now) < Self.exchangeRecheck {
+            throw AMQPError(
+                .channelClosed, replyCode: AMQPError.ReplyCode.notFound,
+                "the events exchange \(topology.eventsExchange) is gone (deleted); it is not declared again, "
+                    + "as the downstream queues' bindings went with it")
+        }
+        do {
+            try await channel.publish(body, exchange: topology.eventsExchange, routingKey: routingKey, properties: properties)
+        } catch let error as AMQPError where PublishChannel.closedForMissing(topology.eventsExchange, error) {
+            exchangeGone.withLock { $0 = .now }
+            throw error
+        }
     }
 
     /// The error `publish` throws, if any.

@@ -7,6 +7,9 @@ import Synchronization
 /// that concerns the message, not the connection. Every publish caught by the close tries again on
 /// the new channel; one that keeps closing channels fails with `channelClosed` for its caller to
 /// settle, and the others carry on.
+///
+/// A mandatory publish returned because its queue is gone is tried again once `restore` has
+/// declared the queue again (``MissingQueues``).
 final class PublishChannel: Sendable {
     /// How often a publish caught by a channel close is tried again on a new channel.
     static let retriesAfterClose = 3
@@ -21,15 +24,21 @@ final class PublishChannel: Sendable {
 
     let connection: AMQPConnection
     private let state: Mutex<State>
+    /// Declares a queue that a publish found gone again; returns whether it exists now.
+    private let restore: @Sendable (_ queue: String) async -> Bool
 
-    private init(connection: AMQPConnection, channel: AMQPChannel) {
+    private init(connection: AMQPConnection, channel: AMQPChannel, restore: @escaping @Sendable (String) async -> Bool) {
         self.connection = connection
         self.state = Mutex(State(channel: channel))
+        self.restore = restore
     }
 
-    /// Opens a confirm-mode channel on `connection`.
-    static func open(on connection: AMQPConnection) async throws -> PublishChannel {
-        PublishChannel(connection: connection, channel: try await openConfirming(connection))
+    /// Opens a confirm-mode channel on `connection`; `restore` is asked to declare again a queue
+    /// that a mandatory publish found gone.
+    static func open(
+        on connection: AMQPConnection, restoring restore: @escaping @Sendable (_ queue: String) async -> Bool = { _ in false }
+    ) async throws -> PublishChannel {
+        PublishChannel(connection: connection, channel: try await openConfirming(connection), restore: restore)
     }
 
     private static func openConfirming(_ connection: AMQPConnection) async throws -> AMQPChannel {
@@ -44,6 +53,7 @@ final class PublishChannel: Sendable {
         properties: AMQPProperties
     ) async throws {
         var retries = 0
+        var restored = false
         while true {
             let (channel, generation) = state.withLock { ($0.channel, $0.generation) }
             do {
@@ -51,11 +61,27 @@ final class PublishChannel: Sendable {
                     body, exchange: exchange, routingKey: routingKey, mandatory: mandatory, properties: properties)
             } catch let error as AMQPError
                 where error.code == .channelClosed && retries < Self.retriesAfterClose && connection.closeReason == nil
+                    && !Self.closedForMissing(exchange, error)
             {
                 retries += 1
                 try await reopen(after: generation)
+            } catch let error as AMQPError
+                where error.code == .returned && error.replyCode == AMQPError.ReplyCode.noRoute && exchange.isEmpty && !restored
+            {
+                // Returned by the default exchange: no queue of that name. Routed nowhere, so
+                // publishing it again once the queue is back publishes it once.
+                restored = true
+                guard await restore(routingKey) else { throw error }
             }
         }
+    }
+
+    /// Whether the broker closed the channel because `exchange` does not exist (RabbitMQ's
+    /// "NOT_FOUND - no exchange '…' in vhost '…'"): this publish's own fault, which publishing it
+    /// again would only repeat, closing the channel each time.
+    static func closedForMissing(_ exchange: String, _ error: AMQPError) -> Bool {
+        !exchange.isEmpty && error.code == .channelClosed && error.replyCode == AMQPError.ReplyCode.notFound
+            && error.replyText.contains("no exchange '\(exchange)'")
     }
 
     /// Opens a new channel unless one newer than `generation` exists; one caller opens it, the

@@ -98,6 +98,13 @@ final class OutcomeLedger: Sendable {
         }
     }
 
+    /// Forgets where the live reader stopped, so that the next one starts at the window before now:
+    /// the stream was deleted, and declared again its offsets start afresh, below where the reader
+    /// stopped. What the ledger knows stays.
+    func streamLost() {
+        state.withLock { $0.nextOffset = nil }
+    }
+
     /// Reads the stream into the ledger until the consumer ends (the live reader).
     func read(_ consumer: AMQPConsumer) async throws {
         _ = try await read(consumer, timedBy: .event) { offset in
