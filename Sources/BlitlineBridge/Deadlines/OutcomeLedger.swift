@@ -99,8 +99,9 @@ final class OutcomeLedger: Sendable {
     }
 
     /// Forgets where the live reader stopped, so that the next one starts at the window before now:
-    /// the stream was deleted, and declared again its offsets start afresh, below where the reader
-    /// stopped. What the ledger knows stays.
+    /// the stream was deleted, and once declared again its offsets start afresh, below where the
+    /// reader stopped (starting there, it would miss the records written before it came back).
+    /// What the ledger knows stays.
     func streamLost() {
         state.withLock { $0.nextOffset = nil }
     }

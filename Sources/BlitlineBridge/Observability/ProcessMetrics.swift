@@ -6,7 +6,7 @@ import Musl
 
 /// The bridge's version, as `--version` prints it and `blitline_bridge_build_info` exports it.
 public enum BridgeVersion {
-    public static let current = "0.2.24"
+    public static let current = "0.2.25"
 }
 
 /// The standard process metrics (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
