@@ -20,9 +20,11 @@ final class EventPublisher: Sendable {
     /// Events confirmed at about the same moment share an outcome record (`publish`); a busy
     /// bridge lets a record gather for `OutcomeRecord.linger`.
     private let settled: Batcher<String>
-    /// When an event last found the events exchange gone (deleted while the bridge runs). For
-    /// ``exchangeRecheck`` after that, events are refused here without being published: each
-    /// publish to a missing exchange closes the channel that everything else is published on too.
+    /// While the events exchange is gone (deleted while the bridge runs), when it was last looked
+    /// for. Events are refused here meanwhile, without being published: a publish to a missing
+    /// exchange closes the channel, which everything else is published on too, and every publish
+    /// caught by the close is published again. Once per ``exchangeRecheck`` the exchange is looked
+    /// for on a channel of its own (``eventsExchangeIsBack()``).
     private let exchangeGone = Mutex<ContinuousClock.Instant?>(nil)
     static let exchangeRecheck: Duration = .seconds(1)
 
@@ -125,7 +127,7 @@ final class EventPublisher: Sendable {
     }
 
     private func publishToEvents(_ body: [UInt8], routingKey: String, properties: AMQPProperties) async throws {
-        if let gone = exchangeGone.withLock({ $0 }), gone.duration(to: .now) < Self.exchangeRecheck {
+        if exchangeGone.withLock({ $0 }) != nil, await !eventsExchangeIsBack() {
             throw AMQPError(
                 .channelClosed, replyCode: AMQPError.ReplyCode.notFound,
                 "the events exchange \(topology.eventsExchange) is gone (deleted); it is not declared again, "
@@ -134,9 +136,32 @@ final class EventPublisher: Sendable {
         do {
             try await channel.publish(body, exchange: topology.eventsExchange, routingKey: routingKey, properties: properties)
         } catch let error as AMQPError where PublishChannel.closedForMissing(topology.eventsExchange, error) {
-            exchangeGone.withLock { $0 = .now }
+            exchangeGone.withLock { $0 = $0 ?? .now }
             throw error
         }
+    }
+
+    /// Whether the events exchange, found gone, exists again. The first caller after each
+    /// ``exchangeRecheck`` looks for it with a passive declare on a channel of its own, which the
+    /// broker closes while it is missing; the others are answered from the last look.
+    private func eventsExchangeIsBack() async -> Bool {
+        enum Look { case back, goneStill, look }
+        let look = exchangeGone.withLock { gone -> Look in
+            guard let looked = gone else { return .back }
+            guard looked.duration(to: .now) >= Self.exchangeRecheck else { return .goneStill }
+            gone = .now
+            return .look
+        }
+        guard look == .look else { return look == .back }
+        do {
+            let probe = try await channel.connection.openChannel()
+            try await probe.declareExchange(topology.eventsExchange, type: "topic", passive: true)
+            try? await probe.close()
+        } catch {
+            return false
+        }
+        exchangeGone.withLock { $0 = nil }
+        return true
     }
 
     /// The error `publish` throws, if any.

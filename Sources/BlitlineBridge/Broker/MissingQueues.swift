@@ -15,9 +15,16 @@ final class MissingQueues: Sendable {
     private let queues: [String: AMQPTable]
     private let connection: AMQPConnection
     private let logger: Logger
-    /// The declaration under way for each queue: the publishes that found it missing at the same
-    /// moment wait for one.
-    private let declaring = Mutex<[String: Task<Bool, Never>]>([:])
+    /// For each queue, the declaration under way (the publishes that found it missing at the same
+    /// moment wait for one), or when the last one failed: for ``retryAfterFailure`` after that,
+    /// publishes that find it missing fail at once, rather than each try and log again.
+    private let declarations = Mutex<[String: Declaration]>([:])
+    static let retryAfterFailure: Duration = .seconds(5)
+
+    private enum Declaration {
+        case running(Task<Bool, Never>)
+        case failed(ContinuousClock.Instant)
+    }
 
     init(_ topology: Topology, on connection: AMQPConnection, logger: Logger) {
         self.queues = Dictionary(topology.queues.map { ($0.name, $0.arguments) }, uniquingKeysWith: { first, _ in first })
@@ -28,14 +35,24 @@ final class MissingQueues: Sendable {
     /// Declares `queue` again if it is one of the bridge's own; returns whether it exists now.
     func restore(_ queue: String) async -> Bool {
         guard let arguments = queues[queue] else { return false }
-        let declaration = declaring.withLock { declaring in
-            if let running = declaring[queue] { return running }
-            let declaration = Task { await declare(queue, arguments: arguments) }
-            declaring[queue] = declaration
-            return declaration
+        let declaration = declarations.withLock { declarations -> Task<Bool, Never>? in
+            switch declarations[queue] {
+            case .running(let running)?:
+                return running
+            case .failed(let when)? where when.duration(to: .now) < Self.retryAfterFailure:
+                return nil
+            case .failed?, nil:
+                let declaration = Task { await declare(queue, arguments: arguments) }
+                declarations[queue] = .running(declaration)
+                return declaration
+            }
         }
+        guard let declaration else { return false }
         let restored = await declaration.value
-        declaring.withLock { if $0[queue] == declaration { $0[queue] = nil } }
+        declarations.withLock { declarations in
+            guard case .running(let running)? = declarations[queue], running == declaration else { return }
+            declarations[queue] = restored ? nil : .failed(.now)
+        }
         return restored
     }
 
