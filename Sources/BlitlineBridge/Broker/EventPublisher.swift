@@ -1,7 +1,6 @@
 import AMQP
 import Blitline
 import NIOCore
-import Synchronization
 
 /// Everything the bridge publishes, on one confirm-mode channel of the publishing connection.
 /// Each call returns once the broker has confirmed; only then may a request be acknowledged.
@@ -20,13 +19,6 @@ final class EventPublisher: Sendable {
     /// Events confirmed at about the same moment share an outcome record (`publish`); a busy
     /// bridge lets a record gather for `OutcomeRecord.linger`.
     private let settled: Batcher<String>
-    /// While the events exchange is gone (deleted while the bridge runs), when it was last looked
-    /// for. Events are refused here meanwhile, without being published: a publish to a missing
-    /// exchange closes the channel, which everything else is published on too, and every publish
-    /// caught by the close is published again. Once per ``exchangeRecheck`` the exchange is looked
-    /// for on a channel of its own (``eventsExchangeIsBack()``).
-    private let exchangeGone = Mutex<ContinuousClock.Instant?>(nil)
-    static let exchangeRecheck: Duration = .seconds(1)
 
     /// - Parameter timers: The event loop the bridge's work runs on, whose timers end the batches'
     ///   lingers.
@@ -126,42 +118,10 @@ final class EventPublisher: Sendable {
         return delivery
     }
 
+    /// An exchange deleted while the bridge runs is not declared again (the downstream queues'
+    /// bindings went with it): events wait for it, refused by ``PublishChannel`` meanwhile.
     private func publishToEvents(_ body: [UInt8], routingKey: String, properties: AMQPProperties) async throws {
-        if exchangeGone.withLock({ $0 }) != nil, await !eventsExchangeIsBack() {
-            throw AMQPError(
-                .channelClosed, replyCode: AMQPError.ReplyCode.notFound,
-                "the events exchange \(topology.eventsExchange) is gone (deleted); it is not declared again, "
-                    + "as the downstream queues' bindings went with it")
-        }
-        do {
-            try await channel.publish(body, exchange: topology.eventsExchange, routingKey: routingKey, properties: properties)
-        } catch let error as AMQPError where PublishChannel.closedForMissing(topology.eventsExchange, error) {
-            exchangeGone.withLock { $0 = $0 ?? .now }
-            throw error
-        }
-    }
-
-    /// Whether the events exchange, found gone, exists again. The first caller after each
-    /// ``exchangeRecheck`` looks for it with a passive declare on a channel of its own, which the
-    /// broker closes while it is missing; the others are answered from the last look.
-    private func eventsExchangeIsBack() async -> Bool {
-        enum Look { case back, goneStill, look }
-        let look = exchangeGone.withLock { gone -> Look in
-            guard let looked = gone else { return .back }
-            guard looked.duration(to: .now) >= Self.exchangeRecheck else { return .goneStill }
-            gone = .now
-            return .look
-        }
-        guard look == .look else { return look == .back }
-        do {
-            let probe = try await channel.connection.openChannel()
-            try await probe.declareExchange(topology.eventsExchange, type: "topic", passive: true)
-            try? await probe.close()
-        } catch {
-            return false
-        }
-        exchangeGone.withLock { $0 = nil }
-        return true
+        try await channel.publish(body, exchange: topology.eventsExchange, routingKey: routingKey, properties: properties)
     }
 
     /// The error `publish` throws, if any.

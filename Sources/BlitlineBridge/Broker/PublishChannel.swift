@@ -8,8 +8,14 @@ import Synchronization
 /// the new channel; one that keeps closing channels fails with `channelClosed` for its caller to
 /// settle, and the others carry on.
 ///
-/// A mandatory publish returned because its queue is gone is tried again once `restore` has
-/// declared the queue again (``MissingQueues``).
+/// A destination found gone (deleted while the bridge runs) is handled here, for every caller:
+/// - A mandatory publish returned because its queue is gone is tried again once `restore` has
+///   declared the queue again (``MissingQueues``).
+/// - A publish to an exchange that is gone closes the channel, and every publish caught by the
+///   close is published again. So once one finds its exchange gone, publishes to it are refused
+///   here without being published, and the exchange is looked for at most once per
+///   ``exchangeRecheck``, with a passive declare on a channel of its own. It is not declared again:
+///   whoever owns its bindings must restore them with it.
 final class PublishChannel: Sendable {
     /// How often a publish caught by a channel close is tried again on a new channel.
     static let retriesAfterClose = 3
@@ -20,7 +26,12 @@ final class PublishChannel: Sendable {
         var generation = 0
         /// Callers waiting for the channel being opened now; `nil` when none is being opened.
         var reopening: [CheckedContinuation<Void, any Error>]?
+        /// An exchange a publish found gone, and when it was last looked for.
+        var goneExchange: (name: String, lookedAt: ContinuousClock.Instant)?
     }
+
+    /// How often an exchange found gone is looked for again.
+    static let exchangeRecheck: Duration = .seconds(1)
 
     let connection: AMQPConnection
     private let state: Mutex<State>
@@ -55,7 +66,12 @@ final class PublishChannel: Sendable {
         var retries = 0
         var restored = false
         while true {
-            let (channel, generation) = state.withLock { ($0.channel, $0.generation) }
+            let (channel, generation, gone) = state.withLock { ($0.channel, $0.generation, $0.goneExchange?.name == exchange) }
+            if gone, await !exchangeIsBack(exchange) {
+                throw AMQPError(
+                    .channelClosed, replyCode: AMQPError.ReplyCode.notFound,
+                    "the exchange \(exchange) is gone (deleted); publishing to it waits until it is declared again")
+            }
             do {
                 return try await channel.publish(
                     body, exchange: exchange, routingKey: routingKey, mandatory: mandatory, properties: properties)
@@ -65,6 +81,9 @@ final class PublishChannel: Sendable {
             {
                 retries += 1
                 try await reopen(after: generation)
+            } catch let error as AMQPError where Self.closedForMissing(exchange, error) {
+                state.withLock { if $0.goneExchange == nil { $0.goneExchange = (exchange, .now) } }
+                throw error
             } catch let error as AMQPError
                 where error.code == .returned && error.replyCode == AMQPError.ReplyCode.noRoute && exchange.isEmpty && !restored
             {
@@ -79,9 +98,33 @@ final class PublishChannel: Sendable {
     /// Whether the broker closed the channel because `exchange` does not exist (RabbitMQ's
     /// "NOT_FOUND - no exchange '…' in vhost '…'"): this publish's own fault, which publishing it
     /// again would only repeat, closing the channel each time.
-    static func closedForMissing(_ exchange: String, _ error: AMQPError) -> Bool {
+    private static func closedForMissing(_ exchange: String, _ error: AMQPError) -> Bool {
         !exchange.isEmpty && error.code == .channelClosed && error.replyCode == AMQPError.ReplyCode.notFound
             && error.replyText.contains("no exchange '\(exchange)'")
+    }
+
+    /// Whether `exchange`, found gone, exists again. The first caller after each
+    /// ``exchangeRecheck`` looks for it with a passive declare on a channel of its own (which the
+    /// broker closes while it is missing); the others are answered from the last look.
+    private func exchangeIsBack(_ exchange: String) async -> Bool {
+        enum Look { case back, goneStill, look }
+        let look = state.withLock { state -> Look in
+            guard let gone = state.goneExchange, gone.name == exchange else { return .back }
+            guard gone.lookedAt.duration(to: .now) >= Self.exchangeRecheck else { return .goneStill }
+            state.goneExchange = (exchange, .now)
+            return .look
+        }
+        guard look == .look else { return look == .back }
+        do {
+            let probe = try await connection.openChannel()
+            // A passive declare ignores the type.
+            try await probe.declareExchange(exchange, type: "topic", passive: true)
+            try? await probe.close()
+        } catch {
+            return false
+        }
+        state.withLock { if $0.goneExchange?.name == exchange { $0.goneExchange = nil } }
+        return true
     }
 
     /// Opens a new channel unless one newer than `generation` exists; one caller opens it, the
